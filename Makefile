@@ -1,0 +1,67 @@
+# lockfs — build, test and benchmark on Debian 12.
+#
+#   make test     install what is missing, build, run every test (what CI runs)
+#   make bench    release build, print `bench: NAME VALUE UNIT` lines
+#   make install  PREFIX=/usr/local (default)
+
+SWIFT    ?= swift
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+VENV     := .build/venv
+
+# Debian packages the build and the tests need.
+DEB_PACKAGES := libfuse3-dev fuse3 libsodium-dev libsqlite3-dev libcurl4-openssl-dev \
+                pkg-config python3 python3-venv
+# Python packages for the independent cross-check of the crypto vectors.
+PY_PACKAGES  := pynacl==1.5.0 argon2-cffi==23.1.0
+
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: all deps build release test test-swift test-vectors bench install clean
+
+all: build
+
+## deps: install missing Debian packages (idempotent; nothing happens when all are there).
+deps:
+	@command -v $(SWIFT) >/dev/null || { echo "error: Swift 6 is not installed (see https://www.swift.org/install/linux/); lockfs needs swift on PATH" >&2; exit 1; }
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+## test: every test, from a fresh clone (CI runs exactly this).
+test: deps test-swift test-vectors
+
+test-swift:
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+$(VENV)/.ready:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q $(PY_PACKAGES)
+	touch $@
+
+## test-vectors: recompute the crypto golden vectors with independent implementations.
+test-vectors: $(VENV)/.ready
+	$(VENV)/bin/python Tests/Vectors/crosscheck.py
+
+bench: release
+	$(SWIFT) build -c release --product lockfs-bench
+	.build/release/lockfs-bench
+
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 .build/release/lockfs .build/release/lockfs-server $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	$(SWIFT) package clean
+	rm -rf $(VENV)

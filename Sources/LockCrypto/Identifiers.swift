@@ -1,0 +1,133 @@
+/// Fixed-size opaque identifiers, stored inline (no heap allocation).
+
+/// A 16-byte identifier, stored inline.
+public protocol Bytes16Identifier: Hashable, Sendable, ContiguousBytes, CustomStringConvertible {
+    /// The raw bytes.
+    var storage: SIMD16<UInt8> { get }
+    init(storage: SIMD16<UInt8>)
+}
+
+/// A 32-byte identifier, stored inline.
+public protocol Bytes32Identifier: Hashable, Sendable, ContiguousBytes, CustomStringConvertible {
+    /// The raw bytes.
+    var storage: SIMD32<UInt8> { get }
+    init(storage: SIMD32<UInt8>)
+}
+
+extension Bytes16Identifier {
+    /// Byte size on the wire.
+    public static var size: Int { 16 }
+
+    /// Wraps exactly 16 bytes.
+    /// - Throws: `CryptoError.invalidIdentifier` for any other length.
+    public init(bytes: some Collection<UInt8>) throws {
+        guard bytes.count == 16 else { throw CryptoError.invalidIdentifier(length: bytes.count) }
+        var s = SIMD16<UInt8>()
+        for (i, b) in bytes.enumerated() { s[i] = b }
+        self.init(storage: s)
+    }
+
+    /// Parses 32 lowercase or uppercase hex digits.
+    public init?(hex: some StringProtocol) {
+        guard let bytes = Hex.decode(hex), bytes.count == 16 else { return nil }
+        try? self.init(bytes: bytes)
+    }
+
+    /// A fresh random identifier from the CSPRNG.
+    public static func random() -> Self { try! Self(bytes: Sodium.randomBytes(16)) }
+
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        var s = storage
+        return try Swift.withUnsafeBytes(of: &s, body)
+    }
+
+    /// The bytes as an array.
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+    /// Lowercase hex, 32 digits.
+    public var hex: String { Hex.encode(bytes) }
+    public var description: String { hex }
+}
+
+extension Bytes32Identifier {
+    /// Byte size on the wire.
+    public static var size: Int { 32 }
+
+    /// Wraps exactly 32 bytes.
+    /// - Throws: `CryptoError.invalidIdentifier` for any other length.
+    public init(bytes: some Collection<UInt8>) throws {
+        guard bytes.count == 32 else { throw CryptoError.invalidIdentifier(length: bytes.count) }
+        var s = SIMD32<UInt8>()
+        for (i, b) in bytes.enumerated() { s[i] = b }
+        self.init(storage: s)
+    }
+
+    /// Parses 64 lowercase or uppercase hex digits.
+    public init?(hex: some StringProtocol) {
+        guard let bytes = Hex.decode(hex), bytes.count == 32 else { return nil }
+        try? self.init(bytes: bytes)
+    }
+
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        var s = storage
+        return try Swift.withUnsafeBytes(of: &s, body)
+    }
+
+    /// The bytes as an array.
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+    /// Lowercase hex, 64 digits.
+    public var hex: String { Hex.encode(bytes) }
+    public var description: String { hex }
+}
+
+/// Identifies a vault. Random, made by `lockfs init`; bound into every
+/// envelope's associated data so that blobs cannot move between vaults.
+public struct VaultID: Bytes16Identifier {
+    public let storage: SIMD16<UInt8>
+    public init(storage: SIMD16<UInt8>) { self.storage = storage }
+}
+
+/// Names a chunk: keyed BLAKE2b-256 of its plaintext (see `ChunkIDKey`).
+public struct ChunkID: Bytes32Identifier {
+    public let storage: SIMD32<UInt8>
+    public init(storage: SIMD32<UInt8>) { self.storage = storage }
+}
+
+/// Lowercase hexadecimal, for ids in URLs, file names and logs.
+public enum Hex {
+    private static let digits = Array("0123456789abcdef".utf8)
+
+    /// Lowercase hex of `bytes`.
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.underestimatedCount * 2)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0xF)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Bytes of an even-length hex string; nil on any other character.
+    public static func decode(_ text: some StringProtocol) -> [UInt8]? {
+        let utf8 = Array(text.utf8)
+        guard utf8.count % 2 == 0 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(utf8.count / 2)
+        var i = 0
+        while i < utf8.count {
+            guard let hi = nibble(utf8[i]), let lo = nibble(utf8[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return out
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Independent check of Tests/Vectors/crypto.json.
+
+Recomputes the LockCrypto golden vectors with other implementations
+(Python's hashlib BLAKE2b, PyNaCl's XChaCha20-Poly1305, argon2-cffi's
+Argon2id) straight from the byte layouts in docs/design.md. If Swift and
+this script agree, the documented format is the implemented one.
+"""
+import hashlib
+import json
+import pathlib
+import sys
+
+from argon2.low_level import Type, hash_secret_raw
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt as xchacha_open
+
+V = json.loads((pathlib.Path(__file__).parent / "crypto.json").read_text())["vectors"]
+MK = bytes(range(0x00, 0x20))
+VAULT = bytes(range(0xA0, 0xB0))
+NONCE = bytes(range(0x10, 0x28))
+failures = []
+
+
+def check(name, ok):
+    print(("ok   " if ok else "FAIL ") + name)
+    if not ok:
+        failures.append(name)
+
+
+def kdf(key, subkey_id, context):
+    """crypto_kdf_derive_from_key: BLAKE2b-256, salt = id LE ‖ 0⁸, personal = context ‖ 0⁸."""
+    return hashlib.blake2b(b"", digest_size=32, key=key,
+                           salt=subkey_id.to_bytes(8, "little") + bytes(8),
+                           person=context + bytes(8)).digest()
+
+
+def key_id(key):
+    return hashlib.blake2b(b"lockfs key id v1", digest_size=32, key=key).digest()[:8]
+
+
+def padme(n):
+    if n <= 1:
+        return n
+    e = n.bit_length() - 1
+    s = e.bit_length()
+    z = e - s
+    if z <= 0:
+        return n
+    m = (1 << z) - 1
+    return (n + m) & ~m
+
+
+def open_envelope(blob, kind, key, context):
+    """version ‖ kind ‖ key id ‖ nonce ‖ ciphertext ‖ tag; AD = blob[0:10] ‖ context."""
+    assert blob[0] == 1 and blob[1] == kind and blob[2:10] == key_id(key) and blob[10:34] == NONCE
+    padded = xchacha_open(blob[34:], blob[:10] + context, blob[10:34], key)
+    body = padded.rstrip(b"\0")
+    assert body.endswith(b"\x80") and padme(len(body)) == len(padded)
+    return body[:-1]
+
+
+sub = {n: kdf(MK, i, b"lockfsMK") for i, n in [(1, "content"), (2, "metadata"), (3, "chunk-id"), (4, "chunker")]}
+for name, key in sub.items():
+    check("subkey." + name, key.hex() == V["subkey." + name])
+check("keyid.content", key_id(sub["content"]).hex() == V["keyid.content"])
+check("keyid.master", key_id(MK).hex() == V["keyid.master"])
+
+gear = []
+for block in range(32):
+    out = hashlib.blake2b(b"lockfs gear v1" + bytes([block]), digest_size=64, key=sub["chunker"]).digest()
+    gear += [int.from_bytes(out[8 * j:8 * j + 8], "little") for j in range(8)]
+check("gear.first4", ",".join(format(g, "x") for g in gear[:4]) == V["gear.first4"])
+check("gear.blake2b", hashlib.blake2b(b"".join(g.to_bytes(8, "little") for g in gear), digest_size=32).hexdigest() == V["gear.blake2b"])
+
+for prefix, plain in [("chunk", b"lockfs golden chunk"), ("chunk.empty", b"")]:
+    cid = hashlib.blake2b(plain, digest_size=32, key=sub["chunk-id"]).digest()
+    check(prefix + ".id", cid.hex() == V[prefix + ".id"])
+    check(prefix + ".sealed", open_envelope(bytes.fromhex(V[prefix + ".sealed"]), 1, sub["content"], VAULT + cid) == plain)
+
+genesis = hashlib.blake2b(b"lockfs journal genesis v1" + VAULT, digest_size=32).digest()
+check("chain.genesis", genesis.hex() == V["chain.genesis"])
+entry = bytes.fromhex(V["entry.sealed"])
+check("entry.sealed", open_envelope(entry, 2, sub["metadata"], VAULT + (0).to_bytes(8, "big") + genesis) == b"batch of operations")
+head1 = hashlib.blake2b(genesis + (1).to_bytes(8, "big") + entry, digest_size=32).digest()
+check("chain.1", head1.hex() == V["chain.1"])
+check("checkpoint.sealed", open_envelope(bytes.fromhex(V["checkpoint.sealed"]), 3, sub["metadata"],
+                                         VAULT + (1).to_bytes(8, "big") + head1) == b"checkpoint")
+
+params = bytes([1]) + (2).to_bytes(4, "big") + (64 << 20).to_bytes(8, "big") + bytes(range(0x30, 0x40))
+check("kdf.parameters", params.hex() == V["kdf.parameters"])
+out = hash_secret_raw(b"correct horse battery staple", bytes(range(0x30, 0x40)), time_cost=2,
+                      memory_cost=64 * 1024, parallelism=1, hash_len=64, type=Type.ID)
+check("kdf.kek", out[:32].hex() == V["kdf.kek"])
+check("kdf.login", kdf(out[32:], 1, b"lockfsLG").hex() == V["kdf.login"])
+check("keyring.password-slot", open_envelope(bytes.fromhex(V["keyring.password-slot"]), 4, out[:32], VAULT + params) == MK)
+
+secret = bytes(range(0x70, 0x90))
+raw = secret + hashlib.blake2b(b"lockfs recovery key v1" + secret, digest_size=32).digest()[:3]
+alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+bits = int.from_bytes(raw, "big")
+chars = "".join(alphabet[(bits >> (5 * (55 - i))) & 31] for i in range(56))
+check("recovery.display", "-".join(chars[i:i + 4] for i in range(0, 56, 4)) == V["recovery.display"])
+rkek = kdf(secret, 1, b"lockfsRK")
+check("recovery.kek", rkek.hex() == V["recovery.kek"])
+check("keyring.recovery-slot", open_envelope(bytes.fromhex(V["keyring.recovery-slot"]), 5, rkek, VAULT) == MK)
+
+sys.exit(1 if failures else 0)
