@@ -32,6 +32,7 @@ let package = Package(
         // Core libraries shared by client and server.
         .target(name: "LockCrypto", dependencies: ["CSodium"],
                 swiftSettings: swiftSettings),
+        .target(name: "LockChunker", swiftSettings: swiftSettings),
         .target(name: "LockWire", dependencies: ["LockCrypto"],
                 swiftSettings: swiftSettings),
 
@@ -53,9 +54,15 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "lockfs-bench",
+            dependencies: ["LockCrypto", "LockChunker", "LockWire", "LockTesting"],
+            swiftSettings: swiftSettings),
 
         // Tests (swift-testing). Golden vectors live in Tests/Vectors.
         .testTarget(name: "LockCryptoTests", dependencies: ["LockCrypto", "LockTesting"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "LockChunkerTests", dependencies: ["LockChunker", "LockCrypto", "LockTesting"],
                     swiftSettings: swiftSettings),
     ],
     swiftLanguageModes: [.v6]

@@ -86,7 +86,7 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         out.withUnsafeMutableBytes { raw in
             var i = 0
             while i + 8 <= count {
-                raw.storeBytes(of: next(), toByteOffset: i, as: UInt64.self)
+                raw.storeBytes(of: next().littleEndian, toByteOffset: i, as: UInt64.self)
                 i += 8
             }
             if i < count {

@@ -1,0 +1,110 @@
+import LockChunker
+import LockCrypto
+import LockTesting
+
+/// `make bench`: single-core throughput of the client's write path.
+///
+/// Prints one `bench: NAME VALUE UNIT` line per figure. Each figure is the
+/// best of several rounds over 1 MiB buffers (MB = 10⁶ bytes), so a busy
+/// neighbour on the machine lowers it less; compare ratios within one run.
+@main
+struct Bench {
+    static let bufferSize = 1 << 20
+    static let roundBytes = 512 << 20
+    static let rounds = 5
+
+    static func main() throws {
+        var rng = SeededGenerator(seed: 1)
+        let data = rng.bytes(64 << 20)  // 64 buffers of 1 MiB, cycled
+        let keys = VaultKeys.generate()
+        let buffers = stride(from: 0, to: data.count, by: bufferSize).map { Array(data[$0..<($0 + bufferSize)]) }
+
+        report("chunker_mbps", mbps { bytes in
+            var chunker = try! Chunker(gear: keys.gearTable())
+            var cuts = 0
+            for i in 0..<(bytes / bufferSize) {
+                buffers[i % buffers.count].withUnsafeBytes { chunker.feed($0) { _ in cuts += 1 } }
+            }
+            _ = chunker.finish()
+            return cuts
+        })
+
+        report("chunkid_mbps", mbps { bytes in
+            var acc = 0
+            for i in 0..<(bytes / bufferSize) {
+                acc &+= buffers[i % buffers.count].withUnsafeBytes { Int(keys.chunkID(of: $0).storage[0]) }
+            }
+            return acc
+        })
+
+        report("encrypt_mbps", mbps { bytes in
+            var acc = 0
+            let id = try! ChunkID(bytes: [UInt8](repeating: 0, count: 32))
+            for i in 0..<(bytes / bufferSize) {
+                let sealed = try! buffers[i % buffers.count].withUnsafeBytes {
+                    try Envelope.seal($0, kind: .chunk, key: keys.content, context: keys.vaultID.bytes + id.bytes)
+                }
+                acc &+= sealed.count
+            }
+            return acc
+        })
+
+        let sealed = try buffers.prefix(8).map { try $0.withUnsafeBytes { try keys.sealChunk($0) } }
+        report("decrypt_verify_mbps", mbps { bytes in
+            var acc = 0
+            for i in 0..<(bytes / bufferSize) { acc &+= try! keys.openChunk(sealed[i % sealed.count]).count }
+            return acc
+        })
+
+        // The whole single-core write path: chunk → id → seal, as one thread does it.
+        report("pipeline_1core_mbps", mbps(bytes: 256 << 20) { bytes in
+            var chunker = try! Chunker(gear: keys.gearTable())
+            var pending: [UInt8] = []
+            var start = 0
+            var acc = 0
+            func seal(upTo end: Int) {
+                let count = end - start
+                acc &+= try! pending.withUnsafeBytes { try keys.sealChunk(UnsafeRawBufferPointer(rebasing: $0[0..<count])).bytes.count }
+                pending.removeFirst(count)
+                start = end
+            }
+            for i in 0..<(bytes / bufferSize) {
+                let buffer = buffers[i % buffers.count]
+                pending += buffer
+                var cuts: [Int] = []
+                buffer.withUnsafeBytes { chunker.feed($0) { cuts.append($0) } }
+                for cut in cuts { seal(upTo: cut) }
+            }
+            if let end = chunker.finish() { seal(upTo: end) }
+            return acc
+        })
+
+        let clock = ContinuousClock()
+        let params = KDFParameters.generate(.moderate)
+        let elapsed = try clock.measure { _ = try PasswordKeys.derive(password: "benchmark password", parameters: params) }
+        report("argon2id_moderate_s", seconds(elapsed), unit: "s", digits: 2)
+    }
+
+    /// Best throughput over `rounds` rounds of `bytes` bytes each, in MB/s.
+    static func mbps(bytes: Int = roundBytes, _ body: (Int) -> Int) -> Double {
+        let clock = ContinuousClock()
+        var best = 0.0
+        var sink = 0
+        for _ in 0..<rounds {
+            let elapsed = clock.measure { sink &+= body(bytes) }
+            best = max(best, Double(bytes) / 1e6 / seconds(elapsed))
+        }
+        if sink == 42 { print("") }  // keeps the work observable
+        return best
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
+    static func report(_ name: String, _ value: Double, unit: String = "MB/s", digits: Int = 0) {
+        let factor = (0..<digits).reduce(1.0) { r, _ in r * 10 }
+        let rounded = (value * factor).rounded() / factor
+        print("bench: \(name) \(digits == 0 ? String(Int(rounded)) : String(rounded)) \(unit)")
+    }
+}
