@@ -64,6 +64,8 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "LockChunkerTests", dependencies: ["LockChunker", "LockCrypto", "LockTesting"],
                     swiftSettings: swiftSettings),
+        .testTarget(name: "LockWireTests", dependencies: ["LockWire", "LockCrypto", "LockTesting"],
+                    swiftSettings: swiftSettings),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -60,6 +60,12 @@ public struct GoldenVectors {
         return mismatches
     }
 
+    /// The committed vectors of `NAME.json` (to read old data forever).
+    public static func load(file name: String) throws -> [String: String] {
+        let data = try Data(contentsOf: directory.appendingPathComponent("\(name).json"))
+        return try JSONDecoder().decode(File.self, from: data).vectors
+    }
+
     private struct File: Codable {
         var about: String
         var vectors: [String: String]

@@ -1,0 +1,323 @@
+import Foundation
+import LockCrypto
+
+/// Bodies of the lockfs-server HTTP API, version 1 (routes under `/v1`;
+/// docs/protocol.md). Control bodies are JSON with strict decoding; chunk
+/// and journal bodies are binary records with their own version byte.
+public enum APIv1 {
+    /// The path prefix of every route of this version.
+    public static let pathPrefix = "/v1"
+    /// Content type of the binary bodies.
+    public static let binaryContentType = "application/vnd.lockfs.v1"
+    /// Chunk ids in one existence query.
+    public static let maxIDsPerQuery = 10_000
+    /// Chunks in one batched upload, and their total sealed size.
+    public static let maxChunksPerBatch = 1_000
+    public static let maxBatchBytes = 16 << 20
+    /// Entries in one pull page.
+    public static let maxEntriesPerPage = 1_000
+    /// Chunk ids one journal entry may reference.
+    public static let maxReferencesPerEntry = 1 << 20
+}
+
+// MARK: - Binary bodies
+
+/// A list of chunk ids: an existence query ("which are missing?") and its answer.
+///
+///     0   1   version 0x01
+///     1   4   count n (u32 BE, ≤ 10,000)
+///     5   32n chunk ids
+public struct ChunkIDList: WireRecord {
+    public static let wireVersion: UInt8 = 1
+    public static let recordName = "chunk id list"
+    public let ids: [ChunkID]
+
+    public init(ids: [ChunkID]) throws {
+        guard ids.count <= APIv1.maxIDsPerQuery else {
+            throw WireError.lengthOutOfRange(field: "chunk ids", length: ids.count, limit: APIv1.maxIDsPerQuery)
+        }
+        self.ids = ids
+    }
+
+    public func encode(to w: inout WireWriter) {
+        w.u8(Self.wireVersion)
+        w.u32(UInt32(ids.count))
+        for id in ids { w.id(id) }
+    }
+
+    public init(from r: inout WireReader) throws {
+        try r.version(Self.wireVersion)
+        let n = try r.count(field: "chunk ids", limit: APIv1.maxIDsPerQuery, minimumItemSize: 32)
+        var ids: [ChunkID] = []
+        ids.reserveCapacity(n)
+        for _ in 0..<n { ids.append(try r.id32()) }
+        self.ids = ids
+    }
+}
+
+/// Many small chunks in one upload.
+///
+///     0   1   version 0x01
+///     1   4   count n (u32 BE, ≤ 1,000)
+///     5   …   n × (chunk id 32 ‖ length u32 BE ‖ chunk envelope)
+///
+/// Each envelope's framing is checked on decode; the total is bounded by
+/// `APIv1.maxBatchBytes` at the server.
+public struct ChunkBatch: WireRecord {
+    public static let wireVersion: UInt8 = 1
+    public static let recordName = "chunk batch"
+    public let chunks: [SealedChunk]
+
+    public init(chunks: [SealedChunk]) throws {
+        guard chunks.count <= APIv1.maxChunksPerBatch else {
+            throw WireError.lengthOutOfRange(field: "chunks", length: chunks.count, limit: APIv1.maxChunksPerBatch)
+        }
+        self.chunks = chunks
+    }
+
+    public func encode(to w: inout WireWriter) {
+        w.u8(Self.wireVersion)
+        w.u32(UInt32(chunks.count))
+        for c in chunks {
+            w.id(c.id)
+            w.bytes32(c.bytes)
+        }
+    }
+
+    public init(from r: inout WireReader) throws {
+        try r.version(Self.wireVersion)
+        let n = try r.count(field: "chunks", limit: APIv1.maxChunksPerBatch, minimumItemSize: 36 + Envelope.minimumSize)
+        var chunks: [SealedChunk] = []
+        for _ in 0..<n {
+            let id: ChunkID = try r.id32()
+            let bytes = try r.bytes32(field: "chunk envelope", allowed: Envelope.minimumSize...EnvelopeKind.chunk.maxSealedSize)
+            try bytes.withUnsafeBytes { try Envelope.validateFraming($0, kind: .chunk) }
+            chunks.append(SealedChunk(id: id, bytes: bytes))
+        }
+        self.chunks = chunks
+    }
+}
+
+/// An append request: the entry and the chunk ids it references (which the
+/// server checks it has, and keeps for garbage collection).
+///
+///     0   1   version 0x01
+///     1   4   entry length e (u32 BE)
+///     5   e   JournalEntry
+///     …   4   reference count n (u32 BE)
+///     …   32n chunk ids
+public struct AppendRequest: WireRecord {
+    public static let wireVersion: UInt8 = 1
+    public static let recordName = "append request"
+    public let entry: JournalEntry
+    public let references: [ChunkID]
+
+    public init(entry: JournalEntry, references: [ChunkID]) {
+        self.entry = entry
+        self.references = references
+    }
+
+    public func encode(to w: inout WireWriter) {
+        w.u8(Self.wireVersion)
+        w.bytes32(entry.encoded)
+        w.u32(UInt32(references.count))
+        for id in references { w.id(id) }
+    }
+
+    public init(from r: inout WireReader) throws {
+        try r.version(Self.wireVersion)
+        let bytes = try r.bytes32(field: "entry", allowed: (JournalEntry.headerSize + Envelope.minimumSize)...(JournalEntry.headerSize + EnvelopeKind.journalEntry.maxSealedSize))
+        entry = try JournalEntry(decoding: bytes)
+        let n = try r.count(field: "references", limit: APIv1.maxReferencesPerEntry, minimumItemSize: 32)
+        var refs: [ChunkID] = []
+        refs.reserveCapacity(n)
+        for _ in 0..<n { refs.append(try r.id32()) }
+        references = refs
+    }
+}
+
+/// A page of journal entries after a cursor, as the server numbered and chained them.
+///
+///     0   1   version 0x01
+///     1   4   count n (u32 BE, ≤ 1,000)
+///     5   …   n × (seq u64 BE ‖ chain head after it 32 ‖ length u32 BE ‖ JournalEntry)
+///     …   8   the vault's latest seq (u64 BE), so a reader knows if more remain
+public struct EntryPage: WireRecord {
+    public static let wireVersion: UInt8 = 1
+    public static let recordName = "entry page"
+
+    public struct Item: Equatable, Sendable {
+        public let seq: JournalSeq
+        public let head: ChainHead
+        public let entry: JournalEntry
+        public init(seq: JournalSeq, head: ChainHead, entry: JournalEntry) {
+            self.seq = seq
+            self.head = head
+            self.entry = entry
+        }
+    }
+
+    public let items: [Item]
+    public let latest: JournalSeq
+
+    public init(items: [Item], latest: JournalSeq) throws {
+        guard items.count <= APIv1.maxEntriesPerPage else {
+            throw WireError.lengthOutOfRange(field: "entries", length: items.count, limit: APIv1.maxEntriesPerPage)
+        }
+        self.items = items
+        self.latest = latest
+    }
+
+    public func encode(to w: inout WireWriter) {
+        w.u8(Self.wireVersion)
+        w.u32(UInt32(items.count))
+        for item in items {
+            w.u64(item.seq.rawValue)
+            w.id(item.head)
+            w.bytes32(item.entry.encoded)
+        }
+        w.u64(latest.rawValue)
+    }
+
+    public init(from r: inout WireReader) throws {
+        try r.version(Self.wireVersion)
+        let n = try r.count(field: "entries", limit: APIv1.maxEntriesPerPage, minimumItemSize: 44 + JournalEntry.headerSize)
+        var items: [Item] = []
+        for _ in 0..<n {
+            let seq = JournalSeq(try r.u64())
+            let head: ChainHead = try r.id32()
+            let bytes = try r.bytes32(field: "entry", allowed: (JournalEntry.headerSize + Envelope.minimumSize)...(JournalEntry.headerSize + EnvelopeKind.journalEntry.maxSealedSize))
+            items.append(Item(seq: seq, head: head, entry: try JournalEntry(decoding: bytes)))
+        }
+        self.items = items
+        latest = JournalSeq(try r.u64())
+    }
+}
+
+// MARK: - JSON bodies
+
+/// A JSON body of the control API. Decoding is strict: unknown keys, wrong
+/// types and missing keys are errors (JSONDecoder alone ignores unknown keys).
+public protocol JSONBody: Codable, Sendable, Equatable {
+    associatedtype Keys: CodingKey & CaseIterable
+}
+
+extension JSONBody {
+    /// Compact JSON with sorted keys (stable bytes, for golden vectors).
+    public func jsonData() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(self)
+    }
+
+    /// Decodes `data`, refusing keys the type does not define.
+    /// - Throws: `WireError.invalidValue` for unknown keys or malformed JSON.
+    public static func decodeStrictly(_ data: Data) throws -> Self {
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw WireError.invalidValue(field: "body", reason: "not a JSON object")
+        }
+        let known = Set(Keys.allCases.map(\.stringValue))
+        if let unknown = object.keys.filter({ !known.contains($0) }).sorted().first {
+            throw WireError.invalidValue(field: "body", reason: "unknown key “\(unknown)”")
+        }
+        do {
+            return try JSONDecoder().decode(Self.self, from: data)
+        } catch {
+            throw WireError.invalidValue(field: "body", reason: "\(error)")
+        }
+    }
+}
+
+/// `GET /v1/accounts/NAME/prelogin`: what a client needs before it can derive its keys.
+public struct PreLoginResponse: JSONBody {
+    /// The 29-byte KDF parameters, hex.
+    public let kdf: String
+    public init(kdf: KDFParameters) { self.kdf = Hex.encode(kdf.encoded) }
+    /// - Throws: `WireError` / `CryptoError` for malformed or unacceptable parameters.
+    public func parameters() throws -> KDFParameters {
+        guard let bytes = Hex.decode(kdf) else { throw WireError.invalidValue(field: "kdf", reason: "not hex") }
+        return try KDFParameters(encoded: bytes)
+    }
+    public enum Keys: String, CodingKey, CaseIterable { case kdf }
+    typealias CodingKeys = Keys
+}
+
+/// `POST /v1/register`: create an account (with an invite) and its vault.
+public struct RegisterRequest: JSONBody {
+    public let user: String
+    public let invite: String?
+    /// The login secret, base64 (the server stores only a slow hash of it).
+    public let loginSecret: String
+    /// The encoded Keyring, base64.
+    public let keyring: String
+    public let deviceName: String
+
+    public init(user: String, invite: String?, loginSecret: [UInt8], keyring: Keyring, deviceName: String) {
+        self.user = user
+        self.invite = invite
+        self.loginSecret = Data(loginSecret).base64EncodedString()
+        self.keyring = Data(keyring.encoded).base64EncodedString()
+        self.deviceName = deviceName
+    }
+    public enum Keys: String, CodingKey, CaseIterable { case user, invite, loginSecret, keyring, deviceName }
+    typealias CodingKeys = Keys
+}
+
+/// `POST /v1/login`: enrol a device.
+public struct LoginRequest: JSONBody {
+    public let user: String
+    public let loginSecret: String
+    public let deviceName: String
+    public init(user: String, loginSecret: [UInt8], deviceName: String) {
+        self.user = user
+        self.loginSecret = Data(loginSecret).base64EncodedString()
+        self.deviceName = deviceName
+    }
+    public enum Keys: String, CodingKey, CaseIterable { case user, loginSecret, deviceName }
+    typealias CodingKeys = Keys
+}
+
+/// The answer to register and login: a bearer token for this device.
+public struct LoginResponse: JSONBody {
+    /// Random 256-bit token, base64url; the server keeps only its hash.
+    public let token: String
+    /// The device's id, hex.
+    public let device: String
+    /// The vault's id, hex.
+    public let vault: String
+    public init(token: String, device: DeviceID, vault: VaultID) {
+        self.token = token
+        self.device = device.hex
+        self.vault = vault.hex
+    }
+    public enum Keys: String, CodingKey, CaseIterable { case token, device, vault }
+    typealias CodingKeys = Keys
+}
+
+/// The answer to an append: the sequence number and chain head the server assigned.
+public struct AppendResponse: JSONBody {
+    public let seq: UInt64
+    /// Chain head after the entry, hex.
+    public let head: String
+    public init(seq: JournalSeq, head: ChainHead) {
+        self.seq = seq.rawValue
+        self.head = head.hex
+    }
+    public enum Keys: String, CodingKey, CaseIterable { case seq, head }
+    typealias CodingKeys = Keys
+}
+
+/// Every error response: a stable machine code and a sentence for people.
+public struct ErrorBody: JSONBody {
+    public let error: String
+    public let message: String
+    /// For `missing_chunks`: the ids the server does not have, hex.
+    public let missing: [String]?
+    public init(error: String, message: String, missing: [ChunkID]? = nil) {
+        self.error = error
+        self.message = message
+        self.missing = missing?.map(\.hex)
+    }
+    public enum Keys: String, CodingKey, CaseIterable { case error, message, missing }
+    typealias CodingKeys = Keys
+}

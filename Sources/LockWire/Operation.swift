@@ -1,0 +1,206 @@
+import LockCrypto
+
+/// What a node holds besides its attributes.
+public enum NodeContent: Hashable, Sendable {
+    case file(Manifest)
+    case directory
+    case symlink(target: String)
+
+    public var kind: NodeKind {
+        switch self {
+        case .file: .file
+        case .directory: .directory
+        case .symlink: .symlink
+        }
+    }
+
+    /// kind u8 ‖ (file: manifest | symlink: u16 length ‖ target | directory: nothing)
+    func encode(to w: inout WireWriter) {
+        w.u8(kind.rawValue)
+        switch self {
+        case .file(let m): m.encode(to: &w)
+        case .directory: break
+        case .symlink(let target): w.bytes16(Array(target.utf8))
+        }
+    }
+
+    init(from r: inout WireReader) throws {
+        let k = try r.u8()
+        switch NodeKind(rawValue: k) {
+        case .file: self = .file(try Manifest(from: &r))
+        case .directory: self = .directory
+        case .symlink:
+            let bytes = try r.bytes16(field: "symlink target", allowed: WireLimits.symlinkTargetBytes)
+            guard let text = String(validating: bytes, as: UTF8.self), !bytes.contains(0) else {
+                throw WireError.invalidValue(field: "symlink target", reason: "not UTF-8 without NUL")
+            }
+            self = .symlink(target: text)
+        case nil: throw WireError.invalidValue(field: "node kind", reason: "unknown kind \(k)")
+        }
+    }
+}
+
+/// The attributes every node has.
+public struct NodeAttributes: Hashable, Sendable {
+    /// Permission bits only (≤ 0o7777); the kind gives the file type.
+    public let mode: UInt32
+    public let mtime: Timestamp
+    /// User extended attributes, in canonical (name byte) order.
+    public let xattrs: [ExtendedAttribute]
+
+    public init(mode: UInt32, mtime: Timestamp, xattrs: [ExtendedAttribute] = []) throws {
+        guard mode & ~WireLimits.modeMask == 0 else {
+            throw WireError.invalidValue(field: "mode", reason: "only permission bits (0o7777) are stored")
+        }
+        guard xattrs.count <= WireLimits.xattrCount else {
+            throw WireError.lengthOutOfRange(field: "xattr count", length: xattrs.count, limit: WireLimits.xattrCount)
+        }
+        guard Set(xattrs.map(\.name)).count == xattrs.count else {
+            throw WireError.invalidValue(field: "xattr names", reason: "not unique")
+        }
+        self.mode = mode
+        self.mtime = mtime
+        self.xattrs = ExtendedAttribute.canonical(xattrs)
+    }
+
+    /// mode u32 ‖ mtime i64 ‖ xattr count u32 ‖ xattrs (u16 name length ‖ name ‖ u32 value length ‖ value)
+    func encode(to w: inout WireWriter) {
+        w.u32(mode)
+        w.i64(mtime.nanoseconds)
+        ExtendedAttribute.encode(xattrs, to: &w)
+    }
+
+    init(from r: inout WireReader) throws {
+        let mode = try r.u32()
+        let mtime = Timestamp(nanoseconds: try r.i64())
+        try self.init(mode: mode, mtime: mtime, xattrs: try ExtendedAttribute.decodeList(from: &r))
+    }
+}
+
+/// One change to the tree. A journal entry carries a batch of them.
+///
+/// Encoding: a tag byte, then the fields in the order listed (docs/design.md,
+/// "Operations"). Revisions make conflicts detectable on replay: an
+/// operation whose `base` is not the node's current revision is stale.
+public enum Operation: Hashable, Sendable {
+    /// tag 0x01: a new node under `parent`.
+    case create(node: NodeID, parent: NodeID, name: Name, revision: RevisionID, attributes: NodeAttributes, content: NodeContent)
+    /// tag 0x02: new content for a file (write, truncate, replace).
+    case write(node: NodeID, base: RevisionID, revision: RevisionID, mtime: Timestamp, manifest: Manifest)
+    /// tag 0x03: a rename or move.
+    case move(node: NodeID, parent: NodeID, name: Name)
+    /// tag 0x04: deletion of a node (a folder with everything in it).
+    case delete(node: NodeID, base: RevisionID)
+    /// tag 0x05: new mode, mtime and extended attributes.
+    case setAttributes(node: NodeID, base: RevisionID, revision: RevisionID, attributes: NodeAttributes)
+
+    public var node: NodeID {
+        switch self {
+        case .create(let n, _, _, _, _, _), .write(let n, _, _, _, _), .move(let n, _, _),
+             .delete(let n, _), .setAttributes(let n, _, _, _): n
+        }
+    }
+
+    /// The chunks this operation makes the vault reference.
+    public var chunkIDs: [ChunkID] {
+        switch self {
+        case .create(_, _, _, _, _, .file(let m)), .write(_, _, _, _, let m): m.chunks.map(\.id)
+        default: []
+        }
+    }
+
+    func encode(to w: inout WireWriter) {
+        switch self {
+        case let .create(node, parent, name, revision, attributes, content):
+            w.u8(0x01); w.id(node); w.id(parent); name.encode(to: &w); w.id(revision)
+            attributes.encode(to: &w); content.encode(to: &w)
+        case let .write(node, base, revision, mtime, manifest):
+            w.u8(0x02); w.id(node); w.id(base); w.id(revision); w.i64(mtime.nanoseconds); manifest.encode(to: &w)
+        case let .move(node, parent, name):
+            w.u8(0x03); w.id(node); w.id(parent); name.encode(to: &w)
+        case let .delete(node, base):
+            w.u8(0x04); w.id(node); w.id(base)
+        case let .setAttributes(node, base, revision, attributes):
+            w.u8(0x05); w.id(node); w.id(base); w.id(revision); attributes.encode(to: &w)
+        }
+    }
+
+    init(from r: inout WireReader) throws {
+        let tag = try r.u8()
+        switch tag {
+        case 0x01:
+            let node: NodeID = try r.id16(), parent: NodeID = try r.id16()
+            let name = try Name(from: &r)
+            let revision: RevisionID = try r.id16()
+            let attributes = try NodeAttributes(from: &r)
+            self = .create(node: node, parent: parent, name: name, revision: revision,
+                           attributes: attributes, content: try NodeContent(from: &r))
+        case 0x02:
+            self = .write(node: try r.id16(), base: try r.id16(), revision: try r.id16(),
+                          mtime: Timestamp(nanoseconds: try r.i64()), manifest: try Manifest(from: &r))
+        case 0x03:
+            self = .move(node: try r.id16(), parent: try r.id16(), name: try Name(from: &r))
+        case 0x04:
+            self = .delete(node: try r.id16(), base: try r.id16())
+        case 0x05:
+            self = .setAttributes(node: try r.id16(), base: try r.id16(), revision: try r.id16(),
+                                  attributes: try NodeAttributes(from: &r))
+        default:
+            throw WireError.invalidValue(field: "operation tag", reason: "unknown tag \(tag)")
+        }
+        if node == .root, case .create = self {
+            throw WireError.invalidValue(field: "node", reason: "the root cannot be created")
+        }
+    }
+}
+
+/// The plaintext of a journal entry: who wrote a batch of operations, when.
+///
+///     0   1   version 0x01
+///     1   16  device id
+///     17  8   created at (i64 BE, ns since the epoch)
+///     25  4   operation count n (u32 BE, 1…100,000)
+///     29  …   n operations
+public struct OperationBatch: WireRecord {
+    public static let wireVersion: UInt8 = 1
+    public static let recordName = "operation batch"
+
+    public let device: DeviceID
+    public let createdAt: Timestamp
+    public let operations: [Operation]
+
+    public init(device: DeviceID, createdAt: Timestamp, operations: [Operation]) throws {
+        guard (1...WireLimits.operationsPerEntry).contains(operations.count) else {
+            throw WireError.lengthOutOfRange(field: "operations", length: operations.count, limit: WireLimits.operationsPerEntry)
+        }
+        self.device = device
+        self.createdAt = createdAt
+        self.operations = operations
+    }
+
+    /// Every chunk id the batch references, each once, in first-use order.
+    public var chunkIDs: [ChunkID] {
+        var seen = Set<ChunkID>()
+        return operations.flatMap(\.chunkIDs).filter { seen.insert($0).inserted }
+    }
+
+    public func encode(to w: inout WireWriter) {
+        w.u8(Self.wireVersion)
+        w.id(device)
+        w.i64(createdAt.nanoseconds)
+        w.u32(UInt32(operations.count))
+        for op in operations { op.encode(to: &w) }
+    }
+
+    public init(from r: inout WireReader) throws {
+        try r.version(Self.wireVersion)
+        let device: DeviceID = try r.id16()
+        let createdAt = Timestamp(nanoseconds: try r.i64())
+        let n = try r.count(field: "operations", limit: WireLimits.operationsPerEntry, minimumItemSize: 33)
+        guard n >= 1 else { throw WireError.lengthOutOfRange(field: "operations", length: 0, limit: 1) }
+        var ops: [Operation] = []
+        ops.reserveCapacity(n)
+        for _ in 0..<n { ops.append(try Operation(from: &r)) }
+        try self.init(device: device, createdAt: createdAt, operations: ops)
+    }
+}
