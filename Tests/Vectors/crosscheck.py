@@ -104,4 +104,32 @@ rkek = kdf(secret, 1, b"lockfsRK")
 check("recovery.kek", rkek.hex() == V["recovery.kek"])
 check("keyring.recovery-slot", open_envelope(bytes.fromhex(V["keyring.recovery-slot"]), 5, rkek, VAULT) == MK)
 
+# LockWire records (Tests/Vectors/wire.json), parsed from docs/design.md's tables.
+W = json.loads((pathlib.Path(__file__).parent / "wire.json").read_text())["vectors"]
+ids16 = lambda seed: bytes((seed + i) & 0xFF for i in range(16))
+ids32 = lambda seed: bytes((seed + i) & 0xFF for i in range(32))
+
+m = bytes.fromhex(W["manifest"])
+check("wire.manifest", m[0] == 1 and int.from_bytes(m[1:5], "big") == 2 and m[5:37] == ids32(1)
+      and int.from_bytes(m[37:41], "big") == 1048576 and m[41:73] == ids32(2)
+      and int.from_bytes(m[73:77], "big") == 12345 and len(m) == 77)
+
+e = bytes.fromhex(W["entry"])
+base_seq, base_head = int.from_bytes(e[1:9], "big"), e[9:41]
+batch = open_envelope(e[41:], 2, sub["metadata"], VAULT + e[1:9] + base_head)
+check("wire.entry header", e[0] == 1 and base_seq == 0 and base_head == genesis)
+check("wire.batch header", batch[0] == 1 and batch[1:17] == ids16(0x40)
+      and int.from_bytes(batch[17:25], "big") == 1_764_115_200_123_456_789
+      and int.from_bytes(batch[25:29], "big") == 7)
+op = batch[29:]
+name_len = int.from_bytes(op[33:35], "big")
+check("wire.create op", op[0] == 1 and op[1:17] == ids16(0x10) and op[17:33] == bytes(16)
+      and op[35:35 + name_len] == b"report.pdf" and op[35 + name_len:51 + name_len] == ids16(0x20)
+      and int.from_bytes(op[51 + name_len:55 + name_len], "big") == 0o644)
+
+k = bytes.fromhex(W["keyring"])
+p_len = int.from_bytes(k[46:48], "big")
+slot = k[48:48 + p_len]
+check("wire.keyring", k[0] == 1 and k[1:17] == VAULT and k[17:46] == params and slot[1] == 4)
+
 sys.exit(1 if failures else 0)
