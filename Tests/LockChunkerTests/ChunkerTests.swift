@@ -1,5 +1,6 @@
 import Foundation
 import LockChunker
+import LockCrypto
 import Testing
 
 /// Seeds used below (all data and gear tables are `SplitMix64` streams):
@@ -308,5 +309,21 @@ import Testing
         let onlyAfter = after.filter { !beforeSet.contains($0) }.count
         #expect(onlyBefore >= 1 && onlyBefore <= 2, "\(onlyBefore) of \(before.count) chunks lost")
         #expect(onlyAfter >= 1 && onlyAfter <= 2, "\(onlyAfter) of \(after.count) chunks new")
+    }
+}
+
+/// The production path: gear tables derived from two vaults' chunker keys
+/// (LockCrypto) cut the same data at different places, so chunk sizes of a
+/// known file do not match across vaults.
+@Suite struct KeyedGearTests {
+    @Test func differentVaultKeysGiveDifferentBoundaries() throws {
+        let data = randomBytes(seed: 11, count: 16 << 20)
+        let a = try Chunker(gear: VaultKeys.generate().gearTable()).boundaries(of: data)
+        let b = try Chunker(gear: VaultKeys.generate().gearTable()).boundaries(of: data)
+        #expect(a.count > 4 && b.count > 4)
+        #expect(Set(a.dropLast()).isDisjoint(with: b.dropLast()))
+        // The same keys always cut the same way.
+        let keys = VaultKeys.generate()
+        #expect(try Chunker(gear: keys.gearTable()).boundaries(of: data) == Chunker(gear: keys.gearTable()).boundaries(of: data))
     }
 }
