@@ -16,6 +16,11 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // C libraries, through pkg-config. Each shim.h only includes the
@@ -36,6 +41,21 @@ let package = Package(
         .target(name: "LockWire", dependencies: ["LockCrypto"],
                 swiftSettings: swiftSettings),
 
+        // The blob server: routes, auth, limits, and the embedded stores.
+        .target(
+            name: "LockServer",
+            dependencies: [
+                "LockWire", "LockCrypto",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings),
+
         // Test support: golden vectors and seeded data (no fakes yet).
         .target(name: "LockTesting", swiftSettings: swiftSettings),
 
@@ -50,7 +70,9 @@ let package = Package(
         .executableTarget(
             name: "lockfs-server",
             dependencies: [
-                "LockCrypto", "LockWire", "CSQLite",
+                "LockCrypto", "LockWire", "LockServer",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),

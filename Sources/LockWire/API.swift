@@ -321,3 +321,59 @@ public struct ErrorBody: JSONBody {
     public enum Keys: String, CodingKey, CaseIterable { case error, message, missing }
     typealias CodingKeys = Keys
 }
+
+/// `PUT /v1/keyring`: a password change — the rewrapped keyring and the new login secret.
+public struct KeyringReplaceRequest: JSONBody {
+    public let keyring: String
+    public let loginSecret: String
+    public init(keyring: Keyring, loginSecret: [UInt8]) {
+        self.keyring = Data(keyring.encoded).base64EncodedString()
+        self.loginSecret = Data(loginSecret).base64EncodedString()
+    }
+    public enum Keys: String, CodingKey, CaseIterable { case keyring, loginSecret }
+    typealias CodingKeys = Keys
+}
+
+/// One enrolled device, as `GET /v1/devices` lists it.
+public struct DeviceInfo: JSONBody {
+    public let id: String
+    public let name: String
+    /// Seconds since the epoch.
+    public let createdAt: Double
+    public let lastSeenAt: Double?
+    /// True for the device that asked.
+    public let current: Bool
+    public init(id: String, name: String, createdAt: Double, lastSeenAt: Double?, current: Bool) {
+        self.id = id
+        self.name = name
+        self.createdAt = createdAt
+        self.lastSeenAt = lastSeenAt
+        self.current = current
+    }
+    public enum Keys: String, CodingKey, CaseIterable { case id, name, createdAt, lastSeenAt, current }
+    typealias CodingKeys = Keys
+}
+
+/// `GET /v1/devices`.
+public struct DeviceList: JSONBody {
+    public let devices: [DeviceInfo]
+    public init(devices: [DeviceInfo]) { self.devices = devices }
+    public enum Keys: String, CodingKey, CaseIterable { case devices }
+    typealias CodingKeys = Keys
+}
+
+/// `GET /v1/account`: the caller's account, usage and quota.
+public struct AccountInfo: JSONBody {
+    public let user: String
+    public let vault: String
+    public let storedBytes: Int64
+    public let quota: Int64?
+    public init(user: String, vault: String, storedBytes: Int64, quota: Int64?) {
+        self.user = user
+        self.vault = vault
+        self.storedBytes = storedBytes
+        self.quota = quota
+    }
+    public enum Keys: String, CodingKey, CaseIterable { case user, vault, storedBytes, quota }
+    typealias CodingKeys = Keys
+}

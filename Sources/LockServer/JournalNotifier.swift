@@ -1,0 +1,118 @@
+import Foundation
+import Synchronization
+
+/// Wakes long-polls when a vault's journal grows.
+///
+/// Each account has a generation number that every append bumps. A reader
+/// takes the generation *before* it queries the store; if the store has
+/// nothing new it waits for a generation past that one, so an append that
+/// lands between the query and the wait is never missed. Waiting costs one
+/// suspended continuation, not a thread or a connection to the store.
+public final class JournalNotifier: Sendable {
+    private struct Waiter {
+        let account: AccountID
+        let after: UInt64
+        let continuation: CheckedContinuation<Void, Never>
+    }
+
+    private struct State {
+        var generations: [AccountID: UInt64] = [:]
+        var waiters: [UInt64: Waiter] = [:]
+        var nextWaiter: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// The account's current generation.
+    public func generation(of account: AccountID) -> UInt64 {
+        state.withLock { $0.generations[account] ?? 0 }
+    }
+
+    /// Number of long-polls waiting now (a metric).
+    public var waiting: Int { state.withLock { $0.waiters.count } }
+
+    /// Records an append to `account` and wakes its waiters.
+    public func notify(_ account: AccountID) {
+        let woken: [CheckedContinuation<Void, Never>] = state.withLock { s in
+            let g = (s.generations[account] ?? 0) + 1
+            s.generations[account] = g
+            let ids = s.waiters.filter { $0.value.account == account }.map(\.key)
+            return ids.compactMap { s.waiters.removeValue(forKey: $0)?.continuation }
+        }
+        for c in woken { c.resume() }
+    }
+
+    /// Returns when `account`'s generation passes `after`, after `timeout`,
+    /// or when the task is cancelled, whichever comes first.
+    public func wait(for account: AccountID, after: UInt64, timeout: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.suspend(account: account, after: after) }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func suspend(account: AccountID, after: UInt64) async {
+        let id = state.withLock { s -> UInt64 in
+            s.nextWaiter += 1
+            return s.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { s -> Bool in
+                    if (s.generations[account] ?? 0) > after || Task.isCancelled { return true }
+                    s.waiters[id] = Waiter(account: account, after: after, continuation: c)
+                    return false
+                }
+                if resumeNow { c.resume() }
+            }
+        } onCancel: {
+            let c = state.withLock { $0.waiters.removeValue(forKey: id)?.continuation }
+            c?.resume()
+        }
+    }
+}
+
+/// Limits login attempts per (account name, client address): a token bucket
+/// of `burst` attempts refilled at one per `interval`. Memory is bounded:
+/// full buckets are forgotten.
+public final class LoginLimiter: Sendable {
+    private struct Bucket { var tokens: Double; var updated: ContinuousClock.Instant }
+    private let buckets = Mutex([String: Bucket]())
+    private let burst: Double
+    private let interval: Duration
+    private let clock = ContinuousClock()
+
+    public init(burst: Int = 10, interval: Duration = .seconds(6)) {
+        self.burst = Double(burst)
+        self.interval = interval
+    }
+
+    /// Takes one attempt for `key`; returns nil when allowed, or the seconds to wait.
+    public func attempt(_ key: String) -> Int? {
+        let now = clock.now
+        let perSecond = 1 / (Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18)
+        return buckets.withLock { b in
+            if b.count > 100_000 {
+                b = b.filter { $0.value.tokens + perSecond * Self.seconds(now - $0.value.updated) < burst }
+            }
+            var bucket = b[key] ?? Bucket(tokens: burst, updated: now)
+            bucket.tokens = min(burst, bucket.tokens + perSecond * Self.seconds(now - bucket.updated))
+            bucket.updated = now
+            guard bucket.tokens >= 1 else {
+                b[key] = bucket
+                return max(1, Int(((1 - bucket.tokens) / perSecond).rounded(.up)))
+            }
+            bucket.tokens -= 1
+            b[key] = bucket
+            return nil
+        }
+    }
+
+    private static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import LockCrypto
+import LockWire
+
+/// An account's row id in the metadata store.
+public struct AccountID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: Int64
+    public init(_ rawValue: Int64) { self.rawValue = rawValue }
+    public var description: String { String(rawValue) }
+}
+
+/// An account and its vault (one vault per account).
+public struct Account: Sendable, Equatable {
+    public let id: AccountID
+    public let name: String
+    public let vaultID: VaultID
+    /// The encoded KDF parameters (29 bytes), served at pre-login.
+    public let kdf: [UInt8]
+    /// The encoded Keyring record.
+    public let keyring: [UInt8]
+    /// Salt and keyed BLAKE2b-256 of the login secret (docs/security.md, "Login").
+    public let loginSalt: [UInt8]
+    public let loginHash: [UInt8]
+    /// Bytes of sealed chunks stored, and the limit (nil: the server's default).
+    public let storedBytes: Int64
+    public let quota: Int64?
+}
+
+/// What `lockfs-server user list` shows.
+public struct AccountSummary: Sendable, Equatable {
+    public let name: String
+    public let devices: Int
+    public let storedBytes: Int64
+    public let entries: Int64
+}
+
+/// A pending invitation to register NAME.
+public struct NewInvite: Sendable {
+    public let user: String
+    public let codeHash: [UInt8]
+    public let expiresAt: Date
+    public init(user: String, codeHash: [UInt8], expiresAt: Date) {
+        self.user = user
+        self.codeHash = codeHash
+        self.expiresAt = expiresAt
+    }
+}
+
+/// A new account, as registration creates it.
+public struct NewAccount: Sendable {
+    public let name: String
+    public let vaultID: VaultID
+    public let kdf: [UInt8]
+    public let keyring: [UInt8]
+    public let loginSalt: [UInt8]
+    public let loginHash: [UInt8]
+    public init(name: String, vaultID: VaultID, kdf: [UInt8], keyring: [UInt8], loginSalt: [UInt8], loginHash: [UInt8]) {
+        self.name = name
+        self.vaultID = vaultID
+        self.kdf = kdf
+        self.keyring = keyring
+        self.loginSalt = loginSalt
+        self.loginHash = loginHash
+    }
+}
+
+/// An enrolled device.
+public struct DeviceRecord: Sendable, Equatable {
+    public let id: DeviceID
+    public let account: AccountID
+    public let name: String
+    public let createdAt: Date
+    public let lastSeenAt: Date?
+}
+
+/// A device to enrol, with the hash of its bearer token.
+public struct NewDevice: Sendable {
+    public let id: DeviceID
+    public let name: String
+    public let tokenHash: [UInt8]
+    public init(id: DeviceID, name: String, tokenHash: [UInt8]) {
+        self.id = id
+        self.name = name
+        self.tokenHash = tokenHash
+    }
+}
+
+/// A journal entry as stored: its number, the chain head after it, its bytes.
+public struct StoredEntry: Sendable, Equatable {
+    public let seq: JournalSeq
+    public let head: ChainHead
+    public let bytes: [UInt8]
+}
+
+/// The server's metadata: accounts, devices, which chunks each account
+/// has, the journal and checkpoints.
+///
+/// `SQLiteMetadataStore` is the embedded default; a PostgreSQL store follows
+/// (issue 7). One conformance suite runs on every implementation. Every
+/// method is scoped to one account: nothing here lets one account reach
+/// another's data.
+public protocol MetadataStore: Sendable {
+    /// A random 32-byte secret of this deployment, made on first use
+    /// (it keys the fake pre-login answers for unknown names).
+    func serverSecret() async throws -> [UInt8]
+    /// Bytes of chunk envelopes stored, all accounts together (a metric).
+    func totalStoredBytes() async throws -> Int64
+
+    // Accounts and invites
+    /// Creates or replaces the invite for `user`.
+    /// - Throws: `ServerError.conflict("user_exists")` if the account exists.
+    func createInvite(_ invite: NewInvite) async throws
+    /// Creates the account and its first device in one transaction,
+    /// consuming the invite whose hash is `inviteHash` (nil: open registration).
+    /// - Throws: `ServerError.forbidden` for a missing, wrong or expired invite,
+    ///   `.conflict("user_exists")`.
+    func register(_ account: NewAccount, inviteHash: [UInt8]?, device: NewDevice, now: Date) async throws -> Account
+    func account(named name: String) async throws -> Account?
+    func accounts() async throws -> [AccountSummary]
+    /// Removes the account and everything of it; returns its vault id (to delete blobs), nil if none.
+    func removeAccount(named name: String) async throws -> VaultID?
+    /// Replaces the keyring, KDF parameters and login hash together (password change).
+    func replaceKeyring(account: AccountID, keyring: [UInt8], kdf: [UInt8], loginSalt: [UInt8], loginHash: [UInt8]) async throws
+
+    // Devices
+    func addDevice(_ device: NewDevice, account: AccountID, now: Date) async throws
+    /// The device whose token hashes to `tokenHash`, with its account; nil if none or revoked.
+    func device(tokenHash: [UInt8], now: Date) async throws -> (Account, DeviceRecord)?
+    func devices(account: AccountID) async throws -> [DeviceRecord]
+    /// Revokes a device of `account`; false if the account has no such device.
+    func revokeDevice(account: AccountID, id: DeviceID) async throws -> Bool
+
+    // Chunks
+    /// The ids among `ids` that `account` does not have, in the order given.
+    func missingChunks(account: AccountID, ids: [ChunkID]) async throws -> [ChunkID]
+    /// Records chunks as stored for `account` (idempotent) and adds their sizes to its usage.
+    func recordChunks(account: AccountID, _ chunks: [(id: ChunkID, size: Int)]) async throws
+
+    // Journal
+    /// Appends an entry: checks its base position against the chain and that
+    /// every referenced chunk is present, assigns the next sequence number
+    /// and chain head, and records the references — all in one transaction.
+    /// - Throws: `ServerError.missingChunks(ids)`, `.conflict("bad_base")`.
+    func append(account: AccountID, vault: VaultID, entry: JournalEntry, bytes: [UInt8],
+                references: [ChunkID], device: DeviceID, now: Date) async throws -> StoredEntry
+    /// Entries after `after`, at most `limit`, and the latest sequence number.
+    func entries(account: AccountID, after: JournalSeq, limit: Int) async throws -> (items: [StoredEntry], latest: JournalSeq)
+
+    // Checkpoints
+    /// Stores a checkpoint for `seq`, whose head must be the chain's head at `seq`.
+    /// - Throws: `ServerError.conflict("bad_checkpoint")`.
+    func putCheckpoint(account: AccountID, vault: VaultID, seq: JournalSeq, head: ChainHead, bytes: [UInt8]) async throws
+    /// The checkpoint with the highest seq, if any.
+    func latestCheckpoint(account: AccountID) async throws -> [UInt8]?
+}

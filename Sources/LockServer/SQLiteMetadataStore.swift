@@ -1,0 +1,349 @@
+import Foundation
+import GRDB
+import LockCrypto
+import LockWire
+
+/// The embedded metadata store: one SQLite database in WAL mode with
+/// `synchronous = FULL`, so a committed transaction survives power loss.
+///
+/// GRDB's pool serialises writes on its own queue and runs reads in
+/// parallel, off the event loops. Several processes may open the same file
+/// (the admin commands do while the server runs); SQLite's locking and a
+/// busy timeout keep them consistent.
+public final class SQLiteMetadataStore: MetadataStore {
+    private let pool: DatabasePool
+
+    /// The linked SQLite library's version, e.g. "3.40.1".
+    public static var sqliteVersion: String {
+        (try? DatabaseQueue().read { try String.fetchOne($0, sql: "SELECT sqlite_version()") }) ?? "unknown"
+    }
+
+    /// Opens (creating and migrating if needed) the database at `path`.
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        pool = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(pool)
+    }
+
+    /// Versioned schema migrations; applied in order at open, each once.
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE accounts (
+                    id INTEGER PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    vault_id BLOB NOT NULL,
+                    kdf BLOB NOT NULL,
+                    keyring BLOB NOT NULL,
+                    login_salt BLOB NOT NULL,
+                    login_hash BLOB NOT NULL,
+                    stored_bytes INTEGER NOT NULL DEFAULT 0,
+                    quota INTEGER,
+                    created_at REAL NOT NULL
+                );
+                CREATE TABLE settings (
+                    key TEXT PRIMARY KEY,
+                    value BLOB NOT NULL
+                );
+                CREATE TABLE invites (
+                    user TEXT PRIMARY KEY,
+                    code_hash BLOB NOT NULL,
+                    expires_at REAL NOT NULL
+                );
+                CREATE TABLE devices (
+                    id BLOB PRIMARY KEY,
+                    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                    name TEXT NOT NULL,
+                    token_hash BLOB NOT NULL UNIQUE,
+                    created_at REAL NOT NULL,
+                    last_seen_at REAL,
+                    revoked_at REAL
+                );
+                CREATE INDEX devices_account ON devices(account_id);
+                CREATE TABLE chunks (
+                    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                    id BLOB NOT NULL,
+                    size INTEGER NOT NULL,
+                    PRIMARY KEY (account_id, id)
+                ) WITHOUT ROWID;
+                CREATE TABLE entries (
+                    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                    seq INTEGER NOT NULL,
+                    head BLOB NOT NULL,
+                    body BLOB NOT NULL,
+                    device_id BLOB NOT NULL,
+                    created_at REAL NOT NULL,
+                    PRIMARY KEY (account_id, seq)
+                ) WITHOUT ROWID;
+                CREATE TABLE entry_refs (
+                    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                    chunk_id BLOB NOT NULL,
+                    seq INTEGER NOT NULL,
+                    PRIMARY KEY (account_id, chunk_id, seq)
+                ) WITHOUT ROWID;
+                CREATE TABLE checkpoints (
+                    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                    seq INTEGER NOT NULL,
+                    body BLOB NOT NULL,
+                    PRIMARY KEY (account_id, seq)
+                ) WITHOUT ROWID;
+                """)
+        }
+        return m
+    }
+
+    // MARK: Deployment
+
+    public func serverSecret() async throws -> [UInt8] {
+        try await pool.write { db in
+            if let v = try Data.fetchOne(db, sql: "SELECT value FROM settings WHERE key = 'server_secret'") { return Array(v) }
+            let secret = Sodium.randomBytes(32)
+            try db.execute(sql: "INSERT INTO settings (key, value) VALUES ('server_secret', ?)", arguments: [Data(secret)])
+            return secret
+        }
+    }
+
+    public func totalStoredBytes() async throws -> Int64 {
+        try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(stored_bytes), 0) FROM accounts") ?? 0 }
+    }
+
+    // MARK: Accounts
+
+    public func createInvite(_ invite: NewInvite) async throws {
+        try await pool.write { db in
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM accounts WHERE name = ?", arguments: [invite.user]) == true {
+                throw ServerError.conflict(code: "user_exists", message: "an account named \(invite.user) exists already")
+            }
+            try db.execute(sql: "INSERT OR REPLACE INTO invites (user, code_hash, expires_at) VALUES (?, ?, ?)",
+                           arguments: [invite.user, Data(invite.codeHash), invite.expiresAt.timeIntervalSince1970])
+        }
+    }
+
+    public func register(_ a: NewAccount, inviteHash: [UInt8]?, device: NewDevice, now: Date) async throws -> Account {
+        try await pool.write { db in
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM accounts WHERE name = ?", arguments: [a.name]) == true {
+                throw ServerError.conflict(code: "user_exists", message: "an account with this name exists already")
+            }
+            if let inviteHash {
+                let row = try Row.fetchOne(db, sql: "SELECT code_hash, expires_at FROM invites WHERE user = ?", arguments: [a.name])
+                guard let row, Sodium.constantTimeEqual(Array(row["code_hash"] as Data), inviteHash),
+                      (row["expires_at"] as Double) > now.timeIntervalSince1970 else {
+                    throw ServerError.forbidden("the invite code is wrong, used or expired (ask the admin for a new one: lockfs-server user add NAME)")
+                }
+                try db.execute(sql: "DELETE FROM invites WHERE user = ?", arguments: [a.name])
+            }
+            try db.execute(sql: """
+                INSERT INTO accounts (name, vault_id, kdf, keyring, login_salt, login_hash, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [a.name, Data(a.vaultID.bytes), Data(a.kdf), Data(a.keyring), Data(a.loginSalt),
+                                 Data(a.loginHash), now.timeIntervalSince1970])
+            let id = AccountID(db.lastInsertedRowID)
+            try Self.insertDevice(db, device, account: id, now: now)
+            return try Self.account(db, id: id)!
+        }
+    }
+
+    public func account(named name: String) async throws -> Account? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE name = ?", arguments: [name]).map(Self.account(from:))
+        }
+    }
+
+    public func accounts() async throws -> [AccountSummary] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT name, stored_bytes,
+                       (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.revoked_at IS NULL) AS devices,
+                       (SELECT COUNT(*) FROM entries e WHERE e.account_id = a.id) AS entries
+                FROM accounts a ORDER BY name
+                """).map {
+                AccountSummary(name: $0["name"], devices: $0["devices"], storedBytes: $0["stored_bytes"], entries: $0["entries"])
+            }
+        }
+    }
+
+    public func removeAccount(named name: String) async throws -> VaultID? {
+        try await pool.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT id, vault_id FROM accounts WHERE name = ?", arguments: [name]) else {
+                try db.execute(sql: "DELETE FROM invites WHERE user = ?", arguments: [name])
+                return nil
+            }
+            try db.execute(sql: "DELETE FROM accounts WHERE id = ?", arguments: [row["id"] as Int64])
+            try db.execute(sql: "DELETE FROM invites WHERE user = ?", arguments: [name])
+            return try VaultID(bytes: Array(row["vault_id"] as Data))
+        }
+    }
+
+    public func replaceKeyring(account: AccountID, keyring: [UInt8], kdf: [UInt8], loginSalt: [UInt8], loginHash: [UInt8]) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE accounts SET keyring = ?, kdf = ?, login_salt = ?, login_hash = ? WHERE id = ?",
+                           arguments: [Data(keyring), Data(kdf), Data(loginSalt), Data(loginHash), account.rawValue])
+        }
+    }
+
+    // MARK: Devices
+
+    public func addDevice(_ device: NewDevice, account: AccountID, now: Date) async throws {
+        try await pool.write { db in try Self.insertDevice(db, device, account: account, now: now) }
+    }
+
+    public func device(tokenHash: [UInt8], now: Date) async throws -> (Account, DeviceRecord)? {
+        let found: (Account, DeviceRecord)? = try await pool.read { db in
+            guard let d = try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE token_hash = ? AND revoked_at IS NULL",
+                                           arguments: [Data(tokenHash)]) else { return nil }
+            let device = try Self.device(from: d)
+            guard let account = try Self.account(db, id: device.account) else { return nil }
+            return (account, device)
+        }
+        // Last-seen is advisory: refresh it at most once a minute per device.
+        if let (_, device) = found, device.lastSeenAt.map({ now.timeIntervalSince($0) > 60 }) ?? true {
+            try? await pool.write { db in
+                try db.execute(sql: "UPDATE devices SET last_seen_at = ? WHERE id = ?",
+                               arguments: [now.timeIntervalSince1970, Data(device.id.bytes)])
+            }
+        }
+        return found
+    }
+
+    public func devices(account: AccountID) async throws -> [DeviceRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM devices WHERE account_id = ? AND revoked_at IS NULL ORDER BY created_at",
+                             arguments: [account.rawValue]).map(Self.device(from:))
+        }
+    }
+
+    public func revokeDevice(account: AccountID, id: DeviceID) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE devices SET revoked_at = ? WHERE id = ? AND account_id = ? AND revoked_at IS NULL",
+                           arguments: [Date().timeIntervalSince1970, Data(id.bytes), account.rawValue])
+            return db.changesCount > 0
+        }
+    }
+
+    // MARK: Chunks
+
+    public func missingChunks(account: AccountID, ids: [ChunkID]) async throws -> [ChunkID] {
+        try await pool.read { db in
+            let stmt = try db.cachedStatement(sql: "SELECT 1 FROM chunks WHERE account_id = ? AND id = ?")
+            return try ids.filter { id in
+                try Bool.fetchOne(stmt, arguments: [account.rawValue, Data(id.bytes)]) != true
+            }
+        }
+    }
+
+    public func recordChunks(account: AccountID, _ chunks: [(id: ChunkID, size: Int)]) async throws {
+        try await pool.write { db in
+            let stmt = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunks (account_id, id, size) VALUES (?, ?, ?)")
+            var added: Int64 = 0
+            for c in chunks {
+                try stmt.execute(arguments: [account.rawValue, Data(c.id.bytes), c.size])
+                if db.changesCount > 0 { added += Int64(c.size) }
+            }
+            if added > 0 {
+                try db.execute(sql: "UPDATE accounts SET stored_bytes = stored_bytes + ? WHERE id = ?",
+                               arguments: [added, account.rawValue])
+            }
+        }
+    }
+
+    // MARK: Journal
+
+    public func append(account: AccountID, vault: VaultID, entry: JournalEntry, bytes: [UInt8],
+                       references: [ChunkID], device: DeviceID, now: Date) async throws -> StoredEntry {
+        try await pool.write { db in
+            let (latest, head) = try Self.head(db, account: account, vault: vault)
+            guard entry.baseSeq <= latest,
+                  try Self.head(db, account: account, vault: vault, at: entry.baseSeq) == entry.baseHead else {
+                throw ServerError.conflict(code: "bad_base", message: "the entry's base (seq \(entry.baseSeq)) is not in this vault's journal")
+            }
+            let check = try db.cachedStatement(sql: "SELECT 1 FROM chunks WHERE account_id = ? AND id = ?")
+            let missing = try references.filter { try Bool.fetchOne(check, arguments: [account.rawValue, Data($0.bytes)]) != true }
+            guard missing.isEmpty else { throw ServerError.missingChunks(missing) }
+            let seq = latest.next
+            let newHead = head.next(seq: seq.rawValue, entry: bytes)
+            try db.execute(sql: "INSERT INTO entries (account_id, seq, head, body, device_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [account.rawValue, Int64(seq.rawValue), Data(newHead.bytes), Data(bytes),
+                                       Data(device.bytes), now.timeIntervalSince1970])
+            let ref = try db.cachedStatement(sql: "INSERT OR IGNORE INTO entry_refs (account_id, chunk_id, seq) VALUES (?, ?, ?)")
+            for id in references { try ref.execute(arguments: [account.rawValue, Data(id.bytes), Int64(seq.rawValue)]) }
+            return StoredEntry(seq: seq, head: newHead, bytes: bytes)
+        }
+    }
+
+    public func entries(account: AccountID, after: JournalSeq, limit: Int) async throws -> (items: [StoredEntry], latest: JournalSeq) {
+        try await pool.read { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT seq, head, body FROM entries WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                        arguments: [account.rawValue, Int64(after.rawValue), limit])
+            let items = try rows.map {
+                StoredEntry(seq: JournalSeq(UInt64($0["seq"] as Int64)), head: try ChainHead(bytes: Array($0["head"] as Data)),
+                            bytes: Array($0["body"] as Data))
+            }
+            let latest = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM entries WHERE account_id = ?", arguments: [account.rawValue]) ?? 0
+            return (items, JournalSeq(UInt64(latest)))
+        }
+    }
+
+    // MARK: Checkpoints
+
+    public func putCheckpoint(account: AccountID, vault: VaultID, seq: JournalSeq, head: ChainHead, bytes: [UInt8]) async throws {
+        try await pool.write { db in
+            let (latest, _) = try Self.head(db, account: account, vault: vault)
+            guard seq <= latest, try Self.head(db, account: account, vault: vault, at: seq) == head else {
+                throw ServerError.conflict(code: "bad_checkpoint", message: "the checkpoint's position (seq \(seq)) is not in this vault's journal")
+            }
+            try db.execute(sql: "INSERT OR REPLACE INTO checkpoints (account_id, seq, body) VALUES (?, ?, ?)",
+                           arguments: [account.rawValue, Int64(seq.rawValue), Data(bytes)])
+        }
+    }
+
+    public func latestCheckpoint(account: AccountID) async throws -> [UInt8]? {
+        try await pool.read { db in
+            try Data.fetchOne(db, sql: "SELECT body FROM checkpoints WHERE account_id = ? ORDER BY seq DESC LIMIT 1",
+                              arguments: [account.rawValue]).map { Array($0) }
+        }
+    }
+
+    // MARK: Helpers
+
+    private static func head(_ db: Database, account: AccountID, vault: VaultID) throws -> (JournalSeq, ChainHead) {
+        guard let row = try Row.fetchOne(db, sql: "SELECT seq, head FROM entries WHERE account_id = ? ORDER BY seq DESC LIMIT 1",
+                                         arguments: [account.rawValue]) else {
+            return (.start, ChainHead.genesis(of: vault))
+        }
+        return (JournalSeq(UInt64(row["seq"] as Int64)), try ChainHead(bytes: Array(row["head"] as Data)))
+    }
+
+    private static func head(_ db: Database, account: AccountID, vault: VaultID, at seq: JournalSeq) throws -> ChainHead? {
+        if seq == .start { return ChainHead.genesis(of: vault) }
+        return try Data.fetchOne(db, sql: "SELECT head FROM entries WHERE account_id = ? AND seq = ?",
+                                 arguments: [account.rawValue, Int64(seq.rawValue)]).map { try ChainHead(bytes: Array($0)) }
+    }
+
+    private static func insertDevice(_ db: Database, _ d: NewDevice, account: AccountID, now: Date) throws {
+        try db.execute(sql: "INSERT INTO devices (id, account_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                       arguments: [Data(d.id.bytes), account.rawValue, d.name, Data(d.tokenHash), now.timeIntervalSince1970])
+    }
+
+    private static func account(_ db: Database, id: AccountID) throws -> Account? {
+        try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE id = ?", arguments: [id.rawValue]).map(account(from:))
+    }
+
+    private static func account(from r: Row) throws -> Account {
+        Account(id: AccountID(r["id"]), name: r["name"], vaultID: try VaultID(bytes: Array(r["vault_id"] as Data)),
+                kdf: Array(r["kdf"] as Data), keyring: Array(r["keyring"] as Data),
+                loginSalt: Array(r["login_salt"] as Data), loginHash: Array(r["login_hash"] as Data),
+                storedBytes: r["stored_bytes"], quota: r["quota"])
+    }
+
+    private static func device(from r: Row) throws -> DeviceRecord {
+        DeviceRecord(id: try DeviceID(bytes: Array(r["id"] as Data)), account: AccountID(r["account_id"]), name: r["name"],
+                     createdAt: Date(timeIntervalSince1970: r["created_at"]),
+                     lastSeenAt: (r["last_seen_at"] as Double?).map { Date(timeIntervalSince1970: $0) })
+    }
+}

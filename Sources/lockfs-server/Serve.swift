@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import LockServer
+import Logging
+
+/// `lockfs-server serve`: run the server until SIGTERM or SIGINT.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the server (embedded SQLite + local blobs) until SIGTERM.")
+
+    @OptionGroup var data: DataOptions
+
+    @Option(help: ArgumentHelp("Address and port to listen on; port 0 picks a free one.", valueName: "HOST:PORT"))
+    var listen = "127.0.0.1:7440"
+
+    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("PEM certificate chain; enables TLS with --tls-key.", valueName: "FILE"))
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp("PEM private key for --tls-cert.", valueName: "FILE"))
+    var tlsKey: String?
+
+    @Flag(name: .customLong("open-registration"), help: "Let anyone register without an invite (demos only).")
+    var openRegistration = false
+
+    @Option(help: ArgumentHelp("Default storage quota per account (e.g. 50G); none by default.", valueName: "SIZE"))
+    var quota: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard parseListen() != nil else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7440") }
+        if let quota, parseSize(quota) == nil { throw ValidationError("--quota must be a size such as 500M or 20G") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+    }
+
+    func parseListen() -> (String, Int)? {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+              (0...65535).contains(port) else { return nil }
+        var host = String(listen[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        var logger = Logger(label: "lockfs-server")
+        logger.logLevel = Logger.Level(rawValue: logLevel)!
+        let (store, blobs) = try data.openStores()
+        var settings = ServerSettings()
+        settings.openRegistration = openRegistration
+        settings.defaultQuota = quota.flatMap(parseSize)
+        let (host, port) = parseListen()!
+        let api = ServerAPI(store: store, blobs: blobs, settings: settings)
+        let tls = tlsCert != nil
+        let app = try api.application(
+            listen: ListenSettings(host: host, port: port, tlsCertificate: tlsCert, tlsKey: tlsKey),
+            logger: logger,
+            onRunning: { bound in
+                // Scripts and tests read this line to learn the port.
+                let line = "lockfs-server listening on \(tls ? "https" : "http")://\(host):\(bound) (data: \(data.directory.path))\n"
+                FileHandle.standardOutput.write(Data(line.utf8))
+            })
+        if openRegistration { logger.warning("open registration: anyone who can reach this server can create an account") }
+        try await app.runService()
+        logger.info("stopped")
+    }
+}
