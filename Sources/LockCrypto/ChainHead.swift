@@ -7,8 +7,8 @@
 /// the last head it trusts, so a dropped, reordered, altered or rolled-back
 /// entry breaks the chain. Binding n makes renumbering detectable too.
 public struct ChainHead: Bytes32Identifier {
-    public let storage: SIMD32<UInt8>
-    public init(storage: SIMD32<UInt8>) { self.storage = storage }
+    public let storage: Bytes32
+    public init(storage: Bytes32) { self.storage = storage }
 
     /// The head before the first entry of `vault` (sequence number 0).
     public static func genesis(of vault: VaultID) -> ChainHead {

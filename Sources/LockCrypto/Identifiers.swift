@@ -1,17 +1,35 @@
 /// Fixed-size opaque identifiers, stored inline (no heap allocation).
+///
+/// The bytes live in plain UInt64 words, not SIMD vectors: a Bytes32
+/// field projected out of a struct inside an async function corrupts the
+/// task allocator with Swift 6.3 on Linux (LLVM gives <32 x i8> a 32-byte
+/// alignment that async frames do not honour).
+
+/// 16 bytes in two words, in memory order.
+public struct Bytes16: Hashable, Sendable {
+    public var w0: UInt64 = 0, w1: UInt64 = 0
+    public init() {}
+    public static let zero = Bytes16()
+}
+
+/// 32 bytes in four words, in memory order.
+public struct Bytes32: Hashable, Sendable {
+    public var w0: UInt64 = 0, w1: UInt64 = 0, w2: UInt64 = 0, w3: UInt64 = 0
+    public init() {}
+}
 
 /// A 16-byte identifier, stored inline.
 public protocol Bytes16Identifier: Hashable, Sendable, ContiguousBytes, CustomStringConvertible {
     /// The raw bytes.
-    var storage: SIMD16<UInt8> { get }
-    init(storage: SIMD16<UInt8>)
+    var storage: Bytes16 { get }
+    init(storage: Bytes16)
 }
 
 /// A 32-byte identifier, stored inline.
 public protocol Bytes32Identifier: Hashable, Sendable, ContiguousBytes, CustomStringConvertible {
     /// The raw bytes.
-    var storage: SIMD32<UInt8> { get }
-    init(storage: SIMD32<UInt8>)
+    var storage: Bytes32 { get }
+    init(storage: Bytes32)
 }
 
 extension Bytes16Identifier {
@@ -22,8 +40,8 @@ extension Bytes16Identifier {
     /// - Throws: `CryptoError.invalidIdentifier` for any other length.
     public init(bytes: some Collection<UInt8>) throws {
         guard bytes.count == 16 else { throw CryptoError.invalidIdentifier(length: bytes.count) }
-        var s = SIMD16<UInt8>()
-        for (i, b) in bytes.enumerated() { s[i] = b }
+        var s = Bytes16()
+        withUnsafeMutableBytes(of: &s) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
         self.init(storage: s)
     }
 
@@ -56,8 +74,8 @@ extension Bytes32Identifier {
     /// - Throws: `CryptoError.invalidIdentifier` for any other length.
     public init(bytes: some Collection<UInt8>) throws {
         guard bytes.count == 32 else { throw CryptoError.invalidIdentifier(length: bytes.count) }
-        var s = SIMD32<UInt8>()
-        for (i, b) in bytes.enumerated() { s[i] = b }
+        var s = Bytes32()
+        withUnsafeMutableBytes(of: &s) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
         self.init(storage: s)
     }
 
@@ -82,14 +100,14 @@ extension Bytes32Identifier {
 /// Identifies a vault. Random, made by `lockfs init`; bound into every
 /// envelope's associated data so that blobs cannot move between vaults.
 public struct VaultID: Bytes16Identifier {
-    public let storage: SIMD16<UInt8>
-    public init(storage: SIMD16<UInt8>) { self.storage = storage }
+    public let storage: Bytes16
+    public init(storage: Bytes16) { self.storage = storage }
 }
 
 /// Names a chunk: keyed BLAKE2b-256 of its plaintext (see `ChunkIDKey`).
 public struct ChunkID: Bytes32Identifier {
-    public let storage: SIMD32<UInt8>
-    public init(storage: SIMD32<UInt8>) { self.storage = storage }
+    public let storage: Bytes32
+    public init(storage: Bytes32) { self.storage = storage }
 }
 
 /// Lowercase hexadecimal, for ids in URLs, file names and logs.

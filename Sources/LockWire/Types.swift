@@ -3,16 +3,16 @@ import LockCrypto
 /// Identifies a node (file, folder or symlink) for its whole life, across
 /// renames. Random 128 bits; the root folder is all zeros.
 public struct NodeID: Bytes16Identifier {
-    public let storage: SIMD16<UInt8>
-    public init(storage: SIMD16<UInt8>) { self.storage = storage }
+    public let storage: Bytes16
+    public init(storage: Bytes16) { self.storage = storage }
     /// The vault's root folder.
     public static let root = NodeID(storage: .zero)
 }
 
 /// Identifies an enrolled device (in journal entries: who wrote a batch).
 public struct DeviceID: Bytes16Identifier {
-    public let storage: SIMD16<UInt8>
-    public init(storage: SIMD16<UInt8>) { self.storage = storage }
+    public let storage: Bytes16
+    public init(storage: Bytes16) { self.storage = storage }
 }
 
 /// Identifies one version of a node's content or attributes.
@@ -20,8 +20,8 @@ public struct DeviceID: Bytes16Identifier {
 /// A writer names the revision it started from (`base`) and the one it
 /// makes (`new`); on replay, a stale base is a conflict (docs/design.md).
 public struct RevisionID: Bytes16Identifier {
-    public let storage: SIMD16<UInt8>
-    public init(storage: SIMD16<UInt8>) { self.storage = storage }
+    public let storage: Bytes16
+    public init(storage: Bytes16) { self.storage = storage }
 }
 
 /// A journal sequence number: the server numbers entries 1, 2, 3… per vault;

@@ -32,7 +32,7 @@ struct Bench {
         report("chunkid_mbps", mbps { bytes in
             var acc = 0
             for i in 0..<(bytes / bufferSize) {
-                acc &+= buffers[i % buffers.count].withUnsafeBytes { Int(keys.chunkID(of: $0).storage[0]) }
+                acc &+= buffers[i % buffers.count].withUnsafeBytes { Int(truncatingIfNeeded: keys.chunkID(of: $0).storage.w0) }
             }
             return acc
         })
