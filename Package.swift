@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // C libraries, through pkg-config. Each shim.h only includes the
@@ -88,6 +89,13 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "LockWireTests", dependencies: ["LockWire", "LockCrypto", "LockTesting"],
                     swiftSettings: swiftSettings),
+        .testTarget(
+            name: "LockServerTests",
+            dependencies: [
+                "LockServer", "LockWire", "LockCrypto", "LockTesting",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,6 +1,6 @@
 import Foundation
 import LockCrypto
-import NIOPosix
+import Dispatch
 
 #if canImport(Glibc)
 import Glibc
@@ -11,18 +11,17 @@ import Glibc
 ///
 /// A put writes `ROOT/.tmp/RANDOM`, fsyncs it, renames it into place and
 /// fsyncs the directory: after a crash a blob is either absent or whole,
-/// and `.tmp` is emptied at start. Blocking I/O runs on NIO's thread pool,
-/// never on an event loop.
+/// and `.tmp` is emptied at start. Blocking I/O runs on a Dispatch queue of
+/// its own, never on an event loop or Swift's cooperative threads.
 public final class FileBlobStore: BlobStore {
     public let root: URL
     private let tmp: URL
-    private let pool: NIOThreadPool
+    private let io = DispatchQueue(label: "lockfs.blobs", qos: .userInitiated, attributes: .concurrent)
 
     /// Opens (creating if needed) a store under `root` and removes leftovers of interrupted puts.
-    public init(root: URL, pool: NIOThreadPool = .singleton) throws {
+    public init(root: URL) throws {
         self.root = root
         self.tmp = root.appendingPathComponent(".tmp")
-        self.pool = pool
         let fm = FileManager.default
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
         for leftover in try fm.contentsOfDirectory(atPath: tmp.path) {
@@ -39,77 +38,98 @@ public final class FileBlobStore: BlobStore {
     public func put(_ bytes: [UInt8], for key: BlobKey) async throws {
         let final = path(key)
         let tmpPath = "\(tmp.path)/\(Hex.encode(Sodium.randomBytes(12)))"
-        try await pool.runIfActive {
-            if access(final, F_OK) == 0 { return }
-            let dir = (final as NSString).deletingLastPathComponent
-            try Self.makeDirectories(dir)
-            let fd = open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw Self.failure("create", tmpPath) }
-            var ok = false
-            defer {
-                if !ok { unlink(tmpPath) }
-            }
-            do {
-                defer { close(fd) }
-                try bytes.withUnsafeBytes { raw in
-                    var offset = 0
-                    while offset < raw.count {
-                        let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                        if n < 0 {
-                            if errno == EINTR { continue }
-                            throw Self.failure("write", tmpPath)
-                        }
-                        offset += n
-                    }
-                }
-                guard fsync(fd) == 0 else { throw Self.failure("fsync", tmpPath) }
-            }
-            guard rename(tmpPath, final) == 0 else { throw Self.failure("rename", final) }
-            ok = true
-            try Self.syncDirectory(dir)
-        }
+        try await blocking { try Self.writeAtomically(bytes, to: final, via: tmpPath) }
     }
 
     public func get(_ key: BlobKey) async throws -> [UInt8]? {
         let p = path(key)
-        return try await pool.runIfActive {
-            let fd = open(p, O_RDONLY | O_CLOEXEC)
-            if fd < 0 {
-                if errno == ENOENT { return nil }
-                throw Self.failure("open", p)
-            }
-            defer { close(fd) }
-            var st = stat()
-            guard fstat(fd, &st) == 0 else { throw Self.failure("stat", p) }
-            let size = Int(st.st_size)
-            return try [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
-                var offset = 0
-                while offset < size {
-                    let n = read(fd, buffer.baseAddress! + offset, size - offset)
-                    if n < 0 && errno == EINTR { continue }
-                    guard n > 0 else { throw Self.failure("read", p) }
-                    offset += n
+        return try await blocking { try Self.read(p) }
+    }
+
+    /// Runs blocking file work on the I/O queue and resumes with its result.
+    private func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            io.async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
+    /// Temp file, write, fsync, rename, fsync the directory (blocking).
+    private static func writeAtomically(_ bytes: [UInt8], to final: String, via tmpPath: String) throws {
+        if access(final, F_OK) == 0 { return }
+        let dir = (final as NSString).deletingLastPathComponent
+        try makeDirectories(dir)
+        let fd = open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw failure("create", tmpPath) }
+        do {
+            try writeAll(fd, bytes, path: tmpPath)
+            guard fsync(fd) == 0 else { throw failure("fsync", tmpPath) }
+            close(fd)
+        } catch {
+            close(fd)
+            unlink(tmpPath)
+            throw error
+        }
+        guard rename(tmpPath, final) == 0 else {
+            let error = failure("rename", final)
+            unlink(tmpPath)
+            throw error
+        }
+        try syncDirectory(dir)
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
+        try bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw failure("write", path)
                 }
-                count = size
+                offset += n
             }
         }
     }
 
+    /// The whole file, or nil if it does not exist (blocking).
+    private static func read(_ p: String) throws -> [UInt8]? {
+        let fd = open(p, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw failure("open", p)
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw failure("stat", p) }
+        let size = Int(st.st_size)
+        var out = [UInt8](repeating: 0, count: size)
+        try out.withUnsafeMutableBytes { buffer in
+            var offset = 0
+            while offset < size {
+                let n = Glibc.read(fd, buffer.baseAddress! + offset, size - offset)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw failure("read", p) }
+                offset += n
+            }
+        }
+        return out
+    }
+
     public func exists(_ key: BlobKey) async throws -> Bool {
         let p = path(key)
-        return try await pool.runIfActive { access(p, F_OK) == 0 }
+        return try await blocking { access(p, F_OK) == 0 }
     }
 
     public func delete(_ key: BlobKey) async throws {
         let p = path(key)
-        try await pool.runIfActive {
+        try await blocking {
             if unlink(p) != 0 && errno != ENOENT { throw Self.failure("unlink", p) }
         }
     }
 
     public func deleteAll(vault: VaultID) async throws {
         let dir = root.appendingPathComponent(vault.hex)
-        try await pool.runIfActive {
+        try await blocking {
             if FileManager.default.fileExists(atPath: dir.path) { try FileManager.default.removeItem(at: dir) }
         }
     }

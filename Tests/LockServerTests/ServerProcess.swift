@@ -1,0 +1,126 @@
+import Foundation
+import LockTesting
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real `lockfs-server serve` process on 127.0.0.1 and an ephemeral port,
+/// with its own data directory. Tests talk to it over real HTTP.
+final class ServerProcess: @unchecked Sendable {
+    /// The package's debug build of lockfs-server (`swift build --build-tests` builds it).
+    static let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent(".build/debug/lockfs-server")
+
+    let dataDirectory: URL
+    let arguments: [String]
+    private(set) var process: Process
+    private(set) var port: Int
+    private let logURL: URL
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    /// Starts a server; `arguments` are extra `serve` flags (e.g. --open-registration).
+    static func start(dataDirectory: URL? = nil, arguments: [String] = []) async throws -> ServerProcess {
+        let dir = try dataDirectory ?? makeTemporaryDirectory("server")
+        let (process, port, log) = try await launch(dir: dir, arguments: arguments)
+        return ServerProcess(dataDirectory: dir, arguments: arguments, process: process, port: port, logURL: log)
+    }
+
+    private init(dataDirectory: URL, arguments: [String], process: Process, port: Int, logURL: URL) {
+        self.dataDirectory = dataDirectory
+        self.arguments = arguments
+        self.process = process
+        self.port = port
+        self.logURL = logURL
+    }
+
+    private static func launch(dir: URL, arguments: [String]) async throws -> (Process, Int, URL) {
+        let out = dir.appendingPathComponent("stdout-\(UUID().uuidString).log")
+        let err = dir.appendingPathComponent("stderr.log")
+        FileManager.default.createFile(atPath: out.path, contents: nil)
+        if !FileManager.default.fileExists(atPath: err.path) { FileManager.default.createFile(atPath: err.path, contents: nil) }
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = ["serve", "--data", dir.path, "--listen", "127.0.0.1:0", "--log-level", "warning"] + arguments
+        p.standardOutput = try FileHandle(forWritingTo: out)
+        let errHandle = try FileHandle(forWritingTo: err)
+        errHandle.seekToEndOfFile()
+        p.standardError = errHandle
+        try p.run()
+        // Poll for the "listening on" line, with a deadline.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if let text = try? String(contentsOf: out, encoding: .utf8),
+               let range = text.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                let port = Int(text[range].split(separator: ":").last!)!
+                return (p, port, err)
+            }
+            guard p.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        p.terminate()
+        let log = (try? String(contentsOf: err, encoding: .utf8)) ?? ""
+        throw TestFailure("lockfs-server did not start: \(log.suffix(2000))")
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    func stop() {
+        guard process.isRunning else { return }
+        process.terminate()
+        process.waitUntilExit()
+    }
+
+    /// SIGKILL: the process dies wherever it is (a crash, a power cut for the process).
+    func kill9() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Starts the server again on the same data directory (a new port).
+    func restart() async throws {
+        stop()
+        let (p, port, _) = try await Self.launch(dir: dataDirectory, arguments: arguments)
+        process = p
+        self.port = port
+    }
+
+    /// Runs an admin command (`user add NAME`, …) against this server's data directory.
+    @discardableResult
+    func admin(_ args: [String]) throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = Self.binary
+        // Options go after the subcommand path: insert --data after the verbs.
+        let verbs = args.prefix { !$0.hasPrefix("-") }.count
+        p.arguments = Array(args.prefix(min(2, verbs))) + ["--data", dataDirectory.path] + Array(args.dropFirst(min(2, verbs)))
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// The server's log so far (for failure messages).
+    var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(at: dataDirectory)
+    }
+}
+
+/// A failure with a message, for `throw` in test helpers.
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A fresh directory under the system temp directory.
+func makeTemporaryDirectory(_ prefix: String) throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("lockfs-\(prefix)-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
