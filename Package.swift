@@ -79,7 +79,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "lockfs-bench",
-            dependencies: ["LockCrypto", "LockChunker", "LockWire", "LockTesting"],
+            dependencies: [
+                "LockCrypto", "LockChunker", "LockWire", "LockTesting",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: swiftSettings),
 
         // Tests (swift-testing). Golden vectors live in Tests/Vectors.
