@@ -19,6 +19,7 @@ public final class JournalNotifier: Sendable {
         var generations: [AccountID: UInt64] = [:]
         var waiters: [UInt64: Waiter] = [:]
         var nextWaiter: UInt64 = 0
+        var closed = false
     }
 
     private let state = Mutex(State())
@@ -44,6 +45,16 @@ public final class JournalNotifier: Sendable {
         for c in woken { c.resume() }
     }
 
+    /// Wakes every waiter now and makes later waits return at once (server shutdown).
+    public func shutdown() {
+        let woken: [CheckedContinuation<Void, Never>] = state.withLock { s in
+            s.closed = true
+            defer { s.waiters.removeAll() }
+            return s.waiters.values.map(\.continuation)
+        }
+        for c in woken { c.resume() }
+    }
+
     /// Returns when `account`'s generation passes `after`, after `timeout`,
     /// or when the task is cancelled, whichever comes first.
     public func wait(for account: AccountID, after: UInt64, timeout: Duration) async {
@@ -63,7 +74,7 @@ public final class JournalNotifier: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { s -> Bool in
-                    if (s.generations[account] ?? 0) > after || Task.isCancelled { return true }
+                    if s.closed || (s.generations[account] ?? 0) > after || Task.isCancelled { return true }
                     s.waiters[id] = Waiter(account: account, after: after, continuation: c)
                     return false
                 }

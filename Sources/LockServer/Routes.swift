@@ -4,6 +4,7 @@ import LockCrypto
 import LockWire
 import Logging
 import NIOCore
+import ServiceLifecycle
 
 /// Settings of one server instance.
 public struct ServerSettings: Sendable {
@@ -258,7 +259,13 @@ public struct ServerAPI: Sendable {
         var page = try await store.entries(account: account.id, after: JournalSeq(after), limit: limit)
         if page.items.isEmpty && wait > .zero {
             metrics.longPoll(1)
-            await notifier.wait(for: account.id, after: generation, timeout: wait)
+            // A graceful shutdown ends every long-poll at once (an empty page;
+            // the client polls again), so SIGTERM never waits out a poll.
+            await withGracefulShutdownHandler {
+                await notifier.wait(for: account.id, after: generation, timeout: wait)
+            } onGracefulShutdown: {
+                notifier.shutdown()
+            }
             metrics.longPoll(-1)
             page = try await store.entries(account: account.id, after: JournalSeq(after), limit: limit)
         }

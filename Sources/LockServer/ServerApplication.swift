@@ -50,3 +50,4 @@ extension ServerAPI {
             logger: logger)
     }
 }
+

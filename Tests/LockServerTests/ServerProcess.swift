@@ -18,7 +18,10 @@ final class ServerProcess: @unchecked Sendable {
     private(set) var port: Int
     private let logURL: URL
 
-    var baseURL: String { "http://127.0.0.1:\(port)" }
+    var baseURL: String { "\(arguments.contains("--tls-cert") ? "https" : "http")://127.0.0.1:\(port)" }
+
+    /// The server's process id (for /proc and signals).
+    var pid: Int32 { process.processIdentifier }
 
     /// Starts a server; `arguments` are extra `serve` flags (e.g. --open-registration).
     static func start(dataDirectory: URL? = nil, arguments: [String] = []) async throws -> ServerProcess {
