@@ -17,7 +17,10 @@ PY_PACKAGES  := pynacl==1.5.0 argon2-cffi==23.1.0
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build release test test-swift test-vectors bench install clean
+SERVE_DATA ?= $(HOME)/.local/share/lockfs-server
+SERVE_LISTEN ?= 127.0.0.1:7440
+
+.PHONY: all deps build release test test-swift test-vectors bench serve install clean
 
 all: build
 
@@ -57,6 +60,14 @@ test-vectors: $(VENV)/.ready
 bench: release
 	$(SWIFT) build -c release --product lockfs-bench
 	.build/release/lockfs-bench
+
+## serve: run lockfs-server on loopback with the embedded stores, after printing an invite.
+serve: release
+	@echo "data: $(SERVE_DATA)"
+	@if out=$$(.build/release/lockfs-server user add demo --data "$(SERVE_DATA)" 2>&1); then echo "$$out"; \
+	  else echo "$$out" | tail -1; echo "(see: .build/release/lockfs-server user list --data $(SERVE_DATA))"; fi
+	@echo "Stop with Ctrl-C."
+	.build/release/lockfs-server serve --data "$(SERVE_DATA)" --listen $(SERVE_LISTEN)
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin
