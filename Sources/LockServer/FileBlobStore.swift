@@ -9,8 +9,8 @@ import Glibc
 /// Blobs as files: `ROOT/VAULTHEX/AB/CD/CHUNKHEX`, sharded by the first two
 /// bytes of the chunk id so no directory grows past 65,536 entries per level.
 ///
-/// A put writes `ROOT/.tmp/RANDOM`, fsyncs it, renames it into place and
-/// fsyncs the directory: after a crash a blob is either absent or whole,
+/// A put writes `ROOT/.tmp/RANDOM`, fsyncs it, links it into place (never
+/// replacing a blob already there) and fsyncs the directory: after a crash a blob is either absent or whole,
 /// and `.tmp` is emptied at start. Blocking I/O runs on a Dispatch queue of
 /// its own, never on an event loop or Swift's cooperative threads.
 public final class FileBlobStore: BlobStore {
@@ -69,11 +69,14 @@ public final class FileBlobStore: BlobStore {
             unlink(tmpPath)
             throw error
         }
-        guard rename(tmpPath, final) == 0 else {
-            let error = failure("rename", final)
+        // link(2), not rename(2): a blob that appeared meanwhile (a concurrent
+        // upload of the same id) is never replaced; the first one stays.
+        if link(tmpPath, final) != 0 && errno != EEXIST {
+            let error = failure("link", final)
             unlink(tmpPath)
             throw error
         }
+        unlink(tmpPath)
         try syncDirectory(dir)
     }
 

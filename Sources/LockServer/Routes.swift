@@ -5,6 +5,7 @@ import LockWire
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// Settings of one server instance.
 public struct ServerSettings: Sendable {
@@ -29,6 +30,7 @@ public struct ServerAPI: Sendable {
     public let notifier = JournalNotifier()
     public let metrics = ServerMetrics()
     let limiter: LoginLimiter
+    let secretCache = SecretCache(nil)
 
     static let binary = APIv1.binaryContentType
     static let json = "application/json"
@@ -77,7 +79,7 @@ public struct ServerAPI: Sendable {
         }
         // Unknown names get stable, plausible parameters, so that pre-login
         // does not reveal which accounts exist.
-        let secret = try await store.serverSecret()
+        let secret = try await serverSecret()
         let salt = secret.withUnsafeBytes { Array(Hash.blake2b256(Array("lockfs fake prelogin v1".utf8) + Array(user.utf8), key: $0).prefix(16)) }
         let params = try KDFParameters(opsLimit: 3, memLimit: 256 << 20, salt: salt)
         return try Self.json(PreLoginResponse(kdf: params))
@@ -195,6 +197,9 @@ public struct ServerAPI: Sendable {
         let (account, _) = try context.caller()
         try request.require(contentType: Self.binary)
         let batch = try ChunkBatch(decoding: try await request.bytes(limit: APIv1.maxBatchBytes))
+        guard Set(batch.chunks.map(\.id)).count == batch.chunks.count else {
+            throw ServerError.badRequest("a chunk id appears twice in the batch")
+        }
         try await store(chunks: batch.chunks, account: account)
         return Response(status: .created)
     }
@@ -254,7 +259,9 @@ public struct ServerAPI: Sendable {
         guard let waitSeconds = query["wait"].map({ Double(String($0)) }) ?? 0, waitSeconds >= 0, waitSeconds.isFinite else {
             throw ServerError.badRequest("wait must be a number of seconds")
         }
-        let wait = min(Duration.milliseconds(Int64(waitSeconds * 1000)), settings.maxLongPoll)
+        // Clamp before converting: a huge number must not trap.
+        let maxSeconds = Double(settings.maxLongPoll.components.seconds)
+        let wait = Duration.milliseconds(Int64(min(waitSeconds, maxSeconds) * 1000))
         let generation = notifier.generation(of: account.id)
         var page = try await store.entries(account: account.id, after: JournalSeq(after), limit: limit)
         if page.items.isEmpty && wait > .zero {
@@ -300,11 +307,22 @@ public struct ServerAPI: Sendable {
 
     // MARK: Helpers
 
+    /// The deployment secret, read from the store once.
+    func serverSecret() async throws -> [UInt8] {
+        if let cached = secretCache.withLock({ $0 }) { return cached }
+        let secret = try await store.serverSecret()
+        secretCache.withLock { $0 = secret }
+        return secret
+    }
+
     public static func validate(user: String) throws {
-        let ok = (1...64).contains(user.utf8.count) && user.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x5F || c == 0x2E
+        func alnum(_ c: UInt8) -> Bool { (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7A) }
+        let utf8 = Array(user.utf8)
+        let ok = (1...64).contains(utf8.count) && alnum(utf8[0])
+            && utf8.allSatisfy { alnum($0) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E }
+        guard ok else {
+            throw ServerError.badRequest("user names are 1–64 characters of a–z, 0–9, “.”, “-” and “_”, starting with a letter or digit")
         }
-        guard ok else { throw ServerError.badRequest("user names are 1–64 characters of a–z, 0–9, “.”, “-” and “_”") }
     }
 
     static func validate(deviceName: String) throws {
@@ -324,4 +342,11 @@ public struct ServerAPI: Sendable {
     static func binaryResponse(_ bytes: [UInt8]) -> Response {
         Response(status: .ok, headers: [.contentType: Self.binary], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
+}
+
+/// A lock-protected optional secret (Mutex is not copyable, so it lives in a class).
+final class SecretCache: Sendable {
+    private let value: Mutex<[UInt8]?>
+    init(_ initial: [UInt8]?) { value = Mutex(initial) }
+    func withLock<R>(_ body: (inout [UInt8]?) -> R) -> R { value.withLock { body(&$0) } }
 }

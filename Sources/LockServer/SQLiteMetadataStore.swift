@@ -38,7 +38,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                 CREATE TABLE accounts (
                     id INTEGER PRIMARY KEY,
                     name TEXT NOT NULL UNIQUE,
-                    vault_id BLOB NOT NULL,
+                    vault_id BLOB NOT NULL UNIQUE,
                     kdf BLOB NOT NULL,
                     keyring BLOB NOT NULL,
                     login_salt BLOB NOT NULL,
@@ -127,9 +127,8 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     public func register(_ a: NewAccount, inviteHash: [UInt8]?, device: NewDevice, now: Date) async throws -> Account {
         try await pool.write { db in
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM accounts WHERE name = ?", arguments: [a.name]) == true {
-                throw ServerError.conflict(code: "user_exists", message: "an account with this name exists already")
-            }
+            // The invite is checked before the name, so that without a valid
+            // invite for NAME nobody learns whether NAME exists.
             if let inviteHash {
                 let row = try Row.fetchOne(db, sql: "SELECT code_hash, expires_at FROM invites WHERE user = ?", arguments: [a.name])
                 guard let row, Sodium.constantTimeEqual(Array(row["code_hash"] as Data), inviteHash),
@@ -137,6 +136,13 @@ public final class SQLiteMetadataStore: MetadataStore {
                     throw ServerError.forbidden("the invite code is wrong, used or expired (ask the admin for a new one: lockfs-server user add NAME)")
                 }
                 try db.execute(sql: "DELETE FROM invites WHERE user = ?", arguments: [a.name])
+            }
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM accounts WHERE name = ?", arguments: [a.name]) == true {
+                throw ServerError.conflict(code: "user_exists", message: "an account with this name exists already")
+            }
+            // Blobs are stored per vault id: a vault id belongs to one account only.
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM accounts WHERE vault_id = ?", arguments: [Data(a.vaultID.bytes)]) == true {
+                throw ServerError.conflict(code: "vault_exists", message: "this vault id is taken; a new vault needs a new random id")
             }
             try db.execute(sql: """
                 INSERT INTO accounts (name, vault_id, kdf, keyring, login_salt, login_hash, created_at)
@@ -279,7 +285,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     public func entries(account: AccountID, after: JournalSeq, limit: Int) async throws -> (items: [StoredEntry], latest: JournalSeq) {
         try await pool.read { db in
             let rows = try Row.fetchAll(db, sql: "SELECT seq, head, body FROM entries WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                        arguments: [account.rawValue, Int64(after.rawValue), limit])
+                                        arguments: [account.rawValue, Int64(clamping: after.rawValue), limit])
             let items = try rows.map {
                 StoredEntry(seq: JournalSeq(UInt64($0["seq"] as Int64)), head: try ChainHead(bytes: Array($0["head"] as Data)),
                             bytes: Array($0["body"] as Data))
