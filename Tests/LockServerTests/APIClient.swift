@@ -116,3 +116,152 @@ struct TestVault: Sendable {
 
     var genesis: ChainHead { ChainHead.genesis(of: keys.vaultID) }
 }
+
+// MARK: - Helpers for IsolationTests, BadInputTests and AdminTests
+
+extension APIClient {
+    /// The same server with another token (nil: none).
+    func with(token: String?) -> APIClient { APIClient(baseURL: baseURL, token: token) }
+
+    /// `GET /v1/account`, decoded; throws unless 200.
+    func accountInfo() async throws -> AccountInfo {
+        let r = try await send(.GET, "/v1/account")
+        guard r.status == 200 else { throw TestFailure("account: HTTP \(r.status) \(String(decoding: r.body, as: UTF8.self))") }
+        return try AccountInfo.decodeStrictly(Data(r.body))
+    }
+
+    /// `GET /v1/devices`, decoded; throws unless 200.
+    func deviceList() async throws -> [DeviceInfo] {
+        let r = try await send(.GET, "/v1/devices")
+        guard r.status == 200 else { throw TestFailure("devices: HTTP \(r.status) \(String(decoding: r.body, as: UTF8.self))") }
+        return try DeviceList.decodeStrictly(Data(r.body)).devices
+    }
+
+    /// The id of the device whose token this client holds.
+    func currentDeviceID() async throws -> String {
+        guard let me = try await deviceList().first(where: \.current) else { throw TestFailure("devices: no current device") }
+        return me.id
+    }
+
+    /// `GET /v1/health`'s status.
+    func healthStatus() async throws -> Int { try await with(token: nil).send(.GET, "/v1/health", timeout: .seconds(10)).status }
+}
+
+extension TestVault {
+    /// Logs in a further device; returns its client and device id (hex).
+    func login(on server: ServerProcess, deviceName: String = "another device") async throws -> (APIClient, String) {
+        let r = try await APIClient(baseURL: server.baseURL).json(.POST, "/v1/login",
+                                                                  LoginRequest(user: user, loginSecret: loginSecret, deviceName: deviceName))
+        guard r.status == 200, let token = r.json["token"] as? String, let device = r.json["device"] as? String else {
+            throw TestFailure("login \(user): HTTP \(r.status) \(String(decoding: r.body, as: UTF8.self))")
+        }
+        return (APIClient(baseURL: server.baseURL, token: token), device)
+    }
+
+    /// A sealed checkpoint of an empty tree at (`seq`, `head`), as stored on the server.
+    func checkpoint(seq: JournalSeq, head: ChainHead) throws -> [UInt8] {
+        try Checkpoint(seq: seq, head: head, nodeCount: 0, state: .empty).sealed(keys: keys)
+    }
+}
+
+extension ServerProcess {
+    /// Runs an admin command with stdin on /dev/null (so `user remove` without
+    /// --yes can never wait for a terminal), off the cooperative thread pool,
+    /// killing it after `timeout`.
+    func runAdmin(_ args: [String], timeout: Duration = .seconds(30)) async throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = Self.binary
+        let verbs = args.prefix { !$0.hasPrefix("-") }.count
+        p.arguments = Array(args.prefix(min(2, verbs))) + ["--data", dataDirectory.path] + Array(args.dropFirst(min(2, verbs)))
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let watchdog = Task {
+            try await Task.sleep(for: timeout)
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        }
+        defer { watchdog.cancel() }
+        let data: Data = await withCheckedContinuation { c in
+            DispatchQueue.global().async {
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                p.waitUntilExit()
+                c.resume(returning: data)
+            }
+        }
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// `user add NAME` and its invite code (the last line); throws if the command fails.
+    func inviteCode(for user: String) async throws -> String {
+        let (status, output) = try await runAdmin(["user", "add", user])
+        guard status == 0, let code = output.split(separator: "\n").last.map(String.init) else {
+            throw TestFailure("user add \(user): exit \(status): \(output)")
+        }
+        return code
+    }
+}
+
+/// A raw TCP connection to 127.0.0.1, for bytes no HTTP client would send.
+/// Blocking calls run on a Dispatch queue, never on the cooperative pool.
+final class RawTCPConnection: @unchecked Sendable {
+    private let fd: Int32
+
+    init(port: Int, receiveTimeout: Duration = .seconds(5)) throws {
+        #if canImport(Glibc)
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let s = socket(AF_INET, SOCK_STREAM, 0)
+        #endif
+        guard s >= 0 else { throw TestFailure("socket: errno \(errno)") }
+        var tv = timeval(tv_sec: Int(receiveTimeout.components.seconds),
+                         tv_usec: Int(receiveTimeout.components.attoseconds / 1_000_000_000_000))
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port)).bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else { close(s); throw TestFailure("connect: errno \(errno)") }
+        fd = s
+    }
+
+    /// Writes all of `bytes`; false if the peer closed the connection first.
+    func write(_ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += n
+        }
+        return true
+    }
+
+    /// Reads until the peer closes (closed: true) or the receive timeout passes (closed: false).
+    func readUntilClosed() async -> (bytes: [UInt8], closed: Bool) {
+        let fd = self.fd
+        return await withCheckedContinuation { c in
+            DispatchQueue.global().async {
+                var out: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while true {
+                    let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, 4096, 0) }
+                    if n > 0 { out += buffer[0..<n]; continue }
+                    if n == 0 { c.resume(returning: (out, true)); return }
+                    if errno == EINTR { continue }
+                    // ECONNRESET counts as closed; EAGAIN is the timeout.
+                    c.resume(returning: (out, errno != EAGAIN && errno != EWOULDBLOCK))
+                    return
+                }
+            }
+        }
+    }
+
+    deinit { close(fd) }
+}

@@ -46,6 +46,10 @@ final class ServerProcess: @unchecked Sendable {
         let p = Process()
         p.executableURL = binary
         p.arguments = ["serve", "--data", dir.path, "--listen", "127.0.0.1:0", "--log-level", "warning"] + arguments
+        // A crash must end the process at once (the backtracer can take seconds).
+        var env = ProcessInfo.processInfo.environment
+        env["SWIFT_BACKTRACE"] = "enable=no"
+        p.environment = env
         p.standardOutput = try FileHandle(forWritingTo: out)
         let errHandle = try FileHandle(forWritingTo: err)
         errHandle.seekToEndOfFile()
@@ -67,18 +71,25 @@ final class ServerProcess: @unchecked Sendable {
         throw TestFailure("lockfs-server did not start: \(log.suffix(2000))")
     }
 
-    /// SIGTERM and wait: a clean shutdown.
+    /// SIGTERM and wait (then SIGKILL after 10 s): a clean shutdown.
     func stop() {
         guard process.isRunning else { return }
         process.terminate()
-        process.waitUntilExit()
+        if !waitForExit(within: .seconds(10)) { kill9() }
     }
 
     /// SIGKILL: the process dies wherever it is (a crash, a power cut for the process).
     func kill9() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        _ = waitForExit(within: .seconds(10))
+    }
+
+    /// Polls until the process has exited; false if it is still running.
+    private func waitForExit(within limit: Duration) -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while process.isRunning && ContinuousClock.now < deadline { usleep(10_000) }
+        return !process.isRunning
     }
 
     /// Starts the server again on the same data directory (a new port).
