@@ -9,24 +9,71 @@ import Glibc
 /// Blobs as files: `ROOT/VAULTHEX/AB/CD/CHUNKHEX`, sharded by the first two
 /// bytes of the chunk id so no directory grows past 65,536 entries per level.
 ///
-/// A put writes `ROOT/.tmp/RANDOM`, fsyncs it, links it into place (never
-/// replacing a blob already there) and fsyncs the directory: after a crash a blob is either absent or whole,
-/// and `.tmp` is emptied at start. Blocking I/O runs on a Dispatch queue of
-/// its own, never on an event loop or Swift's cooperative threads.
+/// A put writes a temporary file, fsyncs it, links it into place (never
+/// replacing a blob already there) and fsyncs the directory: after a crash
+/// a blob is either absent or whole. Each process that opens the store
+/// writes its temporary files in a directory of its own,
+/// `ROOT/.tmp/RANDOM/`, holding an `flock` on `RANDOM/.lock` while it runs;
+/// opening the store removes only directories whose lock is free (their
+/// process is gone), so an admin command never disturbs a live server's
+/// uploads. Blocking I/O runs on a Dispatch queue of its own, never on an
+/// event loop or Swift's cooperative threads.
 public final class FileBlobStore: BlobStore {
     public let root: URL
     private let tmp: URL
-    private let io = DispatchQueue(label: "lockfs.blobs", qos: .userInitiated, attributes: .concurrent)
+    /// Holds this process's lock on its temporary directory.
+    private let lockFD: Int32
+    private let io = DispatchQueue(label: "lockfs.blobs", attributes: .concurrent)
 
-    /// Opens (creating if needed) a store under `root` and removes leftovers of interrupted puts.
+    /// Opens (creating if needed) a store under `root` and removes what
+    /// interrupted puts of dead processes left behind.
     public init(root: URL) throws {
         self.root = root
-        self.tmp = root.appendingPathComponent(".tmp")
+        let tmpRoot = root.appendingPathComponent(".tmp")
         let fm = FileManager.default
-        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
-        for leftover in try fm.contentsOfDirectory(atPath: tmp.path) {
-            try? fm.removeItem(at: tmp.appendingPathComponent(leftover))
+        try fm.createDirectory(at: tmpRoot, withIntermediateDirectories: true)
+        Self.removeStale(in: tmpRoot)
+        tmp = tmpRoot.appendingPathComponent(Hex.encode(Sodium.randomBytes(8)))
+        try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
+        lockFD = open(tmp.appendingPathComponent(".lock").path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else { throw Self.failure("lock", tmp.path) }
+    }
+
+    deinit {
+        close(lockFD)
+        try? FileManager.default.removeItem(at: tmp)
+    }
+
+    /// Removes temporary directories whose owner is gone, and loose files.
+    private static func removeStale(in tmpRoot: URL) {
+        let fm = FileManager.default
+        for name in (try? fm.contentsOfDirectory(atPath: tmpRoot.path)) ?? [] {
+            let entry = tmpRoot.appendingPathComponent(name)
+            var isDirectory: ObjCBool = false
+            guard fm.fileExists(atPath: entry.path, isDirectory: &isDirectory) else { continue }
+            if isDirectory.boolValue {
+                let fd = open(entry.appendingPathComponent(".lock").path, O_RDWR | O_CLOEXEC)
+                if fd >= 0 {
+                    defer { close(fd) }
+                    guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { continue }  // its process is alive
+                }
+            }
+            try? fm.removeItem(at: entry)
         }
+    }
+
+    /// Temporary files of puts under `root` (for tests and `fsck`-like checks):
+    /// everything in `.tmp` except the per-process lock files and directories.
+    public static func temporaryFiles(under root: URL) -> [String] {
+        let tmpRoot = root.appendingPathComponent(".tmp")
+        guard let walker = FileManager.default.enumerator(atPath: tmpRoot.path) else { return [] }
+        var out: [String] = []
+        while let path = walker.nextObject() as? String {
+            var isDirectory: ObjCBool = false
+            FileManager.default.fileExists(atPath: tmpRoot.appendingPathComponent(path).path, isDirectory: &isDirectory)
+            if !isDirectory.boolValue && !path.hasSuffix("/.lock") { out.append(path) }
+        }
+        return out.sorted()
     }
 
     func path(_ key: BlobKey) -> String {
