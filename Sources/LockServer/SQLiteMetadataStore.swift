@@ -23,10 +23,13 @@ public final class SQLiteMetadataStore: MetadataStore {
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
         pool = try DatabasePool(path: path, configuration: config)
+        // Only now: GRDB's WAL set-up runs `PRAGMA synchronous = NORMAL` on
+        // the writer after prepareDatabase, and NORMAL does not fsync at
+        // commit in WAL mode. FULL makes an acknowledged commit survive power loss.
+        try pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
         try Self.migrator.migrate(pool)
     }
 
@@ -96,6 +99,11 @@ public final class SQLiteMetadataStore: MetadataStore {
                 """)
         }
         return m
+    }
+
+    /// The writer connection's `PRAGMA synchronous` (2 = FULL): for tests.
+    public func writerSynchronousMode() throws -> Int {
+        try pool.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA synchronous") ?? -1 }
     }
 
     // MARK: Deployment

@@ -45,7 +45,8 @@ extension ServerAPI {
         }
         return Application(
             router: router(), server: server,
-            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "lockfs-server"),
+            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "lockfs-server",
+                                 backlog: 4096),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? listen.port) },
             logger: logger)
     }
