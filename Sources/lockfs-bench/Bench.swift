@@ -1,19 +1,45 @@
+import Foundation
 import LockChunker
 import LockCrypto
 import LockTesting
 
-/// `make bench`: single-core throughput of the client's write path.
+/// `make bench`: single-core throughput of the client's write path, then
+/// the figures of a real release `lockfs-server` over loopback
+/// (ServerBench.swift).
 ///
-/// Prints one `bench: NAME VALUE UNIT` line per figure. Each figure is the
+/// Prints one `bench: NAME VALUE UNIT` line per figure (and `# …` comment
+/// lines saying how the server figures were taken). Each figure is the
 /// best of several rounds over 1 MiB buffers (MB = 10⁶ bytes), so a busy
 /// neighbour on the machine lowers it less; compare ratios within one run.
+///
+/// `lockfs-bench crypto` or `lockfs-bench server` runs one half only;
+/// `lockfs-bench server appends longpolls` (for instance) some server phases only.
 @main
 struct Bench {
     static let bufferSize = 1 << 20
     static let roundBytes = 512 << 20
     static let rounds = 5
 
-    static func main() throws {
+    static func main() async throws {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        let only = arguments.first
+        guard only == nil || only == "crypto" || only == "server" else {
+            FileHandle.standardError.write(Data("usage: lockfs-bench [crypto | server [\(ServerBench.phases.joined(separator: " "))]…]\n".utf8))
+            exit(2)
+        }
+        if only != "server" { try clientFigures() }
+        if only != "crypto" {
+            do {
+                try await ServerBench.run(phases: Array(arguments.dropFirst()))
+            } catch {
+                FileHandle.standardError.write(Data("lockfs-bench: server figures failed: \(error)\n".utf8))
+                exit(1)
+            }
+        }
+    }
+
+    /// The client's write path: chunker, chunk ids, seal, open, Argon2id.
+    static func clientFigures() throws {
         var rng = SeededGenerator(seed: 1)
         let data = rng.bytes(64 << 20)  // 64 buffers of 1 MiB, cycled
         let keys = VaultKeys.generate()
@@ -106,5 +132,12 @@ struct Bench {
         let factor = (0..<digits).reduce(1.0) { r, _ in r * 10 }
         let rounded = (value * factor).rounded() / factor
         print("bench: \(name) \(digits == 0 ? String(Int(rounded)) : String(rounded)) \(unit)")
+        fflush(nil)
+    }
+
+    /// A line that says how figures were taken; not a figure.
+    static func note(_ text: String) {
+        print("# \(text)")
+        fflush(nil)
     }
 }
