@@ -22,6 +22,10 @@ public protocol BlobStore: Sendable {
     /// point leaves either no blob or the whole blob visible, never part.
     /// - Throws: `ServerError.unavailable` when the medium fails.
     func put(_ bytes: [UInt8], for key: BlobKey) async throws
+    /// Stores many blobs durably before returning, with the guarantees of
+    /// `put` for each; an implementation may make the whole batch durable
+    /// at once (one sync instead of one per blob).
+    func put(batch: [(key: BlobKey, bytes: [UInt8])]) async throws
     /// The blob, or nil when there is none.
     func get(_ key: BlobKey) async throws -> [UInt8]?
     /// Whether a blob exists.
@@ -30,4 +34,14 @@ public protocol BlobStore: Sendable {
     func delete(_ key: BlobKey) async throws
     /// Removes every blob of a vault (account removal).
     func deleteAll(vault: VaultID) async throws
+}
+
+extension BlobStore {
+    /// Default batch: the single puts, concurrently.
+    public func put(batch: [(key: BlobKey, bytes: [UInt8])]) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for item in batch { group.addTask { try await self.put(item.bytes, for: item.key) } }
+            try await group.waitForAll()
+        }
+    }
 }

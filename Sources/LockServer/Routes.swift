@@ -213,11 +213,10 @@ public struct ServerAPI: Sendable {
         if let quota = account.quota ?? settings.defaultQuota, account.storedBytes + added > quota {
             throw ServerError.quotaExceeded(used: account.storedBytes, limit: quota)
         }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for chunk in new {
-                group.addTask { try await self.blobs.put(chunk.bytes, for: BlobKey(vault: account.vaultID, chunk: chunk.id)) }
-            }
-            try await group.waitForAll()
+        if new.count == 1 {
+            try await blobs.put(new[0].bytes, for: BlobKey(vault: account.vaultID, chunk: new[0].id))
+        } else {
+            try await blobs.put(batch: new.map { (BlobKey(vault: account.vaultID, chunk: $0.id), $0.bytes) })
         }
         try await store.recordChunks(account: account.id, new.map { ($0.id, $0.bytes.count) })
         metrics.received(Int(added))

@@ -1,4 +1,5 @@
 import Foundation
+import LockTesting
 import LockCrypto
 import LockServer
 import Testing
@@ -79,6 +80,11 @@ struct BlobStoreUnderTest: Sendable {
     @Test(arguments: BlobStoreFactory.all)
     func concurrentPuts(_ factory: BlobStoreFactory) async throws {
         try await factory.run { try await BlobStoreConformance.concurrentPuts($0) }
+    }
+
+    @Test(arguments: BlobStoreFactory.all)
+    func batchPuts(_ factory: BlobStoreFactory) async throws {
+        try await factory.run { try await BlobStoreConformance.batchPuts($0) }
     }
 }
 
@@ -183,6 +189,23 @@ enum BlobStoreConformance {
         // Compared outside #expect: a failing == on megabytes makes swift-testing diff them for minutes.
         let identical = back == bytes
         #expect(identical, "the 4.2 MiB blob came back different (\(back.count) bytes)")
+    }
+
+    static func batchPuts(_ store: any BlobStore) async throws {
+        // A batch of new keys, one key stored before (kept), across new shard directories.
+        let vault = VaultID.random()
+        let existing = key(vault)
+        try await store.put([9, 9, 9], for: existing)
+        var items = (0..<200).map { i in (key: key(vault), bytes: Sodium.randomBytes(64 + 13 * i)) }
+        items.append((key: existing, bytes: [1, 2, 3]))
+        try await store.put(batch: items)
+        for (k, bytes) in items.dropLast() {
+            let back = try await store.get(k)
+            let identical = back == bytes
+            #expect(identical, "batch blob \(k): \(back?.count ?? -1) bytes back, \(bytes.count) put")
+        }
+        #expect(try await store.get(existing) == [9, 9, 9])
+        try await store.put(batch: [])
     }
 
     static func concurrentPuts(_ store: any BlobStore) async throws {
