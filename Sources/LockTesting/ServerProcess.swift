@@ -1,5 +1,4 @@
 import Foundation
-import LockTesting
 
 #if canImport(Glibc)
 import Glibc
@@ -7,24 +6,24 @@ import Glibc
 
 /// A real `lockfs-server serve` process on 127.0.0.1 and an ephemeral port,
 /// with its own data directory. Tests talk to it over real HTTP.
-final class ServerProcess: @unchecked Sendable {
+public final class ServerProcess: @unchecked Sendable {
     /// The package's debug build of lockfs-server (`swift build --build-tests` builds it).
-    static let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    public static let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent(".build/debug/lockfs-server")
 
-    let dataDirectory: URL
-    let arguments: [String]
-    private(set) var process: Process
-    private(set) var port: Int
+    public let dataDirectory: URL
+    public let arguments: [String]
+    public private(set) var process: Process
+    public private(set) var port: Int
     private let logURL: URL
 
-    var baseURL: String { "\(arguments.contains("--tls-cert") ? "https" : "http")://127.0.0.1:\(port)" }
+    public var baseURL: String { "\(arguments.contains("--tls-cert") ? "https" : "http")://127.0.0.1:\(port)" }
 
     /// The server's process id (for /proc and signals).
-    var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process.processIdentifier }
 
     /// Starts a server; `arguments` are extra `serve` flags (e.g. --open-registration).
-    static func start(dataDirectory: URL? = nil, arguments: [String] = []) async throws -> ServerProcess {
+    public static func start(dataDirectory: URL? = nil, arguments: [String] = []) async throws -> ServerProcess {
         let dir = try dataDirectory ?? makeTemporaryDirectory("server")
         let (process, port, log) = try await launch(dir: dir, arguments: arguments)
         return ServerProcess(dataDirectory: dir, arguments: arguments, process: process, port: port, logURL: log)
@@ -72,14 +71,14 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// SIGTERM and wait (then SIGKILL after 10 s): a clean shutdown.
-    func stop() {
+    public func stop() {
         guard process.isRunning else { return }
         process.terminate()
         if !waitForExit(within: .seconds(10)) { kill9() }
     }
 
     /// SIGKILL: the process dies wherever it is (a crash, a power cut for the process).
-    func kill9() {
+    public func kill9() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
         _ = waitForExit(within: .seconds(10))
@@ -93,7 +92,7 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// Starts the server again on the same data directory (a new port).
-    func restart() async throws {
+    public func restart() async throws {
         stop()
         let (p, port, _) = try await Self.launch(dir: dataDirectory, arguments: arguments)
         process = p
@@ -102,7 +101,7 @@ final class ServerProcess: @unchecked Sendable {
 
     /// Runs an admin command (`user add NAME`, …) against this server's data directory.
     @discardableResult
-    func admin(_ args: [String]) throws -> (status: Int32, output: String) {
+    public func admin(_ args: [String]) throws -> (status: Int32, output: String) {
         let p = Process()
         p.executableURL = Self.binary
         // Options go after the subcommand path: insert --data after the verbs.
@@ -118,7 +117,7 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// The server's log so far (for failure messages).
-    var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+    public var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
 
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
@@ -127,13 +126,13 @@ final class ServerProcess: @unchecked Sendable {
 }
 
 /// A failure with a message, for `throw` in test helpers.
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// A fresh directory under the system temp directory.
-func makeTemporaryDirectory(_ prefix: String) throws -> URL {
+public func makeTemporaryDirectory(_ prefix: String) throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("lockfs-\(prefix)-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import LockTesting
 import LockCrypto
 import LockWire
 import NIOCore

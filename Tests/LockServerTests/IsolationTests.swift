@@ -1,4 +1,5 @@
 import Foundation
+import LockTesting
 import LockCrypto
 import LockServer
 import LockWire
