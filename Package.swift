@@ -43,6 +43,10 @@ let package = Package(
         .target(name: "LockWire", dependencies: ["LockCrypto"],
                 swiftSettings: swiftSettings),
 
+        // The client engine: remote, index, sync, cache, outbox.
+        .target(name: "LockClient", dependencies: ["LockWire", "LockCrypto", "LockChunker", "CCurl"],
+                swiftSettings: swiftSettings),
+
         // The blob server: routes, auth, limits, and the embedded stores.
         .target(
             name: "LockServer",
@@ -94,6 +98,10 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "LockWireTests", dependencies: ["LockWire", "LockCrypto", "LockTesting"],
                     swiftSettings: swiftSettings),
+        .testTarget(
+            name: "LockClientTests",
+            dependencies: ["LockClient", "LockWire", "LockCrypto", "LockTesting"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "LockServerTests",
             dependencies: [
