@@ -99,20 +99,36 @@ public final class ServerProcess: @unchecked Sendable {
         self.port = port
     }
 
-    /// Runs an admin command (`user add NAME`, …) against this server's data directory.
+    /// Runs an admin command (`user add NAME`, …) against this server's data
+    /// directory, with stdin on /dev/null (so `user remove` without --yes never
+    /// waits for a terminal), off the cooperative thread pool, killing it after `timeout`.
     @discardableResult
-    public func admin(_ args: [String]) throws -> (status: Int32, output: String) {
+    public func admin(_ args: [String], timeout: Duration = .seconds(30)) async throws -> (status: Int32, output: String) {
         let p = Process()
         p.executableURL = Self.binary
         // Options go after the subcommand path: insert --data after the verbs.
         let verbs = args.prefix { !$0.hasPrefix("-") }.count
         p.arguments = Array(args.prefix(min(2, verbs))) + ["--data", dataDirectory.path] + Array(args.dropFirst(min(2, verbs)))
+        var env = ProcessInfo.processInfo.environment
+        env["SWIFT_BACKTRACE"] = "enable=no"
+        p.environment = env
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = pipe
+        p.standardInput = FileHandle.nullDevice
         try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
+        let watchdog = Task {
+            try await Task.sleep(for: timeout)
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        }
+        defer { watchdog.cancel() }
+        let data: Data = await withCheckedContinuation { c in
+            DispatchQueue.global().async {
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                p.waitUntilExit()
+                c.resume(returning: data)
+            }
+        }
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 

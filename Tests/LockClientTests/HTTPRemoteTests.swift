@@ -10,7 +10,7 @@ let transport = CurlTransport()
 
 /// A new vault registered on `server` through HTTPRemote; returns the authenticated remote.
 func registerVault(on server: ServerProcess, user: String) async throws -> (HTTPRemote, VaultKeys, [UInt8]) {
-    let invite = try server.admin(["user", "add", user]).output.split(separator: "\n").last.map(String.init) ?? ""
+    let invite = try await server.admin(["user", "add", user]).output.split(separator: "\n").last.map(String.init) ?? ""
     let keys = VaultKeys.generate()
     let parameters = KDFParameters.generate(.interactive)
     let password = try PasswordKeys.derive(password: "pw of \(user)", parameters: parameters)

@@ -93,7 +93,7 @@ struct TestVault: Sendable {
 
     /// Registers on `server` (with an invite made by the admin command) and returns a logged-in client.
     func register(on server: ServerProcess, deviceName: String = "test device") async throws -> APIClient {
-        let invite = try server.admin(["user", "add", user]).output.split(separator: "\n").last.map(String.init) ?? ""
+        let invite = try await server.admin(["user", "add", user]).output.split(separator: "\n").last.map(String.init) ?? ""
         let client = APIClient(baseURL: server.baseURL)
         let r = try await client.json(.POST, "/v1/register", RegisterRequest(
             user: user, invite: invite, loginSecret: loginSecret, keyring: keyring, deviceName: deviceName))
@@ -166,37 +166,9 @@ extension TestVault {
 }
 
 extension ServerProcess {
-    /// Runs an admin command with stdin on /dev/null (so `user remove` without
-    /// --yes can never wait for a terminal), off the cooperative thread pool,
-    /// killing it after `timeout`.
-    func runAdmin(_ args: [String], timeout: Duration = .seconds(30)) async throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = Self.binary
-        let verbs = args.prefix { !$0.hasPrefix("-") }.count
-        p.arguments = Array(args.prefix(min(2, verbs))) + ["--data", dataDirectory.path] + Array(args.dropFirst(min(2, verbs)))
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let watchdog = Task {
-            try await Task.sleep(for: timeout)
-            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        }
-        defer { watchdog.cancel() }
-        let data: Data = await withCheckedContinuation { c in
-            DispatchQueue.global().async {
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                p.waitUntilExit()
-                c.resume(returning: data)
-            }
-        }
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-
     /// `user add NAME` and its invite code (the last line); throws if the command fails.
     func inviteCode(for user: String) async throws -> String {
-        let (status, output) = try await runAdmin(["user", "add", user])
+        let (status, output) = try await admin(["user", "add", user])
         guard status == 0, let code = output.split(separator: "\n").last.map(String.init) else {
             throw TestFailure("user add \(user): exit \(status): \(output)")
         }

@@ -23,7 +23,7 @@ import Testing
     @Test func userAddPrintsAnInviteThatRegistersOnce() async throws {
         let server = try await ServerProcess.start()
         defer { server.stop() }
-        let (status, output) = try await server.runAdmin(["user", "add", "adm-carol"])
+        let (status, output) = try await server.admin(["user", "add", "adm-carol"])
         #expect(status == 0, "user add: \(output)")
         let code = try #require(output.split(separator: "\n").last.map(String.init))
         #expect(code.range(of: Self.inviteShape, options: .regularExpression) != nil, "the last line is the invite: \(code.debugDescription)")
@@ -40,7 +40,7 @@ import Testing
         _ = try await carol.login(on: server)
 
         // Inviting an existing account is an error.
-        let again = try await server.runAdmin(["user", "add", "adm-carol"])
+        let again = try await server.admin(["user", "add", "adm-carol"])
         #expect(again.status != 0 && again.output.contains("exists already"), "user add for an existing account: \(again.output)")
 
         // A new invite replaces the previous one.
@@ -67,7 +67,7 @@ import Testing
         #expect(try await frank.append(try other.entry(creating: "f", baseSeq: .start, baseHead: other.genesis), references: []).status == 201)
 
         // user list: every account with its device count.
-        let list = try await server.runAdmin(["user", "list"])
+        let list = try await server.admin(["user", "list"])
         #expect(list.status == 0)
         #expect(list.output.contains("DEVICES"))
         #expect(Self.listed(list.output, "adm-erin")?[1] == "3", "user list: \(list.output)")
@@ -75,7 +75,7 @@ import Testing
         #expect(Self.listed(list.output, "adm-frank")?[2] == "1", "frank's entries: \(list.output)")
 
         // device list: the ids and names of erin's devices only.
-        let devices = try await server.runAdmin(["device", "list", "adm-erin"])
+        let devices = try await server.admin(["device", "list", "adm-erin"])
         #expect(devices.status == 0)
         for (id, name) in [(firstID, "desktop"), (secondID, "laptop"), (thirdID, "phone")] {
             let line = devices.output.split(separator: "\n").first { $0.hasPrefix(id) }
@@ -85,7 +85,7 @@ import Testing
 
         // Revoke by full id: that token gets 401 at once, the others keep working.
         #expect(try await second.send(.GET, "/v1/account").status == 200)
-        let revoke = try await server.runAdmin(["device", "revoke", "adm-erin", secondID])
+        let revoke = try await server.admin(["device", "revoke", "adm-erin", secondID])
         #expect(revoke.status == 0 && revoke.output.contains("revoked"), "device revoke: \(revoke.output)")
         let dead = try await second.send(.GET, "/v1/account")
         #expect(dead.status == 401 && dead.errorCode == "unauthorized", "the revoked token: HTTP \(dead.status)")
@@ -95,17 +95,17 @@ import Testing
         #expect(server.process.isRunning)
         #expect(try await first.healthStatus() == 200)
         #expect(try await first.deviceList().map(\.id).sorted() == [firstID, thirdID].sorted())
-        let afterRevoke = try await server.runAdmin(["device", "list", "adm-erin"])
+        let afterRevoke = try await server.admin(["device", "list", "adm-erin"])
         #expect(!afterRevoke.output.contains(secondID) && afterRevoke.output.contains(thirdID))
-        #expect(Self.listed(try await server.runAdmin(["user", "list"]).output, "adm-erin")?[1] == "2")
+        #expect(Self.listed(try await server.admin(["user", "list"]).output, "adm-erin")?[1] == "2")
         // Revoking it again: no such (active) device.
-        let twice = try await server.runAdmin(["device", "revoke", "adm-erin", secondID])
+        let twice = try await server.admin(["device", "revoke", "adm-erin", secondID])
         #expect(twice.status != 0 && twice.output.contains("has no device"), "revoke twice: \(twice.output)")
 
         // Revoke by a unique prefix, typed in upper case.
         let prefixLength = (4...32).first { n in firstID.prefix(n) != thirdID.prefix(n) }!
         let prefix = String(thirdID.prefix(max(prefixLength, 6))).uppercased()
-        let byPrefix = try await server.runAdmin(["device", "revoke", "adm-erin", prefix])
+        let byPrefix = try await server.admin(["device", "revoke", "adm-erin", prefix])
         #expect(byPrefix.status == 0 && byPrefix.output.contains(thirdID), "revoke by prefix \(prefix): \(byPrefix.output)")
         #expect(try await third.send(.GET, "/v1/account").status == 401)
         #expect(try await first.send(.GET, "/v1/account").status == 200)
@@ -132,11 +132,11 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: blobDirectory.path))
 
         // Without --yes and without a terminal it refuses, and nothing is removed.
-        let refused = try await server.runAdmin(["user", "remove", "adm-gina"])
+        let refused = try await server.admin(["user", "remove", "adm-gina"])
         #expect(refused.status != 0 && refused.output.contains("--yes"), "remove without --yes: \(refused.output)")
         #expect(try await client.send(.GET, "/v1/account").status == 200)
 
-        let removed = try await server.runAdmin(["user", "remove", "adm-gina", "--yes"])
+        let removed = try await server.admin(["user", "remove", "adm-gina", "--yes"])
         #expect(removed.status == 0 && removed.output.contains("removed adm-gina"), "user remove: \(removed.output)")
         for c in [client, phone] {
             let account = try await c.send(.GET, "/v1/account")
@@ -145,7 +145,7 @@ import Testing
             #expect(try await c.send(.GET, "/v1/journal?after=0").status == 401)
         }
         #expect(!FileManager.default.fileExists(atPath: blobDirectory.path), "the account's blobs are deleted")
-        #expect(Self.listed(try await server.runAdmin(["user", "list"]).output, "adm-gina") == nil)
+        #expect(Self.listed(try await server.admin(["user", "list"]).output, "adm-gina") == nil)
         let login = try await APIClient(baseURL: server.baseURL).json(.POST, "/v1/login",
                                                                      LoginRequest(user: "adm-gina", loginSecret: gina.loginSecret, deviceName: "x"))
         #expect(login.status == 403 && login.errorCode == "forbidden")
@@ -195,13 +195,13 @@ import Testing
             (["user", "add", "adm-ivy"], "exists already"),
         ]
         for (args, message) in cases {
-            let (status, output) = try await server.runAdmin(args)
+            let (status, output) = try await server.admin(args)
             #expect(status != 0, "\(args.joined(separator: " ")) exited 0: \(output)")
             #expect(output.contains(message), "\(args.joined(separator: " ")): expected “\(message)” in: \(output)")
         }
         // Nothing was revoked or removed by the failures; a longer prefix picks one twin.
         #expect(try await client.deviceList().count == 3)
-        let one = try await server.runAdmin(["device", "revoke", "adm-ivy", String(twinIDs[0].hex.prefix(8))])
+        let one = try await server.admin(["device", "revoke", "adm-ivy", String(twinIDs[0].hex.prefix(8))])
         if twinIDs[0].hex.prefix(8) != twinIDs[1].hex.prefix(8) {
             #expect(one.status == 0 && one.output.contains(twinIDs[0].hex), "revoke by a unique prefix: \(one.output)")
             #expect(try await client.deviceList().map(\.id).sorted() == [realID, twinIDs[1].hex].sorted())

@@ -471,13 +471,13 @@ import Testing
 
     /// Numbers that parse but do not fit the server's arithmetic must not crash it.
     ///
-    /// Runs on a `FragileServer`: one that dies at once when it crashes.
+    /// ServerProcess runs the server with the crash backtracer off, so a crash ends it at once.
     @Test(arguments: ["after=9223372036854775808", "after=18446744073709551615", "after=0&wait=1e300", "after=0&wait=1e16"])
     func journalQueryWithAHugeNumberDoesNotCrashTheServer(query: String) async throws {
-        let server = try await FragileServer.start()
+        let server = try await ServerProcess.start()
         defer { server.stop() }
         let vault = try TestVault.make(user: "huge-query")
-        let client = try await server.register(vault)
+        let client = try await vault.register(on: server)
         let entry = try vault.entry(creating: "first", baseSeq: .start, baseHead: vault.genesis)
         #expect(try await client.append(entry, references: []).status == 201)
 
@@ -689,90 +689,3 @@ import Testing
     }
 }
 
-/// A lockfs-server for tests that may crash it: started with the Swift
-/// backtracer off, so a crash ends the process at once. (Killing a server
-/// while the backtracer runs leaves a child that Foundation's
-/// `waitUntilExit` never sees exit, which hangs the whole test run.)
-/// `stop` never waits without a deadline.
-final class FragileServer: @unchecked Sendable {
-    let process: Process
-    let dataDirectory: URL
-    let port: Int
-    private let logURL: URL
-    var baseURL: String { "http://127.0.0.1:\(port)" }
-    var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
-
-    private init(process: Process, dataDirectory: URL, port: Int, logURL: URL) {
-        self.process = process
-        self.dataDirectory = dataDirectory
-        self.port = port
-        self.logURL = logURL
-    }
-
-    static var environment: [String: String] {
-        var env = ProcessInfo.processInfo.environment
-        env["SWIFT_BACKTRACE"] = "enable=no"
-        return env
-    }
-
-    static func start() async throws -> FragileServer {
-        let dir = try makeTemporaryDirectory("fragile")
-        let out = dir.appendingPathComponent("stdout.log"), err = dir.appendingPathComponent("stderr.log")
-        FileManager.default.createFile(atPath: out.path, contents: nil)
-        FileManager.default.createFile(atPath: err.path, contents: nil)
-        let p = Process()
-        p.executableURL = ServerProcess.binary
-        p.arguments = ["serve", "--data", dir.path, "--listen", "127.0.0.1:0", "--log-level", "warning"]
-        p.environment = environment
-        p.standardOutput = try FileHandle(forWritingTo: out)
-        p.standardError = try FileHandle(forWritingTo: err)
-        try p.run()
-        let deadline = ContinuousClock.now + .seconds(20)
-        while ContinuousClock.now < deadline && p.isRunning {
-            if let text = try? String(contentsOf: out, encoding: .utf8),
-               let range = text.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression),
-               let port = Int(text[range].split(separator: ":").last!) {
-                return FragileServer(process: p, dataDirectory: dir, port: port, logURL: err)
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        throw TestFailure("lockfs-server did not start: \((try? String(contentsOf: err, encoding: .utf8)) ?? "")")
-    }
-
-    /// Invites `vault.user` with the admin command and registers it.
-    func register(_ vault: TestVault) async throws -> APIClient {
-        let p = Process()
-        p.executableURL = ServerProcess.binary
-        p.arguments = ["user", "add", "--data", dataDirectory.path, vault.user]
-        p.environment = Self.environment
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let output: Data = await withCheckedContinuation { c in
-            DispatchQueue.global().async { c.resume(returning: pipe.fileHandleForReading.readDataToEndOfFile()) }
-        }
-        let invite = String(decoding: output, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
-        let r = try await APIClient(baseURL: baseURL).json(.POST, "/v1/register", RegisterRequest(
-            user: vault.user, invite: invite, loginSecret: vault.loginSecret, keyring: vault.keyring, deviceName: "fragile"))
-        guard r.status == 201, let token = r.json["token"] as? String else { throw TestFailure("register: HTTP \(r.status)") }
-        return APIClient(baseURL: baseURL, token: token)
-    }
-
-    /// SIGTERM, then SIGKILL after 5 s; gives up waiting after 2 s more.
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(5)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        let last = Date().addingTimeInterval(2)
-        while process.isRunning && Date() < last { usleep(20_000) }
-    }
-
-    deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        try? FileManager.default.removeItem(at: dataDirectory)
-    }
-}

@@ -77,7 +77,7 @@ import Testing
                     var runs = 0
                     let deadline = ContinuousClock.now + .seconds(2)
                     while ContinuousClock.now < deadline {
-                        let (status, output) = try await Storm.runOffPool { try server.admin(["user", "list"]) }
+                        let (status, output) = try await server.admin(["user", "list"])
                         #expect(status == 0, "user list: \(output)")
                         runs += 1
                     }
@@ -307,13 +307,6 @@ enum Storm {
             await ledger.chunksAcked(user, group.map(\.id))
         }
         return true
-    }
-
-    /// Runs blocking work (a child process) on a Dispatch thread, not on the cooperative pool.
-    static func runOffPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { c in
-            DispatchQueue.global().async { c.resume(with: Result { try body() }) }
-        }
     }
 
     static func seal(_ vault: TestVault, _ plaintext: [UInt8]) throws -> SealedChunk {

@@ -313,7 +313,7 @@ import Testing
         #expect(try await b.getChunk(later.id).body == later.bytes, "the victim's upload was silently replaced by the attacker's bytes")
 
         // Removing the attacker's account must not delete the victim's blobs.
-        #expect(try await server.runAdmin(["user", "remove", "iso-attacker", "--yes"]).status == 0)
+        #expect(try await server.admin(["user", "remove", "iso-attacker", "--yes"]).status == 0)
         let survived = try await b.getChunk(secret.id)
         #expect(survived.status == 200 && survived.body == secret.bytes, "removing another account deleted the victim's chunk: HTTP \(survived.status)")
     }
