@@ -6,7 +6,7 @@
 /// The server computes it on append; every client recomputes it on pull from
 /// the last head it trusts, so a dropped, reordered, altered or rolled-back
 /// entry breaks the chain. Binding n makes renumbering detectable too.
-public struct ChainHead: Bytes32Identifier {
+public struct ChainHead: BytesIdentifier {
     public let storage: Bytes32
     public init(storage: Bytes32) { self.storage = storage }
 

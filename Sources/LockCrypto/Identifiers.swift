@@ -5,54 +5,58 @@
 /// task allocator with Swift 6.3 on Linux (LLVM gives <32 x i8> a 32-byte
 /// alignment that async frames do not honour).
 
+/// Fixed-size inline storage for an identifier's bytes.
+public protocol FixedBytes: Hashable, Sendable {
+    /// How many bytes the storage holds.
+    static var byteCount: Int { get }
+    /// All zero bytes.
+    init()
+}
+
 /// 16 bytes in two words, in memory order.
-public struct Bytes16: Hashable, Sendable {
+public struct Bytes16: FixedBytes {
     public var w0: UInt64 = 0, w1: UInt64 = 0
+    public static var byteCount: Int { 16 }
     public init() {}
     public static let zero = Bytes16()
 }
 
 /// 32 bytes in four words, in memory order.
-public struct Bytes32: Hashable, Sendable {
+public struct Bytes32: FixedBytes {
     public var w0: UInt64 = 0, w1: UInt64 = 0, w2: UInt64 = 0, w3: UInt64 = 0
+    public static var byteCount: Int { 32 }
     public init() {}
 }
 
-/// A 16-byte identifier, stored inline.
-public protocol Bytes16Identifier: Hashable, Sendable, ContiguousBytes, CustomStringConvertible {
+/// An identifier of a fixed number of bytes, stored inline.
+public protocol BytesIdentifier: Hashable, Sendable, ContiguousBytes, CustomStringConvertible {
+    associatedtype Storage: FixedBytes
     /// The raw bytes.
-    var storage: Bytes16 { get }
-    init(storage: Bytes16)
+    var storage: Storage { get }
+    init(storage: Storage)
 }
 
-/// A 32-byte identifier, stored inline.
-public protocol Bytes32Identifier: Hashable, Sendable, ContiguousBytes, CustomStringConvertible {
-    /// The raw bytes.
-    var storage: Bytes32 { get }
-    init(storage: Bytes32)
-}
-
-extension Bytes16Identifier {
+extension BytesIdentifier {
     /// Byte size on the wire.
-    public static var size: Int { 16 }
+    public static var size: Int { Storage.byteCount }
 
-    /// Wraps exactly 16 bytes.
+    /// Wraps exactly `size` bytes.
     /// - Throws: `CryptoError.invalidIdentifier` for any other length.
     public init(bytes: some Collection<UInt8>) throws {
-        guard bytes.count == 16 else { throw CryptoError.invalidIdentifier(length: bytes.count) }
-        var s = Bytes16()
+        guard bytes.count == Self.size else { throw CryptoError.invalidIdentifier(length: bytes.count) }
+        var s = Storage()
         withUnsafeMutableBytes(of: &s) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
         self.init(storage: s)
     }
 
-    /// Parses 32 lowercase or uppercase hex digits.
+    /// Parses 2 × `size` lowercase or uppercase hex digits.
     public init?(hex: some StringProtocol) {
-        guard let bytes = Hex.decode(hex), bytes.count == 16 else { return nil }
+        guard let bytes = Hex.decode(hex), bytes.count == Self.size else { return nil }
         try? self.init(bytes: bytes)
     }
 
     /// A fresh random identifier from the CSPRNG.
-    public static func random() -> Self { try! Self(bytes: Sodium.randomBytes(16)) }
+    public static func random() -> Self { try! Self(bytes: Sodium.randomBytes(size)) }
 
     public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         var s = storage
@@ -61,51 +65,20 @@ extension Bytes16Identifier {
 
     /// The bytes as an array.
     public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
-    /// Lowercase hex, 32 digits.
-    public var hex: String { Hex.encode(bytes) }
-    public var description: String { hex }
-}
-
-extension Bytes32Identifier {
-    /// Byte size on the wire.
-    public static var size: Int { 32 }
-
-    /// Wraps exactly 32 bytes.
-    /// - Throws: `CryptoError.invalidIdentifier` for any other length.
-    public init(bytes: some Collection<UInt8>) throws {
-        guard bytes.count == 32 else { throw CryptoError.invalidIdentifier(length: bytes.count) }
-        var s = Bytes32()
-        withUnsafeMutableBytes(of: &s) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
-        self.init(storage: s)
-    }
-
-    /// Parses 64 lowercase or uppercase hex digits.
-    public init?(hex: some StringProtocol) {
-        guard let bytes = Hex.decode(hex), bytes.count == 32 else { return nil }
-        try? self.init(bytes: bytes)
-    }
-
-    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        var s = storage
-        return try Swift.withUnsafeBytes(of: &s, body)
-    }
-
-    /// The bytes as an array.
-    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
-    /// Lowercase hex, 64 digits.
+    /// Lowercase hex, 2 × `size` digits.
     public var hex: String { Hex.encode(bytes) }
     public var description: String { hex }
 }
 
 /// Identifies a vault. Random, made by `lockfs init`; bound into every
 /// envelope's associated data so that blobs cannot move between vaults.
-public struct VaultID: Bytes16Identifier {
+public struct VaultID: BytesIdentifier {
     public let storage: Bytes16
     public init(storage: Bytes16) { self.storage = storage }
 }
 
 /// Names a chunk: keyed BLAKE2b-256 of its plaintext (see `ChunkIDKey`).
-public struct ChunkID: Bytes32Identifier {
+public struct ChunkID: BytesIdentifier {
     public let storage: Bytes32
     public init(storage: Bytes32) { self.storage = storage }
 }

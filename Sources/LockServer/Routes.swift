@@ -286,7 +286,7 @@ public struct ServerAPI: Sendable {
         var reader = WireReader(bytes, record: "stored checkpoint")
         try reader.version(Checkpoint.wireVersion)
         let seq = JournalSeq(try reader.u64())
-        let head: ChainHead = try reader.id32()
+        let head: ChainHead = try reader.id()
         try reader.rest().withUnsafeBytes { try Envelope.validateFraming($0, kind: .checkpoint) }
         try await store.putCheckpoint(account: account.id, vault: account.vaultID, seq: seq, head: head, bytes: bytes)
         return Response(status: .created)

@@ -50,7 +50,7 @@ public struct ChunkIDList: WireRecord {
         let n = try r.count(field: "chunk ids", limit: APIv1.maxIDsPerQuery, minimumItemSize: 32)
         var ids: [ChunkID] = []
         ids.reserveCapacity(n)
-        for _ in 0..<n { ids.append(try r.id32()) }
+        for _ in 0..<n { ids.append(try r.id()) }
         self.ids = ids
     }
 }
@@ -89,7 +89,7 @@ public struct ChunkBatch: WireRecord {
         let n = try r.count(field: "chunks", limit: APIv1.maxChunksPerBatch, minimumItemSize: 36 + Envelope.minimumSize)
         var chunks: [SealedChunk] = []
         for _ in 0..<n {
-            let id: ChunkID = try r.id32()
+            let id: ChunkID = try r.id()
             let bytes = try r.bytes32(field: "chunk envelope", allowed: Envelope.minimumSize...EnvelopeKind.chunk.maxSealedSize)
             try bytes.withUnsafeBytes { try Envelope.validateFraming($0, kind: .chunk) }
             chunks.append(SealedChunk(id: id, bytes: bytes))
@@ -131,7 +131,7 @@ public struct AppendRequest: WireRecord {
         let n = try r.count(field: "references", limit: APIv1.maxReferencesPerEntry, minimumItemSize: 32)
         var refs: [ChunkID] = []
         refs.reserveCapacity(n)
-        for _ in 0..<n { refs.append(try r.id32()) }
+        for _ in 0..<n { refs.append(try r.id()) }
         references = refs
     }
 }
@@ -185,7 +185,7 @@ public struct EntryPage: WireRecord {
         var items: [Item] = []
         for _ in 0..<n {
             let seq = JournalSeq(try r.u64())
-            let head: ChainHead = try r.id32()
+            let head: ChainHead = try r.id()
             let bytes = try r.bytes32(field: "entry", allowed: (JournalEntry.headerSize + Envelope.minimumSize)...(JournalEntry.headerSize + EnvelopeKind.journalEntry.maxSealedSize))
             items.append(Item(seq: seq, head: head, entry: try JournalEntry(decoding: bytes)))
         }

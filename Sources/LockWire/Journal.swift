@@ -53,7 +53,7 @@ public struct JournalEntry: WireRecord {
     public init(from r: inout WireReader) throws {
         try r.version(Self.wireVersion)
         let seq = JournalSeq(try r.u64())
-        let head: ChainHead = try r.id32()
+        let head: ChainHead = try r.id()
         try self.init(baseSeq: seq, baseHead: head, sealedBatch: r.rest())
     }
 }
@@ -109,7 +109,7 @@ public struct Checkpoint: WireRecord {
         var r = WireReader(stored, record: "stored checkpoint")
         try r.version(wireVersion)
         let seq = try r.u64()
-        let head: ChainHead = try r.id32()
+        let head: ChainHead = try r.id()
         let checkpoint = try Checkpoint(decoding: keys.openCheckpoint(r.rest(), seq: seq, head: head))
         guard checkpoint.seq.rawValue == seq, checkpoint.head == head else {
             throw WireError.invalidValue(field: "checkpoint", reason: "sealed position differs from stored position")
@@ -127,7 +127,7 @@ public struct Checkpoint: WireRecord {
 
     public init(from r: inout WireReader) throws {
         try r.version(Self.wireVersion)
-        self.init(seq: JournalSeq(try r.u64()), head: try r.id32(), nodeCount: try r.u64(), state: try Manifest(from: &r))
+        self.init(seq: JournalSeq(try r.u64()), head: try r.id(), nodeCount: try r.u64(), state: try Manifest(from: &r))
     }
 }
 
@@ -166,10 +166,10 @@ public struct NodeRecord: Hashable, Sendable {
     }
 
     init(from r: inout WireReader) throws {
-        node = try r.id16()
-        parent = try r.id16()
+        node = try r.id()
+        parent = try r.id()
         name = try Name(from: &r)
-        revision = try r.id16()
+        revision = try r.id()
         attributes = try NodeAttributes(from: &r)
         content = try NodeContent(from: &r)
     }

@@ -61,7 +61,7 @@ public struct Keyring: WireRecord {
 
     public init(from r: inout WireReader) throws {
         try r.version(Self.wireVersion)
-        vaultID = try r.id16()
+        vaultID = try r.id()
         parameters = try KDFParameters(encoded: r.raw(KDFParameters.encodedSize))
         passwordSlot = try r.bytes16(field: "password slot", allowed: Self.slotBytes)
         recoverySlot = try r.bytes16(field: "recovery slot", allowed: Self.slotBytes)

@@ -54,7 +54,7 @@ public struct Manifest: WireRecord, Hashable {
         var chunks: [Chunk] = []
         chunks.reserveCapacity(n)
         for _ in 0..<n {
-            let id: ChunkID = try r.id32()
+            let id: ChunkID = try r.id()
             let length = Int(try r.u32())
             guard WireLimits.chunkBytes.contains(length) else {
                 throw WireError.lengthOutOfRange(field: "chunk length", length: length, limit: WireLimits.chunkBytes.upperBound)

@@ -129,21 +129,21 @@ public enum Operation: Hashable, Sendable {
         let tag = try r.u8()
         switch tag {
         case 0x01:
-            let node: NodeID = try r.id16(), parent: NodeID = try r.id16()
+            let node: NodeID = try r.id(), parent: NodeID = try r.id()
             let name = try Name(from: &r)
-            let revision: RevisionID = try r.id16()
+            let revision: RevisionID = try r.id()
             let attributes = try NodeAttributes(from: &r)
             self = .create(node: node, parent: parent, name: name, revision: revision,
                            attributes: attributes, content: try NodeContent(from: &r))
         case 0x02:
-            self = .write(node: try r.id16(), base: try r.id16(), revision: try r.id16(),
+            self = .write(node: try r.id(), base: try r.id(), revision: try r.id(),
                           mtime: Timestamp(nanoseconds: try r.i64()), manifest: try Manifest(from: &r))
         case 0x03:
-            self = .move(node: try r.id16(), parent: try r.id16(), name: try Name(from: &r))
+            self = .move(node: try r.id(), parent: try r.id(), name: try Name(from: &r))
         case 0x04:
-            self = .delete(node: try r.id16(), base: try r.id16())
+            self = .delete(node: try r.id(), base: try r.id())
         case 0x05:
-            self = .setAttributes(node: try r.id16(), base: try r.id16(), revision: try r.id16(),
+            self = .setAttributes(node: try r.id(), base: try r.id(), revision: try r.id(),
                                   attributes: try NodeAttributes(from: &r))
         default:
             throw WireError.invalidValue(field: "operation tag", reason: "unknown tag \(tag)")
@@ -194,7 +194,7 @@ public struct OperationBatch: WireRecord {
 
     public init(from r: inout WireReader) throws {
         try r.version(Self.wireVersion)
-        let device: DeviceID = try r.id16()
+        let device: DeviceID = try r.id()
         let createdAt = Timestamp(nanoseconds: try r.i64())
         let n = try r.count(field: "operations", limit: WireLimits.operationsPerEntry, minimumItemSize: 33)
         guard n >= 1 else { throw WireError.lengthOutOfRange(field: "operations", length: 0, limit: 1) }

@@ -2,7 +2,7 @@ import LockCrypto
 
 /// Identifies a node (file, folder or symlink) for its whole life, across
 /// renames. Random 128 bits; the root folder is all zeros.
-public struct NodeID: Bytes16Identifier {
+public struct NodeID: BytesIdentifier {
     public let storage: Bytes16
     public init(storage: Bytes16) { self.storage = storage }
     /// The vault's root folder.
@@ -10,7 +10,7 @@ public struct NodeID: Bytes16Identifier {
 }
 
 /// Identifies an enrolled device (in journal entries: who wrote a batch).
-public struct DeviceID: Bytes16Identifier {
+public struct DeviceID: BytesIdentifier {
     public let storage: Bytes16
     public init(storage: Bytes16) { self.storage = storage }
 }
@@ -19,7 +19,7 @@ public struct DeviceID: Bytes16Identifier {
 ///
 /// A writer names the revision it started from (`base`) and the one it
 /// makes (`new`); on replay, a stale base is a conflict (docs/design.md).
-public struct RevisionID: Bytes16Identifier {
+public struct RevisionID: BytesIdentifier {
     public let storage: Bytes16
     public init(storage: Bytes16) { self.storage = storage }
 }

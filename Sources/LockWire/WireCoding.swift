@@ -53,8 +53,8 @@ public struct WireReader {
     public mutating func u64() throws -> UInt64 { try take(8).reduce(0) { $0 << 8 | UInt64($1) } }
     public mutating func i64() throws -> Int64 { Int64(bitPattern: try u64()) }
     public mutating func raw(_ n: Int) throws -> [UInt8] { Array(try take(n)) }
-    public mutating func id16<T: Bytes16Identifier>(_: T.Type = T.self) throws -> T { try T(bytes: take(16)) }
-    public mutating func id32<T: Bytes32Identifier>(_: T.Type = T.self) throws -> T { try T(bytes: take(32)) }
+    /// An identifier of the inferred type (its size decides how many bytes).
+    public mutating func id<T: BytesIdentifier>(_: T.Type = T.self) throws -> T { try T(bytes: take(T.size)) }
 
     /// Reads the version byte and checks it.
     public mutating func version(_ expected: UInt8) throws {

@@ -4,8 +4,8 @@ import LockTesting
 
 /// Fixed values for golden vectors and round trips.
 enum Fixture {
-    static func id16<T: Bytes16Identifier>(_ seed: UInt8) -> T { try! T(bytes: (0..<16).map { seed &+ UInt8($0) }) }
-    static func id32<T: Bytes32Identifier>(_ seed: UInt8) -> T { try! T(bytes: (0..<32).map { seed &+ UInt8($0) }) }
+    static func id16<T: BytesIdentifier>(_ seed: UInt8) -> T { try! T(bytes: (0..<16).map { seed &+ UInt8($0) }) }
+    static func id32<T: BytesIdentifier>(_ seed: UInt8) -> T { try! T(bytes: (0..<32).map { seed &+ UInt8($0) }) }
 
     static let vault = VaultKeys(vaultID: id16(0xA0), master: try! [UInt8](0..<32).withUnsafeBytes { try SecretKey(copying: $0) })
     static let nonce = Array(UInt8(0x10)...UInt8(0x27))
