@@ -11,7 +11,6 @@ import Synchronization
 public final class JournalNotifier: Sendable {
     private struct Waiter {
         let account: AccountID
-        let after: UInt64
         let continuation: CheckedContinuation<Void, Never>
     }
 
@@ -75,7 +74,7 @@ public final class JournalNotifier: Sendable {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { s -> Bool in
                     if s.closed || (s.generations[account] ?? 0) > after || Task.isCancelled { return true }
-                    s.waiters[id] = Waiter(account: account, after: after, continuation: c)
+                    s.waiters[id] = Waiter(account: account, continuation: c)
                     return false
                 }
                 if resumeNow { c.resume() }
