@@ -44,7 +44,9 @@ let package = Package(
                 swiftSettings: swiftSettings),
 
         // The client engine: remote, index, sync, cache, outbox.
-        .target(name: "LockClient", dependencies: ["LockWire", "LockCrypto", "LockChunker", "CCurl"],
+        .target(name: "LockClient",
+                dependencies: ["LockWire", "LockCrypto", "LockChunker", "CCurl",
+                               .product(name: "GRDB", package: "GRDB.swift")],
                 swiftSettings: swiftSettings),
 
         // The blob server: routes, auth, limits, and the embedded stores.
@@ -70,7 +72,7 @@ let package = Package(
         .executableTarget(
             name: "lockfs",
             dependencies: [
-                "LockCrypto", "LockWire", "CFuse", "CCurl", "CSQLite",
+                "LockCrypto", "LockWire", "LockClient", "CFuse", "CCurl", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),

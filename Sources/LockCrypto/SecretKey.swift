@@ -154,3 +154,11 @@ func wipe(_ buffer: UnsafeMutableRawBufferPointer) {
 func wipe(_ array: inout [UInt8]) {
     array.withUnsafeMutableBytes { wipe($0) }
 }
+
+extension Sodium {
+    /// Zeroes an array in place with `sodium_memzero` (for key material
+    /// that had to pass through an ordinary buffer).
+    public static func wipe(_ array: inout [UInt8]) {
+        array.withUnsafeMutableBytes { LockCrypto.wipe($0) }
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import LockCrypto
+import LockWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where one client keeps its state: `--home DIR`, `LOCKFS_HOME`, or the XDG
+/// directories.
+///
+/// With a home directory everything lives under it:
+///
+///     DIR/device.json     this device's credentials (0600; docs/security.md, "Device credentials")
+///     DIR/index.sqlite    the local index (WAL)
+///     DIR/cache/          decrypted chunks (LRU)
+///     DIR/outbox/         sealed chunks waiting for upload
+///     DIR/staging/        files open for writing
+///
+/// Without one, credentials go to `$XDG_CONFIG_HOME/lockfs` (default
+/// `~/.config/lockfs`) and the rest to `$XDG_DATA_HOME/lockfs` (default
+/// `~/.local/share/lockfs`); the cache to `$XDG_CACHE_HOME/lockfs`.
+public struct ClientHome: Sendable, Equatable {
+    public let configDirectory: URL
+    public let dataDirectory: URL
+    public let cacheDirectory: URL
+
+    public init(configDirectory: URL, dataDirectory: URL, cacheDirectory: URL) {
+        self.configDirectory = configDirectory
+        self.dataDirectory = dataDirectory
+        self.cacheDirectory = cacheDirectory
+    }
+
+    /// Everything under one directory.
+    public init(directory: URL) {
+        self.init(configDirectory: directory, dataDirectory: directory, cacheDirectory: directory.appendingPathComponent("cache"))
+    }
+
+    /// `explicit` (from `--home`), else `LOCKFS_HOME`, else the XDG directories.
+    public static func resolve(explicit: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> ClientHome {
+        if let dir = explicit ?? environment["LOCKFS_HOME"], !dir.isEmpty {
+            return ClientHome(directory: URL(fileURLWithPath: dir).standardizedFileURL)
+        }
+        let home = URL(fileURLWithPath: environment["HOME"] ?? NSHomeDirectory())
+        func xdg(_ key: String, _ fallback: String) -> URL {
+            if let v = environment[key], v.hasPrefix("/") { return URL(fileURLWithPath: v).appendingPathComponent("lockfs") }
+            return home.appendingPathComponent(fallback).appendingPathComponent("lockfs")
+        }
+        return ClientHome(configDirectory: xdg("XDG_CONFIG_HOME", ".config"),
+                          dataDirectory: xdg("XDG_DATA_HOME", ".local/share"),
+                          cacheDirectory: xdg("XDG_CACHE_HOME", ".cache"))
+    }
+
+    public var credentialsFile: URL { configDirectory.appendingPathComponent("device.json") }
+    public var indexFile: URL { dataDirectory.appendingPathComponent("index.sqlite") }
+    public var outboxDirectory: URL { dataDirectory.appendingPathComponent("outbox") }
+    public var stagingDirectory: URL { dataDirectory.appendingPathComponent("staging") }
+    public var chunkCacheDirectory: URL { cacheDirectory.appendingPathComponent("chunks") }
+
+    /// Creates the directories (0700).
+    public func createDirectories() throws {
+        for dir in [configDirectory, dataDirectory, cacheDirectory, outboxDirectory, stagingDirectory, chunkCacheDirectory] {
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        }
+    }
+}
+
+/// What this device needs to reach its vault without asking for the password
+/// again: the server, the device token and the vault master key.
+///
+/// Stored as JSON in `device.json`, mode 0600, written atomically
+/// (docs/security.md, "Device credentials"). Anyone who can read this file
+/// can read the vault: it is as sensitive as an SSH private key.
+/// `lockfs logout` revokes the token and deletes the file.
+public struct DeviceCredentials: Sendable {
+    public var server: String
+    public var user: String
+    public var device: DeviceID
+    public var deviceName: String
+    public var vault: VaultID
+    public var token: String
+    /// The vault master key.
+    public var keys: VaultKeys
+    /// A private CA for the server's TLS certificate, if any.
+    public var caFile: String?
+
+    public init(server: String, user: String, device: DeviceID, deviceName: String, vault: VaultID,
+                token: String, keys: VaultKeys, caFile: String? = nil) {
+        self.server = server
+        self.user = user
+        self.device = device
+        self.deviceName = deviceName
+        self.vault = vault
+        self.token = token
+        self.keys = keys
+        self.caFile = caFile
+    }
+
+    /// The file's JSON shape. `masterKey` is base64 of MK; version 1.
+    struct File: Codable {
+        var version: Int
+        var server: String
+        var user: String
+        var device: String
+        var deviceName: String
+        var vault: String
+        var token: String
+        var masterKey: String
+        var caFile: String?
+    }
+
+    /// Writes the file atomically with mode 0600 (a temporary file, fsync, rename).
+    public func save(to url: URL) throws {
+        var mk = keys.master.withUnsafeBytes { Array($0) }
+        defer { Sodium.wipe(&mk) }
+        let file = File(version: 1, server: server, user: user, device: device.hex, deviceName: deviceName,
+                        vault: vault.hex, token: token, masterKey: Data(mk).base64EncodedString(), caFile: caFile)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(file)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        try writeFileAtomically(data, to: url, mode: 0o600)
+    }
+
+    /// Reads the credentials.
+    /// - Throws: `LockError.notLoggedIn` when there is no file; `.invalid` when it is damaged.
+    public static func load(from url: URL) throws -> DeviceCredentials {
+        guard let data = FileManager.default.contents(atPath: url.path) else { throw LockError.notLoggedIn }
+        guard let file = try? JSONDecoder().decode(File.self, from: data), file.version == 1,
+              let device = DeviceID(hex: file.device), let vault = VaultID(hex: file.vault),
+              var mk = Data(base64Encoded: file.masterKey).map({ Array($0) }), mk.count == 32 else {
+            throw LockError.invalid("\(url.path) is damaged; run `lockfs login` again")
+        }
+        defer { Sodium.wipe(&mk) }
+        let master = try mk.withUnsafeBytes { try SecretKey<KeyPurposes.Master>(copying: $0) }
+        return DeviceCredentials(server: file.server, user: file.user, device: device, deviceName: file.deviceName,
+                                 vault: vault, token: file.token, keys: VaultKeys(vaultID: vault, master: master),
+                                 caFile: file.caFile)
+    }
+}
+
+/// Writes `data` to `url` through a temporary file in the same directory:
+/// write, fsync, rename, fsync the directory. Readers see the old or the new
+/// file, never a mix, even after a crash.
+public func writeFileAtomically(_ data: Data, to url: URL, mode: mode_t = 0o644) throws {
+    let dir = url.deletingLastPathComponent().path
+    let tmp = dir + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+    guard fd >= 0 else { throw LockError.io(errno: errno, "create \(tmp)") }
+    var ok = false
+    defer { if !ok { unlink(tmp) } }
+    try data.withUnsafeBytes { raw in
+        var off = 0
+        while off < raw.count {
+            let n = write(fd, raw.baseAddress! + off, raw.count - off)
+            if n < 0 { if errno == EINTR { continue }; let e = errno; close(fd); throw LockError.io(errno: e, "write \(tmp)") }
+            off += n
+        }
+    }
+    fchmod(fd, mode)
+    if fsync(fd) != 0 { let e = errno; close(fd); throw LockError.io(errno: e, "fsync \(tmp)") }
+    close(fd)
+    guard rename(tmp, url.path) == 0 else { throw LockError.io(errno: errno, "rename to \(url.path)") }
+    ok = true
+    let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if dfd >= 0 { fsync(dfd); close(dfd) }
+}
