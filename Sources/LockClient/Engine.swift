@@ -1,0 +1,1145 @@
+import Foundation
+import LockChunker
+import LockCrypto
+import LockWire
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `getattr` and `lookup` return: a node as a file system shows it.
+public struct Attributes: Sendable, Equatable {
+    public var ino: UInt64
+    public var kind: NodeKind
+    public var size: Int
+    /// Permission bits (the kind gives the file type).
+    public var mode: UInt32
+    public var mtime: Timestamp
+}
+
+/// Where an engine stands, for `lockfs status` and the status xattr.
+public struct EngineStatus: Sendable {
+    public var online: Bool
+    public var lastError: String?
+    public var lastSync: Date?
+    public var cursor: UInt64
+    public var queuedOperations: Int
+    public var queuedBytes: Int
+    public var cacheSize: Int
+    public var cacheLimit: Int
+    public var pinnedBytes: Int
+    /// Set when the server broke the rules (tampered data, a broken or forked journal).
+    public var integrityAlarm: String?
+}
+
+/// Engine settings.
+public struct EngineOptions: Sendable {
+    /// Plaintext bytes the chunk cache keeps (pinned data may exceed it).
+    public var cacheLimit: Int = 10 << 30
+    /// How long one long-poll waits for new entries.
+    public var pollWait: Duration = .seconds(25)
+    /// Operations per journal entry.
+    public var operationsPerEntry = 5_000
+    /// Chunks fetched ahead of a sequential reader.
+    public var readAhead = 2
+    public init() {}
+}
+
+/// The heart of lockfs: the vault's tree, local changes, sync and content,
+/// testable without a mount (docs/design.md, "Client engine").
+///
+/// Every call the FUSE layer makes is a method here, on inode numbers that
+/// stay the same across restarts. Local changes are durable (index and
+/// outbox fsynced) before a call that makes them returns; a background
+/// uploader drains them and a background puller applies the journal, both
+/// retrying forever with backoff. The view is always the verified journal
+/// with the pending local operations replayed on top, by the same rules
+/// every client uses.
+public final class Engine: Sendable {
+    public let home: ClientHome
+    public let device: DeviceID
+    let keys: VaultKeys
+    let remote: any Remote
+    let index: Index
+    public let cache: ChunkCache
+    let options: EngineOptions
+    let gear: [UInt64]
+
+    struct Staging {
+        var fd: Int32
+        var path: String
+        var handles: Int
+        var dirty: Bool
+    }
+
+    struct State {
+        var base: Tree
+        var local: Tree
+        var pending: [PendingOperation]
+        var inflight: [InflightBatch]
+        var cursor: UInt64
+        var head: ChainHead
+        var recentHeads: [UInt64: ChainHead] = [:]
+        var deviceStamps: [DeviceID: Int64]
+        var lastStamp: Int64
+        var inoByNode: [NodeID: UInt64] = [:]
+        var nodeByIno: [UInt64: NodeID] = [:]
+        var pins: Set<NodeID>
+        var serverChunks: Set<ChunkID> = []
+        var outboxChunks: [ChunkID: Int] = [:]
+        var staging: [NodeID: Staging] = [:]
+        var handles: [UInt64: NodeID] = [:]
+        var nextHandle: UInt64 = 1
+        var lastReadEnd: [NodeID: Int] = [:]
+        var alarm: String?
+        var online = false
+        var lastError: String?
+        var lastSync: Date?
+        var running = false
+        var uploadWaiters: [CheckedContinuation<Void, Never>] = []
+        var tasks: [Task<Void, Never>] = []
+    }
+    let state: Mutex<State>
+    let uploadSignal: AsyncStream<Void>.Continuation
+    let uploadWakeups: Mutex<AsyncStream<Void>?>
+    let onChange: Mutex<(@Sendable (Set<UInt64>) -> Void)?> = Mutex(nil)
+
+    /// Opens (creating if needed) the engine's state in `home` for `credentials`.
+    public init(home: ClientHome, credentials: DeviceCredentials, remote: any Remote, options: EngineOptions = .init()) throws {
+        try home.createDirectories()
+        self.home = home
+        device = credentials.device
+        keys = credentials.keys
+        self.remote = remote
+        self.options = options
+        index = try Index(path: home.indexFile.path)
+        cache = try ChunkCache(directory: home.chunkCacheDirectory, limit: options.cacheLimit)
+        gear = keys.gearTable()
+        if let stored = try index.meta("vault"), stored != keys.vaultID.bytes {
+            throw LockError.invalid("\(home.indexFile.path) belongs to another vault; use another --home")
+        }
+        try index.setMeta("vault", keys.vaultID.bytes)
+
+        let snap = try index.load()
+        let base = Tree(loading: snap.nodes)
+        var s = State(base: base, local: base, pending: snap.pending, inflight: snap.inflight, cursor: snap.cursor,
+                      head: snap.head ?? ChainHead.genesis(of: keys.vaultID), deviceStamps: snap.deviceStamps,
+                      lastStamp: try index.metaInt("last_stamp") ?? 0, pins: snap.pins)
+        s.alarm = try index.meta("alarm").map { String(decoding: $0, as: UTF8.self) }
+        for (ino, node) in snap.inodes { s.inoByNode[node] = ino; s.nodeByIno[ino] = node }
+        for n in base.nodes.values { if let m = n.manifest { for c in m.chunks { s.serverChunks.insert(c.id) } } }
+        for (id, size) in Self.scanOutbox(home.outboxDirectory) { s.outboxChunks[id] = size }
+        Self.rebase(&s, device: credentials.device)
+        state = Mutex(s)
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        uploadSignal = continuation
+        uploadWakeups = Mutex(stream)
+        // Leftover staging files belong to writes never closed: not acknowledged, removed.
+        for f in (try? FileManager.default.contentsOfDirectory(atPath: home.stagingDirectory.path)) ?? [] {
+            Glibc.unlink(home.stagingDirectory.appendingPathComponent(f).path)
+        }
+    }
+
+    /// Called with the inodes whose attributes, entries or content changed
+    /// through sync (for the kernel's caches).
+    public func setChangeHandler(_ handler: @escaping @Sendable (Set<UInt64>) -> Void) {
+        onChange.withLock { $0 = handler }
+    }
+
+    // MARK: Background work
+
+    /// Starts the puller and the uploader.
+    public func start() {
+        let stream = uploadWakeups.withLock { s -> AsyncStream<Void>? in defer { s = nil }; return s }
+        let pull = Task { [self] in await pullLoop() }
+        let push = Task { [self] in await uploadLoop(stream) }
+        state.withLock { $0.running = true; $0.tasks = [pull, push] }
+        uploadSignal.yield()
+    }
+
+    /// Stops background work; pending changes stay in the outbox.
+    public func stop() async {
+        let tasks = state.withLock { s -> [Task<Void, Never>] in s.running = false; defer { s.tasks = [] }; return s.tasks }
+        uploadSignal.finish()
+        for t in tasks { t.cancel() }
+        for t in tasks { await t.value }
+    }
+
+    func pullLoop() async {
+        var delay = Duration.milliseconds(200)
+        while !Task.isCancelled {
+            if state.withLock({ $0.alarm }) != nil { return }
+            do {
+                let cursor = state.withLock { $0.cursor }
+                let page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: options.pollWait)
+                try applyPage(page)
+                delay = .milliseconds(200)
+            } catch let e as LockError {
+                if case .integrity(let why) = e { raiseAlarm(why); return }
+                noteFailure("\(e)")
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(30))
+            } catch is CancellationError {
+                return
+            } catch {
+                noteFailure("\(error)")
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(30))
+            }
+        }
+    }
+
+    /// Pulls and applies entries until caught up with the server (no waiting).
+    public func pullOnce() async throws {
+        while true {
+            let cursor = state.withLock { $0.cursor }
+            let page: EntryPage
+            do { page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: .zero) } catch let e as RemoteError {
+                throw e.isRetryable ? LockError.offline : LockError.from(e)
+            }
+            do { try applyPage(page) } catch let e as LockError {
+                if case .integrity(let why) = e { raiseAlarm(why) }
+                throw e
+            }
+            if page.items.isEmpty || page.items.last!.seq >= page.latest { return }
+        }
+    }
+
+    /// Uploads everything queued (no waiting for wake-ups).
+    public func pushOnce() async throws {
+        while try await uploadOnce() {}
+    }
+
+    func noteFailure(_ message: String) {
+        state.withLock { $0.online = false; $0.lastError = message }
+    }
+
+    func raiseAlarm(_ why: String) {
+        state.withLock { if $0.alarm == nil { $0.alarm = why } }
+        try? index.setMeta("alarm", Array(why.utf8))
+        wakeUploadWaiters()
+    }
+
+    // MARK: Applying the journal
+
+    /// Verifies a page of entries against the trusted chain, applies it to
+    /// the tree by the replay rules, commits it to the index, and rebases the
+    /// pending local operations on it.
+    /// - Throws: `LockError.integrity` for anything a faithful server cannot send.
+    func applyPage(_ page: EntryPage) throws {
+        var (base, cursor, head, stamps, inflight, recent) = state.withLock {
+            ($0.base, $0.cursor, $0.head, $0.deviceStamps, $0.inflight, $0.recentHeads)
+        }
+        state.withLock { $0.online = true; $0.lastError = nil; $0.lastSync = Date() }
+        if page.latest.rawValue < cursor {
+            throw LockError.integrity("the server's journal ends at \(page.latest) but this device verified it up to \(cursor): history was rolled back")
+        }
+        guard !page.items.isEmpty else { return }
+        var heads: [(UInt64, ChainHead)] = []
+        var changedStamps: [DeviceID: Int64] = [:]
+        var confirmed: [Int64] = []
+        for item in page.items {
+            let seq = item.seq.rawValue
+            guard seq == cursor + 1 else {
+                throw LockError.integrity("journal entry \(seq) came where \(cursor + 1) was due: entries were dropped or reordered")
+            }
+            let bytes = item.entry.encoded
+            let computed = head.next(seq: seq, entry: bytes)
+            guard computed == item.head else {
+                throw LockError.integrity("journal entry \(seq) does not chain to the verified history: altered or forked")
+            }
+            let entry = item.entry
+            let baseSeq = entry.baseSeq.rawValue
+            let knownBase: ChainHead? = baseSeq == cursor ? head
+                : baseSeq == 0 ? ChainHead.genesis(of: keys.vaultID)
+                : (recent[baseSeq] ?? heads.first(where: { $0.0 == baseSeq })?.1 ?? (try? index.head(at: baseSeq)) ?? nil)
+            guard baseSeq <= cursor, knownBase == entry.baseHead else {
+                throw LockError.integrity("journal entry \(seq) was written on a history this device never saw: the server forked the journal")
+            }
+            let batch: OperationBatch
+            do { batch = try entry.open(keys: keys) } catch {
+                throw LockError.integrity("journal entry \(seq) failed authentication (\(error))")
+            }
+            let stamp = batch.createdAt.nanoseconds
+            if stamp > (stamps[batch.device] ?? Int64.min) {
+                stamps[batch.device] = stamp
+                changedStamps[batch.device] = stamp
+                base.apply(batch.operations, context: ReplayContext(device: batch.device, createdAt: batch.createdAt, seq: seq, baseSeq: baseSeq))
+            } // else: a retried append that landed twice; the first copy counted.
+            if batch.device == device, inflight.contains(where: { $0.stamp == stamp }) {
+                confirmed.append(stamp)
+                inflight.removeAll { $0.stamp == stamp }
+            }
+            head = computed
+            cursor = seq
+            heads.append((seq, computed))
+            recent[seq] = computed
+        }
+        let changed = base.takeChanges()
+        let changedNodes = changed.compactMap { base.node($0) }
+        try index.commit(Index.AppliedPage(nodes: changedNodes, heads: heads, deviceStamps: changedStamps, confirmedStamps: confirmed))
+        var inos: Set<UInt64> = []
+        let (drained, wakeUploader) = state.withLock { s -> (Bool, Bool) in
+            s.base = base
+            s.cursor = cursor
+            s.head = head
+            s.deviceStamps.merge(changedStamps) { $1 }
+            if recent.count > 4096 { recent = recent.filter { $0.key + 2048 > cursor } }
+            s.recentHeads = recent
+            for n in changedNodes { if let m = n.manifest { for c in m.chunks { s.serverChunks.insert(c.id) } } }
+            s.inflight.removeAll { confirmed.contains($0.stamp) }
+            s.pending.removeAll { p in p.batchStamp.map { confirmed.contains($0) } ?? false }
+            Self.rebase(&s, device: device)
+            for id in changed { if let ino = s.inoByNode[id] { inos.insert(ino) } }
+            return (s.pending.isEmpty, !confirmed.isEmpty)
+        }
+        if wakeUploader { cleanOutbox(); uploadSignal.yield() }
+        if drained { wakeUploadWaiters() }
+        if !inos.isEmpty, let handler = onChange.withLock({ $0 }) { handler(inos) }
+        schedulePinnedFetches(changed)
+    }
+
+    /// local = base + pending operations, replayed by the same rules.
+    static func rebase(_ s: inout State, device: DeviceID) {
+        var local = s.base
+        for p in s.pending {
+            local.apply(p.operation, context: ReplayContext(device: device, createdAt: p.madeAt, seq: Tree.pendingSeq, baseSeq: p.madeAtSeq))
+        }
+        _ = local.takeChanges()
+        s.local = local
+    }
+
+    // MARK: Inodes and lookups
+
+    func ino(of id: NodeID) throws -> UInt64 {
+        if let i = state.withLock({ $0.inoByNode[id] }) { return i }
+        let allocated = try index.allocateInodes([id])
+        return state.withLock { s in
+            for (n, i) in allocated { s.inoByNode[n] = i; s.nodeByIno[i] = n }
+            return s.inoByNode[id]!
+        }
+    }
+
+    func node(_ ino: UInt64) throws -> Node {
+        try state.withLock { s in
+            guard let id = s.nodeByIno[ino], let n = s.local.liveNode(id) else { throw LockError.notFound }
+            return n
+        }
+    }
+
+    func attributes(_ n: Node) throws -> Attributes {
+        var size = n.size
+        if let st = state.withLock({ $0.staging[n.id] }) {
+            var sb = stat()
+            if fstat(st.fd, &sb) == 0 { size = Int(sb.st_size) }
+        }
+        return Attributes(ino: try ino(of: n.id), kind: n.kind, size: size, mode: n.attributes.mode, mtime: n.attributes.mtime)
+    }
+
+    public func getattr(_ ino: UInt64) throws -> Attributes { try attributes(try node(ino)) }
+
+    public func lookup(parent: UInt64, name: String) throws -> Attributes {
+        let n: Node = try state.withLock { s in
+            guard let pid = s.nodeByIno[parent], let p = s.local.liveNode(pid) else { throw LockError.notFound }
+            guard p.isDirectory else { throw LockError.notDirectory }
+            guard let cid = s.local.child(of: pid, named: name), let c = s.local.liveNode(cid) else { throw LockError.notFound }
+            return c
+        }
+        return try attributes(n)
+    }
+
+    /// The entries of a folder, sorted by name.
+    public func list(_ ino: UInt64) throws -> [(name: String, attributes: Attributes)] {
+        let kids: [Node] = try state.withLock { s in
+            guard let id = s.nodeByIno[ino], let n = s.local.liveNode(id) else { throw LockError.notFound }
+            guard n.isDirectory else { throw LockError.notDirectory }
+            return s.local.childNames(of: id).values.compactMap { s.local.liveNode($0) }
+        }
+        let missing = state.withLock { s in kids.map(\.id).filter { s.inoByNode[$0] == nil } }
+        if !missing.isEmpty {
+            let allocated = try index.allocateInodes(missing)
+            state.withLock { s in for (n, i) in allocated { s.inoByNode[n] = i; s.nodeByIno[i] = n } }
+        }
+        return try kids.sorted { $0.name < $1.name }.map { ($0.name, try attributes($0)) }
+    }
+
+    /// The inode of a path from the vault's root ("/a/b" or "a/b").
+    public func resolve(_ path: String) throws -> UInt64 {
+        var ino: UInt64 = 1
+        for part in path.split(separator: "/") where part != "." {
+            ino = try lookup(parent: ino, name: String(part)).ino
+        }
+        return ino
+    }
+
+    public func readlink(_ ino: UInt64) throws -> String {
+        guard case .symlink(let target) = try node(ino).content else { throw LockError.invalid("not a symbolic link") }
+        return target
+    }
+
+    public func xattrs(_ ino: UInt64) throws -> [ExtendedAttribute] { try node(ino).attributes.xattrs }
+
+    // MARK: Local changes
+
+    func now() -> Timestamp {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Timestamp(nanoseconds: Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec))
+    }
+
+    /// Makes one local change durable and shows it: stored in the outbox,
+    /// then replayed onto the local view. Coalesces a write into a queued
+    /// create or write of the same file.
+    func commitLocal(_ op: LockWire.Operation) throws {
+        let t = now()
+        try state.withLock { s in
+            // Coalesce content into a queued create/write of the same node that is the last operation on it.
+            if case let .write(node, _, revision, mtime, manifest) = op,
+               let i = s.pending.lastIndex(where: { $0.operation.node == node }), s.pending[i].state == .queued {
+                var merged: LockWire.Operation?
+                switch s.pending[i].operation {
+                case let .create(n, parent, name, _, attributes, .file):
+                    merged = .create(node: n, parent: parent, name: name, revision: revision,
+                                     attributes: attributes.with(mtime: mtime), content: .file(manifest))
+                case let .write(n, oldBase, _, _, _):
+                    merged = .write(node: n, base: oldBase, revision: revision, mtime: mtime, manifest: manifest)
+                default: break
+                }
+                if let merged, try index.replaceQueued(id: s.pending[i].id, with: merged, device: device, madeAt: s.pending[i].madeAt) {
+                    s.pending[i].operation = merged
+                    s.local.apply(op, context: ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor))
+                    return
+                }
+            }
+            let id = try index.enqueue(op, device: device, madeAtSeq: s.cursor, madeAt: t)
+            s.pending.append(PendingOperation(id: id, operation: op, madeAtSeq: s.cursor, madeAt: t, state: .queued, batchStamp: nil))
+            s.local.apply(op, context: ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor))
+        }
+        state.withLock { _ = $0.local.takeChanges() }
+        uploadSignal.yield()
+    }
+
+    func validName(_ name: String) throws -> Name {
+        do { return try Name(name) } catch {
+            if name.utf8.count > 255 { throw LockError.nameTooLong }
+            throw LockError.invalid("“\(name)” is not a valid file name")
+        }
+    }
+
+    /// The parent folder and that no live node has `name` in it.
+    func freeSlot(parent: UInt64, name: String) throws -> (NodeID, Name) {
+        let n = try validName(name)
+        let pid: NodeID = try state.withLock { s in
+            guard let pid = s.nodeByIno[parent], let p = s.local.liveNode(pid) else { throw LockError.notFound }
+            guard p.isDirectory else { throw LockError.notDirectory }
+            if s.local.child(of: pid, named: name) != nil { throw LockError.exists }
+            return pid
+        }
+        return (pid, n)
+    }
+
+    func create(parent: UInt64, name: String, mode: UInt32, content: NodeContent) throws -> Attributes {
+        let (pid, n) = try freeSlot(parent: parent, name: name)
+        let id = NodeID.random()
+        let attrs: NodeAttributes
+        do { attrs = try NodeAttributes(mode: mode & 0o7777, mtime: now()) } catch { throw LockError.invalid("mode") }
+        try commitLocal(.create(node: id, parent: pid, name: n, revision: .random(), attributes: attrs, content: content))
+        return try attributes(state.withLock { $0.local.liveNode(id) }!)
+    }
+
+    public func createFile(parent: UInt64, name: String, mode: UInt32) throws -> Attributes {
+        try create(parent: parent, name: name, mode: mode, content: .file(.empty))
+    }
+
+    public func mkdir(parent: UInt64, name: String, mode: UInt32) throws -> Attributes {
+        try create(parent: parent, name: name, mode: mode, content: .directory)
+    }
+
+    public func symlink(parent: UInt64, name: String, target: String) throws -> Attributes {
+        guard WireLimits.symlinkTargetBytes.contains(target.utf8.count), !target.utf8.contains(0) else { throw LockError.nameTooLong }
+        return try create(parent: parent, name: name, mode: 0o777, content: .symlink(target: target))
+    }
+
+    func child(parent: UInt64, name: String) throws -> Node {
+        try state.withLock { s in
+            guard let pid = s.nodeByIno[parent], let p = s.local.liveNode(pid) else { throw LockError.notFound }
+            guard p.isDirectory else { throw LockError.notDirectory }
+            guard let cid = s.local.child(of: pid, named: name), let c = s.local.liveNode(cid) else { throw LockError.notFound }
+            return c
+        }
+    }
+
+    public func unlink(parent: UInt64, name: String) throws {
+        let n = try child(parent: parent, name: name)
+        if n.isDirectory { throw LockError.isDirectory }
+        try commitLocal(.delete(node: n.id, base: n.revision))
+    }
+
+    public func rmdir(parent: UInt64, name: String) throws {
+        let n = try child(parent: parent, name: name)
+        guard n.isDirectory else { throw LockError.notDirectory }
+        guard state.withLock({ $0.local.childNames(of: n.id).isEmpty }) else { throw LockError.notEmpty }
+        try commitLocal(.delete(node: n.id, base: n.revision))
+    }
+
+    public enum RenameMode: Sendable { case replace, noReplace, exchange }
+
+    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, mode: RenameMode = .replace) throws {
+        let src = try child(parent: parent, name: name)
+        let target = try validName(newName)
+        let (dstParent, existing): (NodeID, Node?) = try state.withLock { s in
+            guard let pid = s.nodeByIno[newParent], let p = s.local.liveNode(pid) else { throw LockError.notFound }
+            guard p.isDirectory else { throw LockError.notDirectory }
+            // Moving a folder under itself.
+            var cur = pid
+            while cur != .root {
+                if cur == src.id { throw LockError.invalid("a folder cannot move into itself") }
+                cur = s.local.node(cur)?.parent ?? .root
+            }
+            return (pid, s.local.child(of: pid, named: newName).flatMap { s.local.liveNode($0) })
+        }
+        if let existing, existing.id == src.id { return }
+        switch mode {
+        case .noReplace:
+            if existing != nil { throw LockError.exists }
+            try commitLocal(.move(node: src.id, parent: dstParent, name: target))
+        case .exchange:
+            guard let other = existing else { throw LockError.notFound }
+            let srcParent = src.parent
+            let parking = try Name(".lockfs-exchange-\(NodeID.random().hex.prefix(12))")
+            try commitLocal(.move(node: other.id, parent: srcParent, name: parking))
+            try commitLocal(.move(node: src.id, parent: dstParent, name: target))
+            try commitLocal(.move(node: other.id, parent: srcParent, name: try Name(name)))
+        case .replace:
+            if let existing {
+                if existing.isDirectory {
+                    guard src.isDirectory else { throw LockError.isDirectory }
+                    guard state.withLock({ $0.local.childNames(of: existing.id).isEmpty }) else { throw LockError.notEmpty }
+                } else if src.isDirectory {
+                    throw LockError.notDirectory
+                }
+                try commitLocal(.delete(node: existing.id, base: existing.revision))
+            }
+            try commitLocal(.move(node: src.id, parent: dstParent, name: target))
+        }
+    }
+
+    /// Changes mode and/or mtime (size goes through `truncate`).
+    public func setAttributes(_ ino: UInt64, mode: UInt32? = nil, mtime: Timestamp? = nil) throws -> Attributes {
+        let n = try node(ino)
+        let a = n.attributes
+        let new = try NodeAttributes(mode: (mode ?? a.mode) & 0o7777, mtime: mtime ?? a.mtime, xattrs: a.xattrs)
+        if new != a { try commitLocal(.setAttributes(node: n.id, base: n.revision, revision: .random(), attributes: new)) }
+        return try getattr(ino)
+    }
+
+    public func setXattr(_ ino: UInt64, name: String, value: [UInt8]?) throws {
+        let n = try node(ino)
+        var list = n.attributes.xattrs.filter { $0.name != name }
+        if let value {
+            do { list.append(try ExtendedAttribute(name: name, value: value)) } catch { throw LockError.invalid("extended attribute too large") }
+        } else if list.count == n.attributes.xattrs.count {
+            throw LockError.notFound
+        }
+        let new: NodeAttributes
+        do { new = try NodeAttributes(mode: n.attributes.mode, mtime: n.attributes.mtime, xattrs: list) } catch {
+            throw LockError.invalid("too many extended attributes")
+        }
+        try commitLocal(.setAttributes(node: n.id, base: n.revision, revision: .random(), attributes: new))
+    }
+
+    // MARK: Reading
+
+    /// Reads up to `size` bytes at `offset`: from the file open for writing,
+    /// else from cached chunks, else fetched, verified and cached.
+    /// - Throws: `.offline` when a needed chunk is not local and the server is
+    ///   unreachable; `.integrity` when the server's bytes fail verification.
+    public func read(_ ino: UInt64, offset: Int, size: Int) async throws -> [UInt8] {
+        let n = try node(ino)
+        if let st = state.withLock({ $0.staging[n.id] }) {
+            var out = [UInt8](repeating: 0, count: size)
+            let got = out.withUnsafeMutableBytes { pread(st.fd, $0.baseAddress!, size, off_t(offset)) }
+            guard got >= 0 else { throw LockError.io(errno: errno, "read staging file") }
+            return Array(out.prefix(got))
+        }
+        guard case .file(let manifest) = n.content else { throw LockError.isDirectory }
+        let end = min(offset + size, manifest.size)
+        guard offset < end else { return [] }
+        var out: [UInt8] = []
+        out.reserveCapacity(end - offset)
+        var chunkStart = 0
+        var lastIndex = 0
+        for (i, c) in manifest.chunks.enumerated() {
+            let chunkEnd = chunkStart + c.length
+            defer { chunkStart = chunkEnd }
+            if chunkEnd <= offset { continue }
+            if chunkStart >= end { break }
+            let lo = max(offset, chunkStart) - chunkStart
+            let hi = min(end, chunkEnd) - chunkStart
+            if let part = cache.read(c.id, range: lo..<hi) {
+                out += part
+            } else {
+                let plain = try await chunkPlaintext(c.id)
+                guard plain.count == c.length else { throw LockError.integrity("chunk \(c.id) has the wrong length") }
+                out += plain[lo..<hi]
+            }
+            lastIndex = i
+        }
+        // Read-ahead on sequential reads.
+        let sequential = state.withLock { s -> Bool in
+            defer { s.lastReadEnd[n.id] = end }
+            return s.lastReadEnd[n.id] == offset || offset == 0
+        }
+        if sequential && options.readAhead > 0 {
+            let ahead = manifest.chunks.dropFirst(lastIndex + 1).prefix(options.readAhead).map(\.id).filter { !cache.contains($0) }
+            for id in ahead { Task { _ = try? await self.chunkPlaintext(id) } }
+        }
+        return out
+    }
+
+    /// A chunk's verified plaintext: cache, outbox, or server.
+    func chunkPlaintext(_ id: ChunkID) async throws -> [UInt8] {
+        let plain = try await cache.chunk(id) { [self] in
+            let sealed: SealedChunk
+            if let local = FileManager.default.contents(atPath: outboxPath(id)) {
+                sealed = SealedChunk(id: id, bytes: Array(local))
+            } else {
+                do { sealed = try await remote.chunk(id) } catch let e as RemoteError { throw e.isRetryable ? LockError.offline : LockError.from(e) }
+            }
+            do { return try keys.openChunk(sealed) } catch {
+                throw LockError.integrity("chunk \(id) from the server failed verification (\(error)); it was not used")
+            }
+        }
+        evictIfNeeded()
+        return plain
+    }
+
+    func evictIfNeeded() {
+        guard cache.totalSize > cache.limit else { return }
+        cache.evict(keep: pinnedChunks())
+    }
+
+    /// Chunks of every file under a pinned node, in the local view.
+    func pinnedChunks() -> Set<ChunkID> {
+        state.withLock { s in
+            var out = Set<ChunkID>()
+            for id in Self.pinnedFiles(s) { if let m = s.local.node(id)?.manifest { for c in m.chunks { out.insert(c.id) } } }
+            return out
+        }
+    }
+
+    static func pinnedFiles(_ s: State) -> [NodeID] {
+        var out: [NodeID] = []
+        var stack = Array(s.pins)
+        var seen = Set<NodeID>()
+        while let id = stack.popLast() {
+            guard seen.insert(id).inserted, let n = s.local.liveNode(id) else { continue }
+            if n.isDirectory { stack.append(contentsOf: s.local.childNames(of: id).values) } else { out.append(id) }
+        }
+        return out
+    }
+
+    func isPinned(_ s: State, _ id: NodeID) -> Bool {
+        var cur = id
+        for _ in 0..<4096 {
+            if s.pins.contains(cur) { return true }
+            guard cur != .root, let n = s.local.node(cur) else { return false }
+            cur = n.parent
+        }
+        return false
+    }
+
+    func schedulePinnedFetches(_ changed: Set<NodeID>) {
+        let ids: [ChunkID] = state.withLock { s in
+            guard !s.pins.isEmpty else { return [] }
+            return changed.filter { isPinned(s, $0) }.compactMap { s.local.liveNode($0)?.manifest }.flatMap { $0.chunks.map(\.id) }
+        }
+        let missing = ids.filter { !cache.contains($0) }
+        guard !missing.isEmpty else { return }
+        Task { for id in missing { _ = try? await chunkPlaintext(id) } }
+    }
+
+    // MARK: Writing
+
+    /// Opens a file for writing: a local staging copy shared by every handle
+    /// on the file. Without `truncate`, the current content is fetched first.
+    /// - Returns: a handle for `write`, `flush` and `close`.
+    public func openForWrite(_ ino: UInt64, truncate: Bool) async throws -> UInt64 {
+        let n = try node(ino)
+        guard n.kind == .file else { throw LockError.isDirectory }
+        if let h = try attachStaging(n.id, truncate: truncate) { return h }
+        // Fill a new staging file outside the lock.
+        let path = home.stagingDirectory.appendingPathComponent("\(n.id.hex)-\(UInt32.random(in: 0...UInt32.max))").path
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw LockError.io(errno: errno, "create staging file") }
+        if !truncate, let m = n.manifest {
+            var off = 0
+            for c in m.chunks {
+                let plain: [UInt8]
+                do { plain = try await chunkPlaintext(c.id) } catch { Glibc.close(fd); Glibc.unlink(path); throw error }
+                let w = plain.withUnsafeBytes { pwrite(fd, $0.baseAddress!, plain.count, off_t(off)) }
+                guard w == plain.count else { let e = errno; Glibc.close(fd); Glibc.unlink(path); throw LockError.io(errno: e, "write staging file") }
+                off += plain.count
+            }
+        }
+        return state.withLock { s in
+            if var existing = s.staging[n.id] {
+                // Another open won the race: use its copy.
+                Glibc.close(fd); Glibc.unlink(path)
+                existing.handles += 1
+                if truncate { ftruncate(existing.fd, 0); existing.dirty = true }
+                s.staging[n.id] = existing
+            } else {
+                s.staging[n.id] = Staging(fd: fd, path: path, handles: 1, dirty: truncate && n.size > 0)
+            }
+            let h = s.nextHandle
+            s.nextHandle += 1
+            s.handles[h] = n.id
+            return h
+        }
+    }
+
+    private func attachStaging(_ id: NodeID, truncate: Bool) throws -> UInt64? {
+        state.withLock { s in
+            guard var st = s.staging[id] else { return nil }
+            st.handles += 1
+            if truncate { ftruncate(st.fd, 0); st.dirty = true }
+            s.staging[id] = st
+            let h = s.nextHandle
+            s.nextHandle += 1
+            s.handles[h] = id
+            return h
+        }
+    }
+
+    private func staging(_ handle: UInt64) throws -> (NodeID, Staging) {
+        try state.withLock { s in
+            guard let id = s.handles[handle], let st = s.staging[id] else { throw LockError.invalid("bad file handle") }
+            return (id, st)
+        }
+    }
+
+    /// Writes into the open file (locally; nothing is sent before close).
+    public func write(_ handle: UInt64, offset: Int, bytes: UnsafeRawBufferPointer) throws -> Int {
+        let (id, st) = try staging(handle)
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(st.fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw LockError.io(errno: errno, "write staging file") }
+            done += n
+        }
+        state.withLock { $0.staging[id]?.dirty = true }
+        return done
+    }
+
+    /// Sets the size of an open file.
+    public func truncate(handle: UInt64, size: Int) throws {
+        let (id, st) = try staging(handle)
+        guard ftruncate(st.fd, off_t(size)) == 0 else { throw LockError.io(errno: errno, "truncate staging file") }
+        state.withLock { $0.staging[id]?.dirty = true }
+    }
+
+    /// Sets the size of a file that may not be open (truncate(2)): open, resize, close.
+    public func truncate(_ ino: UInt64, size: Int) async throws {
+        let h = try await openForWrite(ino, truncate: size == 0)
+        do { try truncate(handle: h, size: size) } catch { try? await close(h); throw error }
+        try await close(h)
+    }
+
+    /// Makes what was written so far durable and queued (fsync, flush).
+    public func flush(_ handle: UInt64) async throws {
+        let (id, st) = try staging(handle)
+        guard st.dirty else { return }
+        try commitContent(id, fd: st.fd)
+        state.withLock { $0.staging[id]?.dirty = false }
+    }
+
+    /// Closes a handle; the last close of a changed file commits it:
+    /// chunked, sealed into the outbox, queued, durable before this returns.
+    public func close(_ handle: UInt64) async throws {
+        let (id, st) = try staging(handle)
+        var failure: (any Error)?
+        if st.handles == 1 && st.dirty {
+            do { try commitContent(id, fd: st.fd) } catch { failure = error }
+        }
+        state.withLock { s in
+            s.handles[handle] = nil
+            guard var cur = s.staging[id] else { return }
+            cur.handles -= 1
+            if cur.handles == 0 && failure == nil {
+                Glibc.close(cur.fd)
+                Glibc.unlink(cur.path)
+                s.staging[id] = nil
+            } else {
+                if failure == nil { cur.dirty = false }
+                s.staging[id] = cur
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Chunks the staging file, stores new sealed chunks in the outbox
+    /// (one syncfs for all), puts the plaintext in the cache, and queues a write.
+    func commitContent(_ id: NodeID, fd: Int32) throws {
+        var sb = stat()
+        guard fstat(fd, &sb) == 0 else { throw LockError.io(errno: errno, "stat staging file") }
+        let size = Int(sb.st_size)
+        var chunks: [Manifest.Chunk] = []
+        if size > 0 {
+            guard let map = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
+                throw LockError.io(errno: errno, "map staging file")
+            }
+            defer { munmap(map, size) }
+            let all = UnsafeRawBufferPointer(start: map, count: size)
+            var chunker = try Chunker(gear: gear)
+            var ends: [Int] = []
+            chunker.feed(all) { ends.append($0) }
+            if let last = chunker.finish() { ends.append(last) }
+            var ranges: [Range<Int>] = []
+            var start = 0
+            for e in ends { ranges.append(start..<e); start = e }
+            let known = state.withLock { s in s.serverChunks.union(s.outboxChunks.keys) }
+            let results = Mutex<[Int: (ChunkID, Int, Int32)]>([:])   // index → (id, sealed size, errno)
+            nonisolated(unsafe) let mapped = all
+            let work = ranges
+            DispatchQueue.concurrentPerform(iterations: work.count) { i in
+                let slice = UnsafeRawBufferPointer(rebasing: mapped[work[i]])
+                let cid = keys.chunkID(of: slice)
+                var sealedSize = 0
+                var err: Int32 = 0
+                if !cache.contains(cid) { try? cache.store(cid, Array(slice)) }
+                if !known.contains(cid) {
+                    do {
+                        let sealed = try keys.sealChunk(slice)
+                        sealedSize = sealed.bytes.count
+                        err = Self.writeOutboxFile(outboxPath(cid), sealed.bytes)
+                    } catch { err = EIO }
+                }
+                results.withLock { $0[i] = (cid, sealedSize, err) }
+            }
+            let r = results.withLock { $0 }
+            for i in ranges.indices {
+                let (cid, _, err) = r[i]!
+                if err != 0 { throw LockError.io(errno: err, "write outbox chunk") }
+                chunks.append(Manifest.Chunk(id: cid, length: ranges[i].count))
+            }
+            // The files were fsynced; now their names.
+            for sub in Set(r.values.filter { $0.1 > 0 }.map { String($0.0.hex.prefix(2)) }) {
+                let dfd = open(home.outboxDirectory.path + "/" + sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                if dfd >= 0 { fsync(dfd); Glibc.close(dfd) }
+            }
+            state.withLock { s in for i in ranges.indices where r[i]!.1 > 0 { s.outboxChunks[r[i]!.0] = r[i]!.1 } }
+        }
+        let manifest = try Manifest(chunks: chunks)
+        // A file deleted elsewhere while open here still takes the write: replay brings it back.
+        guard let n = state.withLock({ $0.local.node(id) }) else { throw LockError.notFound }
+        try commitLocal(.write(node: id, base: n.revision, revision: .random(), mtime: now(), manifest: manifest))
+    }
+
+    func outboxPath(_ id: ChunkID) -> String {
+        let hex = id.hex
+        return home.outboxDirectory.path + "/" + hex.prefix(2) + "/" + hex
+    }
+
+    /// Writes a sealed chunk to its outbox file (temporary name, then rename). Returns errno or 0.
+    static func writeOutboxFile(_ path: String, _ bytes: [UInt8]) -> Int32 {
+        Glibc.mkdir((path as NSString).deletingLastPathComponent, 0o700)
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return errno }
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { let e = errno; Glibc.close(fd); Glibc.unlink(tmp); return e == 0 ? EIO : e }
+            done += n
+        }
+        if fsync(fd) != 0 { let e = errno; Glibc.close(fd); Glibc.unlink(tmp); return e }
+        Glibc.close(fd)
+        return Glibc.rename(tmp, path) == 0 ? 0 : errno
+    }
+
+    static func scanOutbox(_ dir: URL) -> [(ChunkID, Int)] {
+        var out: [(ChunkID, Int)] = []
+        let fm = FileManager.default
+        for sub in (try? fm.contentsOfDirectory(atPath: dir.path)) ?? [] {
+            let subdir = dir.appendingPathComponent(sub).path
+            for name in (try? fm.contentsOfDirectory(atPath: subdir)) ?? [] {
+                guard let id = ChunkID(hex: name) else { Glibc.unlink(subdir + "/" + name); continue }
+                var st = stat()
+                if stat(subdir + "/" + name, &st) == 0 { out.append((id, Int(st.st_size))) }
+            }
+        }
+        return out
+    }
+
+    /// Deletes outbox chunks the server is known to have and no pending operation needs.
+    func cleanOutbox() {
+        let done: [ChunkID] = state.withLock { s in
+            let needed = Set(s.pending.flatMap { $0.operation.chunkIDs })
+            let gone = s.outboxChunks.keys.filter { s.serverChunks.contains($0) && !needed.contains($0) }
+            for id in gone { s.outboxChunks[id] = nil }
+            return gone
+        }
+        for id in done { Glibc.unlink(outboxPath(id)) }
+    }
+
+    // MARK: Upload
+
+    func uploadLoop(_ wakeups: AsyncStream<Void>?) async {
+        var delay = Duration.milliseconds(200)
+        var iterator = wakeups?.makeAsyncIterator()
+        while !Task.isCancelled {
+            do {
+                if state.withLock({ $0.alarm }) != nil { return }
+                if try await uploadOnce() {
+                    delay = .milliseconds(200)
+                    continue
+                }
+                // Nothing to do: wait for a local change.
+                guard await iterator?.next() != nil else { return }
+            } catch is CancellationError {
+                return
+            } catch let e as LockError {
+                if case .integrity(let why) = e { raiseAlarm(why); return }
+                noteFailure("upload: \(e)")
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(30))
+            } catch {
+                noteFailure("upload: \(error)")
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(30))
+            }
+        }
+    }
+
+    /// Sends one batch (a sealed one in flight first). Returns false if there was nothing to send.
+    func uploadOnce() async throws -> Bool {
+        do { return try await uploadOnceUnmapped() } catch let e as RemoteError {
+            throw e.isRetryable ? LockError.offline : LockError.from(e)
+        }
+    }
+
+    private func uploadOnceUnmapped() async throws -> Bool {
+        if let batch = state.withLock({ $0.inflight.first(where: { $0.appendedSeq == nil }) }) {
+            try await send(batch)
+            return true
+        }
+        guard let batch = try sealNextBatch() else { return false }
+        try await send(batch)
+        return true
+    }
+
+    /// Seals the next queued operations (one base position, bounded count)
+    /// into an entry and records it as in flight.
+    func sealNextBatch() throws -> InflightBatch? {
+        let (ops, baseSeq): ([PendingOperation], UInt64) = state.withLock { s in
+            guard let first = s.pending.first(where: { $0.state == .queued }) else { return ([], 0) }
+            let run = s.pending.drop { $0.state != .queued }.prefix { $0.state == .queued && $0.madeAtSeq == first.madeAtSeq }
+            return (Array(run.prefix(options.operationsPerEntry)), first.madeAtSeq)
+        }
+        guard !ops.isEmpty else { return nil }
+        let baseHead: ChainHead
+        if baseSeq == 0 { baseHead = ChainHead.genesis(of: keys.vaultID) } else if let h = try index.head(at: baseSeq) { baseHead = h } else {
+            throw LockError.invalid("no verified head at \(baseSeq)")
+        }
+        let stamp = state.withLock { s -> Int64 in
+            s.lastStamp = max(now().nanoseconds, s.lastStamp + 1)
+            return s.lastStamp
+        }
+        let batch = try OperationBatch(device: device, createdAt: Timestamp(nanoseconds: stamp), operations: ops.map(\.operation))
+        let entry = try JournalEntry.seal(batch, keys: keys, baseSeq: JournalSeq(baseSeq), baseHead: baseHead)
+        let inflight = InflightBatch(stamp: stamp, entry: entry, references: batch.chunkIDs, appendedSeq: nil)
+        try index.recordInflight(inflight, operationIDs: ops.map(\.id))
+        state.withLock { s in
+            s.inflight.append(inflight)
+            for i in s.pending.indices where ops.contains(where: { $0.id == s.pending[i].id }) {
+                s.pending[i].state = .sending
+                s.pending[i].batchStamp = stamp
+            }
+        }
+        return inflight
+    }
+
+    /// Uploads the chunks the server lacks, then appends the entry.
+    func send(_ batch: InflightBatch) async throws {
+        var attempt = 0
+        while true {
+            attempt += 1
+            try await uploadMissing(batch.references)
+            do {
+                let (seq, _) = try await remote.append(batch.entry, references: batch.references)
+                try index.markAppended(stamp: batch.stamp, seq: seq.rawValue)
+                state.withLock { s in
+                    if let i = s.inflight.firstIndex(where: { $0.stamp == batch.stamp }) { s.inflight[i].appendedSeq = seq.rawValue }
+                    s.online = true
+                    s.lastError = nil
+                }
+                return
+            } catch RemoteError.missingChunks where attempt < 3 {
+                continue
+            } catch RemoteError.conflict(let code, _) where code == "bad_base" {
+                throw LockError.integrity("the server says this device's verified history is not in its journal: it was rolled back or forked")
+            } catch let e as RemoteError {
+                throw e.isRetryable ? LockError.offline : LockError.from(e)
+            }
+        }
+    }
+
+    func uploadMissing(_ ids: [ChunkID]) async throws {
+        var missing: [ChunkID] = []
+        for group in stride(from: 0, to: ids.count, by: APIv1.maxIDsPerQuery) {
+            missing += try await remote.missingChunks(Array(ids[group..<min(ids.count, group + APIv1.maxIDsPerQuery)]))
+        }
+        guard !missing.isEmpty else { return }
+        var small: [SealedChunk] = []
+        var smallBytes = 0
+        var large: [ChunkID] = []
+        for id in missing {
+            guard let data = FileManager.default.contents(atPath: outboxPath(id)) else {
+                // Not in the outbox: reseal from the cache if we can.
+                guard let plain = cache.cached(id) else { throw LockError.integrity("chunk \(id) is neither in the outbox nor cached") }
+                let sealed = try plain.withUnsafeBytes { try keys.sealChunk($0) }
+                large.append(id)
+                _ = Self.writeOutboxFile(outboxPath(id), sealed.bytes)
+                continue
+            }
+            if data.count < 512 << 10 {
+                small.append(SealedChunk(id: id, bytes: Array(data)))
+                smallBytes += data.count
+                if small.count == APIv1.maxChunksPerBatch || smallBytes > APIv1.maxBatchBytes - (1 << 20) {
+                    try await remote.putChunks(small)
+                    small = []
+                    smallBytes = 0
+                }
+            } else {
+                large.append(id)
+            }
+        }
+        if !small.isEmpty { try await remote.putChunks(small) }
+        // Large chunks: four in flight.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var inFlight = 0
+            for id in large {
+                if inFlight == 4 { try await group.next(); inFlight -= 1 }
+                group.addTask { [self] in
+                    guard let data = FileManager.default.contents(atPath: outboxPath(id)) else { throw LockError.integrity("outbox chunk \(id) vanished") }
+                    try await remote.putChunk(SealedChunk(id: id, bytes: Array(data)))
+                }
+                inFlight += 1
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    // MARK: Waiting and status
+
+    /// Returns when every local change is in the journal and applied, or throws on an integrity alarm.
+    public func waitUntilSynced() async throws {
+        while true {
+            let (empty, alarm) = state.withLock { ($0.pending.isEmpty, $0.alarm) }
+            if let alarm { throw LockError.integrity(alarm) }
+            if empty { return }
+            await withCheckedContinuation { c in
+                let resumeNow = state.withLock { s -> Bool in
+                    if s.pending.isEmpty || s.alarm != nil { return true }
+                    s.uploadWaiters.append(c)
+                    return false
+                }
+                if resumeNow { c.resume() }
+            }
+        }
+    }
+
+    func wakeUploadWaiters() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in defer { s.uploadWaiters = [] }; return s.uploadWaiters }
+        for w in waiters { w.resume() }
+    }
+
+    public func status() -> EngineStatus {
+        state.withLock { s in
+            EngineStatus(online: s.online, lastError: s.lastError, lastSync: s.lastSync, cursor: s.cursor,
+                         queuedOperations: s.pending.count, queuedBytes: s.outboxChunks.values.reduce(0, +),
+                         cacheSize: cache.totalSize, cacheLimit: cache.limit,
+                         pinnedBytes: Self.pinnedBytes(s),
+                         integrityAlarm: s.alarm)
+        }
+    }
+
+    static func pinnedBytes(_ s: State) -> Int {
+        pinnedFiles(s).reduce(0) { $0 + (s.local.node($1)?.size ?? 0) }
+    }
+
+    /// Pins a file or folder (sticky for folders) and fetches all of it.
+    /// - Parameter progress: called with (bytes done, bytes total).
+    public func pin(_ ino: UInt64, progress: (@Sendable (Int, Int) -> Void)? = nil) async throws {
+        let n = try node(ino)
+        try index.setPinned(n.id, true)
+        let chunks: [Manifest.Chunk] = state.withLock { s in
+            s.pins.insert(n.id)
+            var seen = Set<ChunkID>()
+            return Self.pinnedFiles(s).compactMap { s.local.node($0)?.manifest }.flatMap(\.chunks).filter { seen.insert($0.id).inserted }
+        }
+        let total = chunks.reduce(0) { $0 + $1.length }
+        let done = Counter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var inFlight = 0
+            for c in chunks {
+                if cache.contains(c.id) { progress?(done.add(c.length), total); continue }
+                if inFlight == 4 { try await group.next(); inFlight -= 1 }
+                group.addTask { [self] in
+                    _ = try await chunkPlaintext(c.id)
+                    progress?(done.add(c.length), total)
+                }
+                inFlight += 1
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    /// Unpins; the space becomes evictable and the cache shrinks to its limit.
+    public func unpin(_ ino: UInt64) throws {
+        let n = try node(ino)
+        try index.setPinned(n.id, false)
+        state.withLock { _ = $0.pins.remove(n.id) }
+        evictIfNeeded()
+    }
+
+    public func isPinned(_ ino: UInt64) throws -> Bool {
+        let n = try node(ino)
+        return state.withLock { isPinned($0, n.id) }
+    }
+
+    /// Whether every chunk of a file is local.
+    public func isCached(_ ino: UInt64) throws -> Bool {
+        let n = try node(ino)
+        guard let m = n.manifest else { return true }
+        return m.chunks.allSatisfy { cache.contains($0.id) }
+    }
+
+    /// The tree as the local view shows it: path → node (for tests and tools).
+    public func snapshot() -> [String: Node] {
+        state.withLock { s in
+            var out: [String: Node] = [:]
+            var stack: [(NodeID, String)] = [(.root, "")]
+            while let (id, path) = stack.popLast() {
+                for (name, cid) in s.local.childNames(of: id) {
+                    guard let c = s.local.liveNode(cid) else { continue }
+                    let p = path + "/" + name
+                    out[p] = c
+                    if c.isDirectory { stack.append((cid, p)) }
+                }
+            }
+            return out
+        }
+    }
+}
+
+/// A thread-safe running total.
+final class Counter: Sendable {
+    private let value = Mutex(0)
+    /// Adds `n`; returns the new total.
+    func add(_ n: Int) -> Int { value.withLock { $0 += n; return $0 } }
+}

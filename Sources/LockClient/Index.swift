@@ -1,0 +1,331 @@
+import Foundation
+import GRDB
+import LockCrypto
+import LockWire
+
+/// A local operation not yet in the journal.
+public struct PendingOperation: Sendable, Equatable {
+    public enum State: Int, Sendable { case queued = 0, sending = 1 }
+    /// Order in the outbox.
+    public var id: Int64
+    public var operation: LockWire.Operation
+    /// The journal position this device had verified when the user made it
+    /// (the base of the entry that will carry it).
+    public var madeAtSeq: UInt64
+    /// When it was made (ns), for conflict names in the local view.
+    public var madeAt: Timestamp
+    public var state: State
+    /// The stamp (batch createdAt) of the entry that carries it, once sealed.
+    public var batchStamp: Int64?
+}
+
+/// A sealed entry on its way to the server: kept so that a retry after a
+/// crash sends the very same bytes (the same stamp), which replay dedups.
+public struct InflightBatch: Sendable, Equatable {
+    public var stamp: Int64
+    public var entry: JournalEntry
+    public var references: [ChunkID]
+    /// Set once the server has acknowledged the append.
+    public var appendedSeq: UInt64?
+}
+
+/// The client's index: one SQLite database in WAL mode (`index.sqlite`).
+///
+/// Tables (docs/design.md, "Client index"):
+///
+///     meta(key, value)            cursor, trusted head, last batch stamp, integrity alarm
+///     heads(seq, head)            every verified chain head (to check entries' bases)
+///     nodes(id, …)                the tree as the verified journal makes it (tombstones too)
+///     inodes(ino, node)           stable inode numbers, never reused
+///     pending(id, op, …)          local operations not yet in the journal (the outbox's order)
+///     inflight(stamp, entry, …)   sealed entries being appended
+///     device_stamps(device, stamp) the last batch stamp applied per device (dedup of retried appends)
+///     pins(node)                  pinned files and folders (sticky)
+///
+/// `synchronous = FULL`: a committed local change survives a power cut.
+public final class Index: Sendable {
+    let pool: DatabasePool
+
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        pool = try DatabasePool(path: path, configuration: config)
+        try pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
+        try Self.migrator.migrate(pool)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+                CREATE TABLE heads (seq INTEGER PRIMARY KEY, head BLOB NOT NULL);
+                CREATE TABLE nodes (
+                    id BLOB PRIMARY KEY,
+                    record BLOB NOT NULL,
+                    deleted INTEGER NOT NULL,
+                    mod_seq INTEGER NOT NULL,
+                    mod_device BLOB NOT NULL,
+                    fresh BLOB NOT NULL
+                ) WITHOUT ROWID;
+                CREATE TABLE inodes (ino INTEGER PRIMARY KEY AUTOINCREMENT, node BLOB NOT NULL UNIQUE);
+                CREATE TABLE pending (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    op BLOB NOT NULL,
+                    made_at_seq INTEGER NOT NULL,
+                    made_at INTEGER NOT NULL,
+                    state INTEGER NOT NULL DEFAULT 0,
+                    batch_stamp INTEGER
+                );
+                CREATE TABLE inflight (
+                    stamp INTEGER PRIMARY KEY,
+                    entry BLOB NOT NULL,
+                    refs BLOB NOT NULL,
+                    appended_seq INTEGER
+                );
+                CREATE TABLE device_stamps (device BLOB PRIMARY KEY, stamp INTEGER NOT NULL) WITHOUT ROWID;
+                CREATE TABLE pins (node BLOB PRIMARY KEY) WITHOUT ROWID;
+                INSERT INTO inodes (ino, node) VALUES (1, zeroblob(16));
+                """)
+        }
+        return m
+    }
+
+    // MARK: Meta
+
+    public func meta(_ key: String) throws -> [UInt8]? {
+        try pool.read { db in try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [key]).map { Array($0) } }
+    }
+
+    static func setMeta(_ db: Database, _ key: String, _ value: [UInt8]?) throws {
+        if let value {
+            try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", arguments: [key, Data(value)])
+        } else {
+            try db.execute(sql: "DELETE FROM meta WHERE key = ?", arguments: [key])
+        }
+    }
+
+    public func setMeta(_ key: String, _ value: [UInt8]?) throws {
+        try pool.write { try Self.setMeta($0, key, value) }
+    }
+
+    public func metaInt(_ key: String) throws -> Int64? {
+        try meta(key).flatMap { $0.count == 8 ? Int64(bitPattern: $0.reduce(0) { $0 << 8 | UInt64($1) }) : nil }
+    }
+
+    static func int64Bytes(_ v: Int64) -> [UInt8] { ByteOrder.bigEndian(UInt64(bitPattern: v)) }
+
+    // MARK: Loading
+
+    public struct Snapshot: Sendable {
+        public var nodes: [Node]
+        public var cursor: UInt64
+        public var head: ChainHead?
+        public var pending: [PendingOperation]
+        public var inflight: [InflightBatch]
+        public var deviceStamps: [DeviceID: Int64]
+        public var inodes: [(UInt64, NodeID)]
+        public var pins: Set<NodeID>
+    }
+
+    /// Everything the engine keeps in memory, read once at start.
+    public func load() throws -> Snapshot {
+        try pool.read { db in
+            var nodes: [Node] = []
+            for row in try Row.fetchAll(db, sql: "SELECT record, deleted, mod_seq, mod_device, fresh FROM nodes") {
+                nodes.append(try Self.decodeNode(row))
+            }
+            let cursor = try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'cursor'").map { UInt64(bigEndianBytes: Array($0)) } ?? 0
+            let head = try Data.fetchOne(db, sql: "SELECT head FROM heads WHERE seq = ?", arguments: [Int64(cursor)])
+                .flatMap { try? ChainHead(bytes: Array($0)) }
+            var pending: [PendingOperation] = []
+            for row in try Row.fetchAll(db, sql: "SELECT id, op, made_at_seq, made_at, state, batch_stamp FROM pending ORDER BY id") {
+                pending.append(try Self.decodePending(row))
+            }
+            var inflight: [InflightBatch] = []
+            for row in try Row.fetchAll(db, sql: "SELECT stamp, entry, refs, appended_seq FROM inflight ORDER BY stamp") {
+                let refs = try Self.decodeIDs(Array(row["refs"] as Data))
+                inflight.append(InflightBatch(stamp: row["stamp"], entry: try JournalEntry(decoding: Array(row["entry"] as Data)),
+                                              references: refs, appendedSeq: (row["appended_seq"] as Int64?).map { UInt64($0) }))
+            }
+            var stamps: [DeviceID: Int64] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT device, stamp FROM device_stamps") {
+                stamps[try DeviceID(bytes: Array(row["device"] as Data))] = row["stamp"]
+            }
+            var inodes: [(UInt64, NodeID)] = []
+            for row in try Row.fetchAll(db, sql: "SELECT ino, node FROM inodes") {
+                inodes.append((UInt64(row["ino"] as Int64), try NodeID(bytes: Array(row["node"] as Data))))
+            }
+            let pins = Set(try Data.fetchAll(db, sql: "SELECT node FROM pins").map { try NodeID(bytes: Array($0)) })
+            return Snapshot(nodes: nodes, cursor: cursor, head: head, pending: pending, inflight: inflight,
+                            deviceStamps: stamps, inodes: inodes, pins: pins)
+        }
+    }
+
+    /// The head this client verified at `seq`.
+    public func head(at seq: UInt64) throws -> ChainHead? {
+        try pool.read { db in
+            try Data.fetchOne(db, sql: "SELECT head FROM heads WHERE seq = ?", arguments: [Int64(seq)]).flatMap { try? ChainHead(bytes: Array($0)) }
+        }
+    }
+
+    // MARK: Nodes
+
+    /// A node's row: the NodeRecord (as in checkpoints) plus replay state.
+    static func encodeNode(_ n: Node) -> [UInt8] {
+        TreeState(nodes: [NodeRecord(node: n.id, parent: n.parent, name: (try? Name(n.name)) ?? (try! Name("_")), revision: n.revision,
+                                     attributes: n.attributes, content: n.content)]).encoded
+    }
+
+    static func decodeNode(_ row: Row) throws -> Node {
+        let state = try TreeState(decoding: Array(row["record"] as Data))
+        guard let r = state.nodes.first, state.nodes.count == 1 else { throw LockError.invalid("index: bad node row") }
+        let fresh = Array(row["fresh"] as Data)
+        var revisions: [RevisionID] = []
+        var i = 0
+        while i + 16 <= fresh.count { revisions.append(try RevisionID(bytes: fresh[i..<i + 16])); i += 16 }
+        return Node(id: r.node, parent: r.parent, name: r.name.value, revision: r.revision, attributes: r.attributes,
+                    content: r.content, deleted: (row["deleted"] as Int64) != 0,
+                    modSeq: UInt64(bitPattern: row["mod_seq"] as Int64),
+                    modDevice: try DeviceID(bytes: Array(row["mod_device"] as Data)), freshRevisions: revisions)
+    }
+
+    static func saveNode(_ db: Database, _ n: Node) throws {
+        let fresh = n.freshRevisions.flatMap(\.bytes)
+        try db.execute(sql: "INSERT OR REPLACE INTO nodes (id, record, deleted, mod_seq, mod_device, fresh) VALUES (?, ?, ?, ?, ?, ?)",
+                       arguments: [Data(n.id.bytes), Data(encodeNode(n)), n.deleted ? 1 : 0, Int64(bitPattern: n.modSeq),
+                                   Data(n.modDevice.bytes), Data(fresh)])
+    }
+
+    // MARK: Applying verified entries
+
+    /// One verified page, applied in one transaction: the changed nodes, the
+    /// new heads and cursor, the device stamps, and the local operations that
+    /// the page confirmed (removed from the outbox).
+    public struct AppliedPage: Sendable {
+        public var nodes: [Node]
+        public var heads: [(UInt64, ChainHead)]
+        public var deviceStamps: [DeviceID: Int64]
+        public var confirmedStamps: [Int64]
+    }
+
+    public func commit(_ page: AppliedPage) throws {
+        try pool.write { db in
+            for n in page.nodes { try Self.saveNode(db, n) }
+            for (seq, head) in page.heads {
+                try db.execute(sql: "INSERT OR REPLACE INTO heads (seq, head) VALUES (?, ?)", arguments: [Int64(seq), Data(head.bytes)])
+            }
+            if let last = page.heads.last { try Self.setMeta(db, "cursor", ByteOrder.bigEndian(last.0)) }
+            for (d, s) in page.deviceStamps {
+                try db.execute(sql: "INSERT OR REPLACE INTO device_stamps (device, stamp) VALUES (?, ?)", arguments: [Data(d.bytes), s])
+            }
+            for s in page.confirmedStamps {
+                try db.execute(sql: "DELETE FROM pending WHERE batch_stamp = ?", arguments: [s])
+                try db.execute(sql: "DELETE FROM inflight WHERE stamp = ?", arguments: [s])
+            }
+        }
+    }
+
+    // MARK: Pending operations
+
+    static func decodePending(_ row: Row) throws -> PendingOperation {
+        let batch = try OperationBatch(decoding: Array(row["op"] as Data))
+        guard batch.operations.count == 1 else { throw LockError.invalid("index: bad pending row") }
+        return PendingOperation(id: row["id"], operation: batch.operations[0], madeAtSeq: UInt64(row["made_at_seq"] as Int64),
+                                madeAt: Timestamp(nanoseconds: row["made_at"]),
+                                state: PendingOperation.State(rawValue: row["state"]) ?? .queued, batchStamp: row["batch_stamp"])
+    }
+
+    /// Stores a local operation durably; returns its outbox id.
+    public func enqueue(_ op: LockWire.Operation, device: DeviceID, madeAtSeq: UInt64, madeAt: Timestamp) throws -> Int64 {
+        let blob = try OperationBatch(device: device, createdAt: madeAt, operations: [op]).encoded
+        return try pool.write { db in
+            try db.execute(sql: "INSERT INTO pending (op, made_at_seq, made_at) VALUES (?, ?, ?)",
+                           arguments: [Data(blob), Int64(madeAtSeq), madeAt.nanoseconds])
+            return db.lastInsertedRowID
+        }
+    }
+
+    /// Replaces a queued operation in place (coalescing a write into an
+    /// earlier create or write of the same file that has not been sent).
+    public func replaceQueued(id: Int64, with op: LockWire.Operation, device: DeviceID, madeAt: Timestamp) throws -> Bool {
+        let blob = try OperationBatch(device: device, createdAt: madeAt, operations: [op]).encoded
+        return try pool.write { db in
+            try db.execute(sql: "UPDATE pending SET op = ? WHERE id = ? AND state = 0", arguments: [Data(blob), id])
+            return db.changesCount == 1
+        }
+    }
+
+    /// Records a sealed batch and marks its operations as sending, atomically.
+    public func recordInflight(_ batch: InflightBatch, operationIDs: [Int64]) throws {
+        try pool.write { db in
+            try db.execute(sql: "INSERT INTO inflight (stamp, entry, refs, appended_seq) VALUES (?, ?, ?, NULL)",
+                           arguments: [batch.stamp, Data(batch.entry.encoded), Data(Self.encodeIDs(batch.references))])
+            for id in operationIDs {
+                try db.execute(sql: "UPDATE pending SET state = 1, batch_stamp = ? WHERE id = ?", arguments: [batch.stamp, id])
+            }
+            try Self.setMeta(db, "last_stamp", Self.int64Bytes(batch.stamp))
+        }
+    }
+
+    /// Chunk ids as stored in `inflight.refs`: the ids back to back (no
+    /// count limit, unlike the API's id list).
+    static func encodeIDs(_ ids: [ChunkID]) -> [UInt8] { ids.flatMap(\.bytes) }
+
+    static func decodeIDs(_ bytes: [UInt8]) throws -> [ChunkID] {
+        guard bytes.count % 32 == 0 else { throw LockError.invalid("index: bad reference list") }
+        return try stride(from: 0, to: bytes.count, by: 32).map { try ChunkID(bytes: bytes[$0..<$0 + 32]) }
+    }
+
+    public func markAppended(stamp: Int64, seq: UInt64) throws {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE inflight SET appended_seq = ? WHERE stamp = ?", arguments: [Int64(seq), stamp])
+        }
+    }
+
+    // MARK: Inodes
+
+    /// The inode number of `node`, allocating the next one on first use.
+    public func allocateInodes(_ nodes: [NodeID]) throws -> [(NodeID, UInt64)] {
+        guard !nodes.isEmpty else { return [] }
+        return try pool.write { db in
+            try nodes.map { n in
+                try db.execute(sql: "INSERT OR IGNORE INTO inodes (node) VALUES (?)", arguments: [Data(n.bytes)])
+                let ino = try Int64.fetchOne(db, sql: "SELECT ino FROM inodes WHERE node = ?", arguments: [Data(n.bytes)])!
+                return (n, UInt64(ino))
+            }
+        }
+    }
+
+    // MARK: Pins
+
+    public func setPinned(_ node: NodeID, _ pinned: Bool) throws {
+        try pool.write { db in
+            if pinned {
+                try db.execute(sql: "INSERT OR IGNORE INTO pins (node) VALUES (?)", arguments: [Data(node.bytes)])
+            } else {
+                try db.execute(sql: "DELETE FROM pins WHERE node = ?", arguments: [Data(node.bytes)])
+            }
+        }
+    }
+
+    // MARK: Status (readable by another process while an engine runs)
+
+    public struct Counts: Sendable {
+        public var pendingOperations: Int
+        public var inflightBatches: Int
+        public var cursor: UInt64
+    }
+
+    public func counts() throws -> Counts {
+        try pool.read { db in
+            Counts(pendingOperations: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM pending") ?? 0,
+                   inflightBatches: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM inflight") ?? 0,
+                   cursor: try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'cursor'").map { UInt64(bigEndianBytes: Array($0)) } ?? 0)
+        }
+    }
+}
+
+extension UInt64 {
+    init(bigEndianBytes b: [UInt8]) { self = b.prefix(8).reduce(0) { $0 << 8 | UInt64($1) } }
+}

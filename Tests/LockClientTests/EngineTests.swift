@@ -1,0 +1,259 @@
+import Foundation
+@testable import LockClient
+import LockCrypto
+import LockTesting
+import LockWire
+import Testing
+
+/// A device of a test vault: its engine, its remote (which can go offline) and its home.
+struct TestDevice {
+    let engine: Engine
+    let remote: InMemoryRemote
+    let home: URL
+}
+
+/// Makes `count` devices of one vault on one in-memory server.
+func makeDevices(_ count: Int, server: InMemoryVaultServer? = nil, keys: VaultKeys = .generate(),
+                 options: EngineOptions = testOptions()) throws -> (InMemoryVaultServer, [TestDevice]) {
+    let server = server ?? InMemoryVaultServer(vault: keys.vaultID)
+    let devices = try (0..<count).map { i -> TestDevice in
+        let dir = try makeTemporaryDirectory("engine-\(i)")
+        let remote = InMemoryRemote(server: server)
+        let creds = DeviceCredentials(server: "memory", user: "u", device: .random(), deviceName: "d\(i)", vault: keys.vaultID,
+                                      token: "t", keys: keys)
+        return TestDevice(engine: try Engine(home: ClientHome(directory: dir), credentials: creds, remote: remote, options: options),
+                          remote: remote, home: dir)
+    }
+    return (server, devices)
+}
+
+func testOptions() -> EngineOptions {
+    var o = EngineOptions()
+    o.pollWait = .milliseconds(200)
+    o.cacheLimit = 64 << 20
+    return o
+}
+
+extension Engine {
+    /// Writes a whole file (creating it), as open–write–close.
+    @discardableResult
+    func put(_ path: String, _ text: String) async throws -> UInt64 {
+        let parts = path.split(separator: "/").map(String.init)
+        let parent = try resolve(parts.dropLast().joined(separator: "/"))
+        let ino = try (try? lookup(parent: parent, name: parts.last!).ino) ?? createFile(parent: parent, name: parts.last!, mode: 0o644).ino
+        let h = try await openForWrite(ino, truncate: true)
+        let bytes = Array(text.utf8)
+        _ = try bytes.withUnsafeBytes { try write(h, offset: 0, bytes: $0) }
+        try await close(h)
+        return ino
+    }
+
+    func text(_ path: String) async throws -> String {
+        let ino = try resolve(path)
+        return String(decoding: try await read(ino, offset: 0, size: 1 << 30), as: UTF8.self)
+    }
+
+    /// Uploads, then pulls until caught up.
+    func syncNow() async throws {
+        try await pushOnce()
+        try await pullOnce()
+    }
+
+    /// Path → content digest for files, "dir" for folders, "-> target" for symlinks.
+    func tree() async throws -> [String: String] {
+        var out: [String: String] = [:]
+        for (path, n) in snapshot() {
+            switch n.content {
+            case .directory: out[path] = "dir"
+            case .symlink(let t): out[path] = "-> \(t)"
+            case .file(let m): out[path] = m.chunks.map(\.id.hex).joined(separator: ",")
+            }
+        }
+        return out
+    }
+}
+
+@Suite struct ReplayRuleTests {
+    let me = DeviceID.random(), other = DeviceID.random()
+    func ctx(_ d: DeviceID, seq: UInt64, base: UInt64) -> ReplayContext {
+        ReplayContext(device: d, createdAt: Timestamp(nanoseconds: 1_764_500_000_000_000_000), seq: seq, baseSeq: base)
+    }
+    func attrs() -> NodeAttributes { try! NodeAttributes(mode: 0o644, mtime: Timestamp(nanoseconds: 1)) }
+    func manifest(_ b: UInt8) -> Manifest { try! Manifest(chunks: [.init(id: try! ChunkID(bytes: [UInt8](repeating: b, count: 32)), length: 10)]) }
+
+    @Test func staleWriteBecomesAConflictCopyBesideTheFile() throws {
+        var t = Tree()
+        let f = NodeID.random(), r0 = RevisionID.random()
+        t.apply(.create(node: f, parent: .root, name: try Name("notes.txt"), revision: r0, attributes: attrs(), content: .file(manifest(1))),
+                context: ctx(me, seq: 1, base: 0))
+        t.apply(.write(node: f, base: r0, revision: .random(), mtime: Timestamp(nanoseconds: 2), manifest: manifest(2)), context: ctx(me, seq: 2, base: 1))
+        t.apply(.write(node: f, base: r0, revision: .random(), mtime: Timestamp(nanoseconds: 3), manifest: manifest(3)), context: ctx(other, seq: 3, base: 1))
+        let names = t.childNames(of: .root).keys.sorted()
+        #expect(names.count == 2)
+        #expect(t.node(f)?.manifest == manifest(2))
+        let copy = try #require(names.first { $0 != "notes.txt" })
+        #expect(copy.hasPrefix("notes (conflict from \(other.hex.prefix(8)) 2025-11-30"))
+        #expect(copy.hasSuffix(").txt"))
+        #expect(t.node(t.child(of: .root, named: copy)!)?.manifest == manifest(3))
+    }
+
+    @Test func folderDeleteKeepsWhatAnotherDeviceChangedUnseen() throws {
+        var t = Tree()
+        let dir = NodeID.random(), a = NodeID.random(), b = NodeID.random(), rd = RevisionID.random()
+        t.apply(.create(node: dir, parent: .root, name: try Name("d"), revision: rd, attributes: attrs(), content: .directory), context: ctx(me, seq: 1, base: 0))
+        t.apply(.create(node: a, parent: dir, name: try Name("a"), revision: .random(), attributes: attrs(), content: .file(manifest(1))), context: ctx(me, seq: 2, base: 1))
+        t.apply(.create(node: b, parent: dir, name: try Name("b"), revision: .random(), attributes: attrs(), content: .file(manifest(2))), context: ctx(other, seq: 3, base: 2))
+        // `me` deletes the folder having seen only up to seq 2: b (seq 3, other device) survives, with its folder.
+        t.apply(.delete(node: dir, base: rd), context: ctx(me, seq: 4, base: 2))
+        #expect(t.liveNode(dir) != nil)
+        #expect(t.liveNode(b) != nil)
+        #expect(t.liveNode(a) == nil && t.node(a)?.deleted == true)
+    }
+
+    @Test func writeIntoADeletedFileBringsItAndItsFolderBack() throws {
+        var t = Tree()
+        let dir = NodeID.random(), f = NodeID.random(), rf = RevisionID.random(), rd = RevisionID.random()
+        t.apply(.create(node: dir, parent: .root, name: try Name("d"), revision: rd, attributes: attrs(), content: .directory), context: ctx(me, seq: 1, base: 0))
+        t.apply(.create(node: f, parent: dir, name: try Name("f"), revision: rf, attributes: attrs(), content: .file(manifest(1))), context: ctx(me, seq: 2, base: 1))
+        t.apply(.delete(node: dir, base: rd), context: ctx(me, seq: 3, base: 2))
+        #expect(t.liveNode(f) == nil)
+        t.apply(.write(node: f, base: rf, revision: .random(), mtime: Timestamp(nanoseconds: 5), manifest: manifest(9)), context: ctx(other, seq: 4, base: 2))
+        #expect(t.liveNode(dir) != nil && t.liveNode(f)?.manifest == manifest(9))
+        #expect(t.path(of: f) == "/d/f")
+    }
+
+    @Test func moveThatWouldMakeACycleIsDropped() throws {
+        var t = Tree()
+        let x = NodeID.random(), y = NodeID.random()
+        t.apply(.create(node: x, parent: .root, name: try Name("x"), revision: .random(), attributes: attrs(), content: .directory), context: ctx(me, seq: 1, base: 0))
+        t.apply(.create(node: y, parent: .root, name: try Name("y"), revision: .random(), attributes: attrs(), content: .directory), context: ctx(me, seq: 2, base: 1))
+        t.apply(.move(node: x, parent: y, name: try Name("x")), context: ctx(me, seq: 3, base: 2))
+        t.apply(.move(node: y, parent: x, name: try Name("y")), context: ctx(other, seq: 4, base: 2))
+        #expect(t.path(of: x) == "/y/x")
+        #expect(t.path(of: y) == "/y")
+    }
+
+    @Test func nameClashOnCreateGetsAConflictName() throws {
+        var t = Tree()
+        t.apply(.create(node: .random(), parent: .root, name: try Name("a.txt"), revision: .random(), attributes: attrs(), content: .file(manifest(1))), context: ctx(me, seq: 1, base: 0))
+        t.apply(.create(node: .random(), parent: .root, name: try Name("a.txt"), revision: .random(), attributes: attrs(), content: .file(manifest(2))), context: ctx(other, seq: 2, base: 0))
+        #expect(t.childNames(of: .root).count == 2)
+    }
+}
+
+@Suite struct EngineTests {
+    @Test func writesReachAnotherDeviceAndReadBack() async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine, b = d[1].engine
+        _ = try a.mkdir(parent: 1, name: "docs", mode: 0o755)
+        try await a.put("docs/hello.txt", "hello, world")
+        try await a.syncNow()
+        try await b.pullOnce()
+        #expect(try await b.text("docs/hello.txt") == "hello, world")
+        #expect(try b.getattr(try b.resolve("docs/hello.txt")).size == 12)
+        // Inode numbers are stable across a restart of the engine.
+        let ino = try b.resolve("docs/hello.txt")
+        let creds2 = DeviceCredentials(server: "m", user: "u", device: b.device, deviceName: "d1", vault: b.keys.vaultID, token: "t", keys: b.keys)
+        let b2 = try Engine(home: ClientHome(directory: d[1].home), credentials: creds2, remote: d[1].remote, options: testOptions())
+        #expect(try b2.resolve("docs/hello.txt") == ino)
+        #expect(try await b2.text("docs/hello.txt") == "hello, world")
+    }
+
+    @Test func concurrentEditsKeepBothVersions() async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine, b = d[1].engine
+        try await a.put("f.txt", "v0")
+        try await a.syncNow()
+        try await b.pullOnce()
+        try await a.put("f.txt", "from a")
+        try await b.put("f.txt", "from b")
+        try await a.syncNow()
+        try await b.syncNow()
+        try await a.pullOnce()
+        #expect(try await a.tree() == (try await b.tree()))
+        let names = a.snapshot().keys.sorted()
+        #expect(names.count == 2)
+        var texts: Set<String> = []
+        for n in names { texts.insert(try await a.text(n)) }
+        #expect(texts == ["from a", "from b"])
+        #expect(try await a.text("f.txt") == "from a")
+    }
+
+    @Test func offlineWritesQueueAndDrainLater() async throws {
+        let (server, d) = try makeDevices(2)
+        let a = d[0].engine
+        d[0].remote.offlineFlag.set(true)
+        try await a.put("offline.txt", "written offline")
+        await #expect(throws: LockError.offline) { try await a.pushOnce() }
+        #expect(a.status().queuedOperations == 1)
+        #expect(try await a.text("offline.txt") == "written offline")
+        d[0].remote.offlineFlag.set(false)
+        try await a.syncNow()
+        #expect(a.status().queuedOperations == 0)
+        #expect(server.state.withLock { $0.entries.count } == 1)
+        try await d[1].engine.pullOnce()
+        #expect(try await d[1].engine.text("offline.txt") == "written offline")
+    }
+
+    @Test func backgroundLoopsDeliverWithinSeconds() async throws {
+        let (_, d) = try makeDevices(2)
+        for x in d { x.engine.start() }
+        defer { Task { for x in d { await x.engine.stop() } } }
+        try await d[0].engine.put("live.txt", "pushed")
+        try await d[0].engine.waitUntilSynced()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while (try? d[1].engine.resolve("live.txt")) == nil && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(try await d[1].engine.text("live.txt") == "pushed")
+    }
+
+    @Test func aRetriedAppendThatLandedTwiceCountsOnce() async throws {
+        let (server, d) = try makeDevices(2)
+        try await d[0].engine.put("once.txt", "1")
+        try await d[0].engine.syncNow()
+        // The server stores the same entry again (a retry after a lost answer).
+        let dup = server.state.withLock { $0.entries[0].entry }
+        _ = try await d[0].remote.append(dup, references: [])
+        try await d[1].engine.pullOnce()
+        #expect(d[1].engine.snapshot().count == 1)
+    }
+
+    @Test func cacheEvictionHonoursTheLimitAndKeepsPinnedData() async throws {
+        var o = testOptions()
+        o.cacheLimit = 1 << 20
+        o.readAhead = 0
+        let (_, d) = try makeDevices(2, options: o)
+        let a = d[0].engine, b = d[1].engine
+        _ = try a.mkdir(parent: 1, name: "pinned", mode: 0o755)
+        var rng = SeededGenerator(seed: 7)
+        for i in 0..<6 {
+            let blob = String((0..<300_000).map { _ in Character(UnicodeScalar(UInt8.random(in: 97...122, using: &rng))) })
+            try await a.put(i < 3 ? "pinned/p\(i)" : "u\(i)", blob)
+        }
+        try await a.syncNow()
+        try await b.pullOnce()
+        try await b.pin(try b.resolve("pinned"))
+        for i in 3..<6 { _ = try await b.text("u\(i)") }
+        // Over the limit only by the pinned bytes; every pinned file still local.
+        #expect(b.cache.totalSize <= b.status().pinnedBytes + o.cacheLimit)
+        for i in 0..<3 { #expect(try b.isCached(try b.resolve("pinned/p\(i)"))) }
+        #expect(b.status().pinnedBytes == 900_000)
+        try b.unpin(try b.resolve("pinned"))
+        #expect(b.cache.totalSize <= o.cacheLimit)
+        // New files in a pinned folder are pinned too (sticky).
+        try await b.pin(try b.resolve("pinned"))
+        #expect(try b.isPinned(try await b.put("pinned/new", "x")))
+    }
+}
+
+/// A small seeded generator (SplitMix64), so a failing run can be replayed.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
