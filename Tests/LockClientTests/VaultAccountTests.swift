@@ -216,3 +216,85 @@ extension VaultKeys {
     /// A random MK for an existing vault id (a forged keyring's content).
     static func generate(vaultID: VaultID) -> VaultKeys { VaultKeys(vaultID: vaultID, master: .random()) }
 }
+
+/// The `lockfs` binary itself: init, login from a second home, a wrong password.
+@Suite struct VaultAccountCLITests {
+    /// The package's debug build of lockfs (`swift build --build-tests` builds it).
+    static let binary = ServerProcess.binary.deletingLastPathComponent().appendingPathComponent("lockfs")
+
+    /// Runs lockfs with stdin on /dev/null, off the cooperative pool, killed after `timeout`.
+    static func lockfs(_ args: [String], timeout: Duration = .seconds(60)) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["SWIFT_BACKTRACE"] = "enable=no"
+        env.removeValue(forKey: "LOCKFS_HOME")
+        p.environment = env
+        // Output to files: no pipe can fill up while the process waits.
+        let dir = try makeTemporaryDirectory("cli-output")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let outURL = dir.appendingPathComponent("stdout"), errURL = dir.appendingPathComponent("stderr")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        p.standardOutput = try FileHandle(forWritingTo: outURL)
+        p.standardError = try FileHandle(forWritingTo: errURL)
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let watchdog = Task {
+            try await Task.sleep(for: timeout)
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        }
+        defer { watchdog.cancel() }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async { p.waitUntilExit(); c.resume() }
+        }
+        let o = try Data(contentsOf: outURL), e = try Data(contentsOf: errURL)
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    @Test func initLoginAndAWrongPassword() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let dir = try makeTemporaryDirectory("cli")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let first = dir.appendingPathComponent("first").path, second = dir.appendingPathComponent("second").path
+        let passwordFile = dir.appendingPathComponent("password").path
+        let wrongFile = dir.appendingPathComponent("wrong").path
+        try Data("a long enough passphrase\n".utf8).write(to: URL(fileURLWithPath: passwordFile))
+        try Data("not the passphrase".utf8).write(to: URL(fileURLWithPath: wrongFile))
+        let invite = try await VaultAccountTests.invite(server, "gina")
+
+        let created = try await Self.lockfs(["init", "--home", first, "--server", server.baseURL, "--user", "gina",
+                                             "--invite", invite, "--password-file", passwordFile, "--device-name", "desk"])
+        #expect(created.status == 0, "\(created.stderr)")
+        #expect(created.stdout.range(of: #"([0-9A-Z]{4}-){13}[0-9A-Z]{4}"#, options: .regularExpression) != nil)
+        #expect(created.stdout.contains("only way back in"))
+        let credentials = try DeviceCredentials.load(from: ClientHome(directory: URL(fileURLWithPath: first)).credentialsFile)
+        #expect(credentials.user == "gina" && credentials.deviceName == "desk")
+
+        // A second init into the same home is refused before anything is asked.
+        let again = try await Self.lockfs(["init", "--home", first, "--server", server.baseURL, "--user", "gina",
+                                           "--password-file", passwordFile])
+        #expect(again.status == 78 && again.stderr.contains("lockfs logout"), "\(again.stderr)")
+
+        let wrong = try await Self.lockfs(["login", "--home", second, "--server", server.baseURL, "--user", "gina",
+                                           "--password-file", wrongFile])
+        #expect(wrong.status == 77, "\(wrong.stderr)")
+        #expect(wrong.stderr.contains("wrong user name or password"))
+        #expect(!FileManager.default.fileExists(atPath: second + "/device.json"))
+
+        let login = try await Self.lockfs(["login", "--home", second, "--server", server.baseURL, "--user", "gina",
+                                           "--password-file", passwordFile, "--device-name", "tablet"])
+        #expect(login.status == 0, "\(login.stderr)")
+        let other = try DeviceCredentials.load(from: ClientHome(directory: URL(fileURLWithPath: second)).credentialsFile)
+        #expect(VaultAccountTests.sameMaster(credentials, other))
+
+        let devices = try await Self.lockfs(["devices", "--home", second])
+        #expect(devices.status == 0 && devices.stdout.contains("desk") && devices.stdout.contains("(this device)"), "\(devices.stderr)")
+        let logout = try await Self.lockfs(["logout", "--home", second])
+        #expect(logout.status == 0, "\(logout.stderr)")
+        let gone = try await Self.lockfs(["devices", "--home", second])
+        #expect(gone.status == 78 && gone.stderr.contains("lockfs login"), "\(gone.stderr)")
+    }
+}
