@@ -46,10 +46,10 @@ struct Devices: AsyncParsableCommand {
             let prefix = id.lowercased()
             let matches = try await VaultAccount.devices(remote: remote).filter { $0.id.hasPrefix(prefix) }
             guard matches.count == 1, !prefix.isEmpty, let device = DeviceID(hex: matches[0].id) else {
-                throw ValidationError(matches.isEmpty ? "this account has no device \(id)" : "\(id) matches several devices; give more digits")
+                throw CLIError.usage(matches.isEmpty ? "this account has no device \(id)" : "\(id) matches several devices; give more digits")
             }
             if device == credentials.device {
-                throw ValidationError("\(id) is this device; use `lockfs logout` to log it out")
+                throw CLIError.usage("\(id) is this device; use `lockfs logout` to log it out")
             }
             try await VaultAccount.revoke(device, remote: remote)
             print("revoked \(matches[0].name) (\(matches[0].id))")

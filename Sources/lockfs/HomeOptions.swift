@@ -80,13 +80,13 @@ struct Connection {
 func hostName() -> String {
     var buffer = [CChar](repeating: 0, count: 256)
     guard gethostname(&buffer, buffer.count - 1) == 0 else { return "lockfs device" }
-    let name = String(cString: buffer)
+    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     return name.isEmpty ? "lockfs device" : name
 }
 
 /// Checks a device name as the server does (1–128 bytes, no control characters).
 func validateDeviceName(_ name: String) throws {
     guard (1...128).contains(name.utf8.count), !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-        throw ValidationError("--device-name must be 1–128 bytes without control characters")
+        throw CLIError.usage("--device-name must be 1–128 bytes without control characters")
     }
 }

@@ -19,8 +19,10 @@ struct Logout: AsyncParsableCommand {
         let credentials = try home.credentials()
         let connection = Connection(credentials, policy: RetryPolicy(attempts: 2))
         switch try await VaultAccount.logout(credentials: credentials, file: file, remote: connection.remote) {
-        case .revoked, .alreadyRevoked:
+        case .revoked:
             print("Logged out: this device (\(credentials.device.hex)) is revoked and \(file.path) is deleted.")
+        case .alreadyRevoked:
+            print("Logged out: this device (\(credentials.device.hex)) had been revoked already; \(file.path) is deleted.")
         case .serverUnreachable(let why):
             printWarning("the server could not be reached (\(why)); this device's token is still valid there")
             printWarning("revoke it from another device: lockfs devices revoke \(credentials.device.hex)")

@@ -154,7 +154,7 @@ import Glibc
         #expect(Set(listed.map(\.name)) == ["laptop", "phone"])
 
         try await VaultAccount.revoke(phone.device, remote: Self.remote(laptop))
-        await #expect(throws: LockError.unauthorized("this device's token was refused (revoked?); run `lockfs login`")) {
+        await #expect(throws: LockError.unauthorized("this device's token was refused (revoked?); run `lockfs logout`, then `lockfs login`")) {
             _ = try await VaultAccount.devices(remote: Self.remote(phone))
         }
         await #expect(throws: LockError.notFound) {
