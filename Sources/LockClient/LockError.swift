@@ -34,7 +34,7 @@ extension LockError {
     public static func from(_ error: RemoteError) -> LockError {
         switch error {
         case .unreachable, .unavailable, .rateLimited: .offline
-        case .unauthorized: .unauthorized("this device's token was refused (revoked?); run `lockfs login`")
+        case .unauthorized: .unauthorized("this device's token was refused (revoked?); run `lockfs logout`, then `lockfs login`")
         case .forbidden(let m): .unauthorized(m)
         case .notFound: .notFound
         case .quotaExceeded: .quota

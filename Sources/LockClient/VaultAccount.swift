@@ -1,0 +1,278 @@
+import Foundation
+import LockCrypto
+import LockWire
+
+/// The life of a vault account as one device sees it: create, log in, change
+/// the password, recover with the recovery key, list and revoke devices, log out.
+///
+/// Every function talks to the server only through `Remote`, and trusts
+/// nothing it answers: a keyring must belong to the vault the device knows
+/// and open to the key it holds, or the call fails with `LockError.integrity`.
+/// Password-derived bytes are wiped after use; nothing here logs a key, a
+/// password or a token (docs/security.md, "Device credentials").
+///
+/// Errors are `LockError` throughout (remote failures mapped by
+/// `LockError.from(_:)`), except `CryptoError.unacceptableKDFParameters` and
+/// `.kdfFailed`, which pass through so the CLI can say what they mean.
+public enum VaultAccount {
+    /// The answer to a wrong user name or password (the server does not say which).
+    public static let wrongLogin = "wrong user name or password"
+
+    /// Creates the account and its vault on the server and enrols this device.
+    ///
+    /// Makes a new vault (random vault id and MK), derives the password keys
+    /// with new Argon2id parameters, wraps MK for the password and for a new
+    /// recovery key, and registers the keyring with the login secret.
+    ///
+    /// - Parameters:
+    ///   - server: the server's base URL, stored in the credentials.
+    ///   - invite: the invite code from `lockfs-server user add`; nil under open registration.
+    ///   - remote: the server, without a token.
+    ///   - strength: Argon2id limits; `.moderate` unless testing.
+    /// - Returns: this device's credentials, and the recovery key to show once.
+    /// - Throws: `LockError.unauthorized` for a missing, wrong or used invite;
+    ///   `.remote` if the name is taken (or any other refusal); `.offline`.
+    public static func create(server: String, user: String, invite: String?, password: String, deviceName: String,
+                              caFile: String? = nil, remote: any Remote,
+                              strength: KDFParameters.Strength = .moderate) async throws -> (DeviceCredentials, RecoveryKey) {
+        let parameters = KDFParameters.generate(strength)
+        let keys = VaultKeys.generate()
+        let passwordKeys = try PasswordKeys.derive(password: password, parameters: parameters)
+        let recovery = RecoveryKey.generate()
+        let keyring = try Keyring.make(keys: keys, password: passwordKeys, parameters: parameters, recovery: recovery)
+        var secret = passwordKeys.loginSecret.withUnsafeBytes { Array($0) }
+        defer { Sodium.wipe(&secret) }
+        let request = RegisterRequest(user: user, invite: invite, loginSecret: secret, keyring: keyring, deviceName: deviceName)
+        let session: Session
+        do {
+            session = try await remote.register(request)
+        } catch let error as RemoteError {
+            switch error {
+            case .forbidden: throw LockError.unauthorized("the invite code is missing, wrong, used or expired; ask the server's admin for a new one (lockfs-server user add \(user))")
+            case .conflict(code: "user_exists", message: _): throw LockError.remote("the user name \(user) is taken on this server; log in with `lockfs login`, or pick another name")
+            default: throw LockError.from(error)
+            }
+        }
+        guard session.vault == keys.vaultID else {
+            throw LockError.integrity("the server registered another vault id than the one sent")
+        }
+        let credentials = DeviceCredentials(server: server, user: user, device: session.device, deviceName: deviceName,
+                                            vault: keys.vaultID, token: session.token, keys: keys, caFile: caFile)
+        return (credentials, recovery)
+    }
+
+    /// Enrols this device in an existing vault with the password.
+    ///
+    /// Pre-login gives the account's Argon2id parameters (refused below
+    /// INTERACTIVE, docs/security.md, "Password"); the derived login secret
+    /// gets a device token; with it the keyring is fetched and opened with the
+    /// password's key. A server that accepts the login secret but serves a
+    /// keyring the same password does not open is broken or hostile: the new
+    /// device is revoked again (best effort) and the call fails.
+    ///
+    /// - Parameters:
+    ///   - remote: the server, without a token.
+    ///   - authenticated: the same server with a device token.
+    /// - Throws: `LockError.unauthorized(wrongLogin)` for a wrong name or
+    ///   password; `LockError.integrity` for a server whose answers do not fit
+    ///   together; `CryptoError.unacceptableKDFParameters` for parameters below
+    ///   the floor; `.offline`.
+    public static func login(server: String, user: String, password: String, deviceName: String, caFile: String? = nil,
+                             remote: any Remote, authenticated: (String) -> any Remote) async throws -> DeviceCredentials {
+        let parameters: KDFParameters
+        do {
+            parameters = try await remote.preLogin(user: user)
+        } catch RemoteError.malformedResponse(let m) {
+            throw LockError.integrity("the server's password parameters were refused (\(m)); it is misconfigured or hostile, so no password was derived for it")
+        } catch let error as RemoteError {
+            throw LockError.from(error)
+        }
+        let passwordKeys = try PasswordKeys.derive(password: password, parameters: parameters)
+        var secret = passwordKeys.loginSecret.withUnsafeBytes { Array($0) }
+        defer { Sodium.wipe(&secret) }
+        let session: Session
+        do {
+            session = try await remote.login(LoginRequest(user: user, loginSecret: secret, deviceName: deviceName))
+        } catch RemoteError.forbidden {
+            throw LockError.unauthorized(wrongLogin)
+        } catch let error as RemoteError {
+            throw LockError.from(error)
+        }
+        let device = authenticated(session.token)
+        do {
+            let keyring = try await mapped { try await device.keyring() }
+            guard keyring.vaultID == session.vault else {
+                throw LockError.integrity("the server's keyring belongs to another vault than the login named")
+            }
+            guard keyring.parameters == parameters else {
+                throw LockError.integrity("the server's keyring names other password parameters than its pre-login answer")
+            }
+            let keys = try unlock(keyring, password: passwordKeys, accepted: "accepted the password at login")
+            return DeviceCredentials(server: server, user: user, device: session.device, deviceName: deviceName,
+                                     vault: session.vault, token: session.token, keys: keys, caFile: caFile)
+        } catch {
+            // Do not leave a token behind that no device holds.
+            try? await device.revokeDevice(session.device)
+            throw error
+        }
+    }
+
+    /// Changes the password: checks the current one against the server's
+    /// keyring, rewraps MK for the new one (new salt and parameters), and
+    /// replaces the keyring and login secret together. The recovery slot is
+    /// kept, so the recovery key still works; the old password stops working
+    /// for new logins. Devices already enrolled keep their tokens.
+    ///
+    /// - Parameter remote: the server with this device's token.
+    /// - Throws: `LockError.unauthorized("the current password is wrong")`;
+    ///   `.integrity` if the keyring opens to another key than this device's
+    ///   or belongs to another vault; `.offline`; `.unauthorized` for a revoked device.
+    public static func changePassword(credentials: DeviceCredentials, old: String, new: String, remote: any Remote,
+                                      strength: KDFParameters.Strength = .moderate) async throws {
+        let keyring = try await verifiedKeyring(credentials, remote: remote)
+        let oldKeys = try PasswordKeys.derive(password: old, parameters: keyring.parameters)
+        let opened: VaultKeys
+        do {
+            opened = try keyring.unlock(password: oldKeys)
+        } catch CryptoError.wrongPassword {
+            throw LockError.unauthorized("the current password is wrong")
+        } catch CryptoError.authenticationFailed {
+            throw LockError.integrity("the server's keyring was altered")
+        }
+        try requireSameMaster(opened, credentials.keys)
+        try await replacePassword(keyring: keyring, keys: credentials.keys, new: new, remote: remote, strength: strength)
+    }
+
+    /// Sets a new password with the recovery key, from a device that is still
+    /// enrolled (the forgotten-password case).
+    ///
+    /// The recovery key must open the server's keyring to the MK this device
+    /// holds; then MK is rewrapped for the new password as in
+    /// `changePassword`. The server API has no route that works without a
+    /// device token (it never sees the recovery key, so it cannot check it),
+    /// so with no enrolled device left the recovery key cannot be used
+    /// (docs/security.md, "Device credentials").
+    ///
+    /// - Throws: `CryptoError.recoveryKeyTypo` / `.malformedRecoveryKey` are
+    ///   the caller's (parsing); `LockError.unauthorized("the recovery key is wrong")`;
+    ///   `.integrity`; `.offline`.
+    public static func recover(credentials: DeviceCredentials, recoveryKey: RecoveryKey, newPassword: String,
+                               remote: any Remote, strength: KDFParameters.Strength = .moderate) async throws {
+        let keyring = try await verifiedKeyring(credentials, remote: remote)
+        let opened: VaultKeys
+        do {
+            opened = try keyring.unlock(recovery: recoveryKey)
+        } catch CryptoError.wrongRecoveryKey {
+            throw LockError.unauthorized("the recovery key is wrong (it is not this vault's)")
+        } catch CryptoError.authenticationFailed {
+            throw LockError.integrity("the server's keyring was altered")
+        }
+        try requireSameMaster(opened, credentials.keys)
+        try await replacePassword(keyring: keyring, keys: credentials.keys, new: newPassword, remote: remote, strength: strength)
+    }
+
+    /// The account's enrolled devices. - Throws: `.offline`, `.unauthorized`.
+    public static func devices(remote: any Remote) async throws -> [DeviceInfo] {
+        try await mapped { try await remote.devices() }
+    }
+
+    /// Revokes a device: its token stops working at once. It keeps what it
+    /// already has on disk (its MK included); see docs/security.md.
+    /// - Throws: `LockError.notFound` if the account has no such device; `.offline`.
+    public static func revoke(_ device: DeviceID, remote: any Remote) async throws {
+        try await mapped { try await remote.revokeDevice(device) }
+    }
+
+    /// What `logout` managed to do on the server.
+    public enum LogoutOutcome: Sendable, Equatable {
+        /// The server revoked this device's token.
+        case revoked
+        /// The server no longer knew the token (revoked before).
+        case alreadyRevoked
+        /// The server could not be reached: the token is still valid there
+        /// until the device is revoked from another device or by the admin.
+        case serverUnreachable(String)
+    }
+
+    /// Logs this device out: revokes its token on the server if it can, then
+    /// deletes the credentials file whatever the server said.
+    ///
+    /// - Throws: `LockError.io` if the file cannot be deleted; remote errors
+    ///   other than unreachable or an already revoked token (the file is
+    ///   deleted in every case but a local I/O error).
+    @discardableResult
+    public static func logout(credentials: DeviceCredentials, file: URL, remote: any Remote) async throws -> LogoutOutcome {
+        var outcome = LogoutOutcome.revoked
+        var failure: (any Error)?
+        do {
+            try await remote.revokeDevice(credentials.device)
+        } catch RemoteError.unauthorized, RemoteError.notFound {
+            outcome = .alreadyRevoked
+        } catch let error as RemoteError where error.isRetryable {
+            outcome = .serverUnreachable("\(error)")
+        } catch {
+            failure = error
+        }
+        if unlink(file.path) != 0 && errno != ENOENT {
+            throw LockError.io(errno: errno, "delete \(file.path)")
+        }
+        if let failure {
+            if let e = failure as? RemoteError { throw LockError.from(e) }
+            throw failure
+        }
+        return outcome
+    }
+
+    // MARK: Helpers
+
+    /// Runs a remote call, mapping `RemoteError` to `LockError`.
+    static func mapped<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let error as RemoteError { throw LockError.from(error) }
+    }
+
+    /// The server's keyring, checked to belong to this device's vault.
+    static func verifiedKeyring(_ credentials: DeviceCredentials, remote: any Remote) async throws -> Keyring {
+        let keyring: Keyring
+        do {
+            keyring = try await remote.keyring()
+        } catch RemoteError.malformedResponse(let m) {
+            throw LockError.integrity("the server's keyring was refused (\(m)); it is broken or hostile")
+        } catch let error as RemoteError {
+            throw LockError.from(error)
+        }
+        guard keyring.vaultID == credentials.vault else {
+            throw LockError.integrity("the server's keyring belongs to another vault than this device's")
+        }
+        return keyring
+    }
+
+    /// Opens the password slot of a keyring the server has already vouched for.
+    static func unlock(_ keyring: Keyring, password: PasswordKeys, accepted what: String) throws -> VaultKeys {
+        do {
+            return try keyring.unlock(password: password)
+        } catch CryptoError.wrongPassword {
+            throw LockError.integrity("the server \(what) but its keyring does not open with it: the server is broken or hostile")
+        } catch CryptoError.authenticationFailed {
+            throw LockError.integrity("the server's keyring was altered")
+        }
+    }
+
+    /// Fails unless `a` and `b` hold the same MK (compared in constant time).
+    static func requireSameMaster(_ a: VaultKeys, _ b: VaultKeys) throws {
+        let same = a.master.withUnsafeBytes { pa in b.master.withUnsafeBytes { pb in Sodium.constantTimeEqual(pa, pb) } }
+        guard same, a.vaultID == b.vaultID else {
+            throw LockError.integrity("the server's keyring opens to another key than this device holds: the server is broken or hostile")
+        }
+    }
+
+    /// Rewraps MK for `new` with fresh parameters and replaces keyring and login secret.
+    static func replacePassword(keyring: Keyring, keys: VaultKeys, new: String, remote: any Remote,
+                                strength: KDFParameters.Strength) async throws {
+        let parameters = KDFParameters.generate(strength)
+        let newKeys = try PasswordKeys.derive(password: new, parameters: parameters)
+        let rewrapped = try keyring.rewrapped(keys: keys, password: newKeys, parameters: parameters)
+        var secret = newKeys.loginSecret.withUnsafeBytes { Array($0) }
+        defer { Sodium.wipe(&secret) }
+        try await mapped { try await remote.replaceKeyring(rewrapped, loginSecret: secret) }
+    }
+}

@@ -1,0 +1,92 @@
+import ArgumentParser
+import Foundation
+import LockClient
+
+/// `--home DIR`: which client this command is about. Every command takes it.
+struct HomeOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "Where this client keeps its credentials, index and cache (default: $LOCKFS_HOME, else the XDG directories).",
+        valueName: "DIR"))
+    var home: String?
+
+    /// --home, else LOCKFS_HOME, else XDG.
+    var clientHome: ClientHome { ClientHome.resolve(explicit: home) }
+
+    /// This device's credentials. - Throws: `LockError.notLoggedIn`, `.invalid`.
+    func credentials() throws -> DeviceCredentials {
+        try DeviceCredentials.load(from: clientHome.credentialsFile)
+    }
+
+    /// Refuses to enrol a second device into a home that has one.
+    func requireNoCredentials() throws {
+        let file = clientHome.credentialsFile
+        if FileManager.default.fileExists(atPath: file.path) { throw CLIError.credentialsExist(file.path) }
+    }
+}
+
+/// `--server URL` and `--ca-file F`, for the commands that do not yet have credentials.
+struct ServerOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The server's URL, e.g. https://sync.example.org:7440.", valueName: "URL"))
+    var server: String
+
+    @Option(name: .customLong("ca-file"), help: ArgumentHelp("A private CA certificate (PEM) for the server's TLS certificate.", valueName: "F"))
+    var caFile: String?
+
+    mutating func validate() throws {
+        guard let url = URL(string: server), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
+              url.host != nil else {
+            throw ValidationError("--server must be an http:// or https:// URL, e.g. https://sync.example.org:7440")
+        }
+        if server.hasSuffix("/") { server.removeLast() }
+        if let caFile {
+            guard FileManager.default.isReadableFile(atPath: caFile) else { throw ValidationError("cannot read --ca-file \(caFile)") }
+            self.caFile = URL(fileURLWithPath: caFile).standardizedFileURL.path
+        }
+    }
+
+    /// Warns when tokens and login secrets would cross a network in clear.
+    func warnIfPlainHTTP() {
+        guard let url = URL(string: server), url.scheme?.lowercased() == "http" else { return }
+        let host = url.host ?? ""
+        if !["127.0.0.1", "::1", "localhost"].contains(host) {
+            printWarning("\(server) is plain HTTP: contents stay encrypted, but the login secret and the device token cross the network in clear; use https://")
+        }
+    }
+}
+
+/// How a command reaches the server: `HTTPRemote` over `CurlTransport`,
+/// wrapped in `RetryingRemote`.
+struct Connection {
+    let http: HTTPRemote
+    let policy: RetryPolicy
+
+    init(server: String, caFile: String?, token: String? = nil, policy: RetryPolicy = .init()) {
+        let transport = CurlTransport(settings: TransportSettings(caFile: caFile))
+        http = HTTPRemote(baseURL: server, token: token, transport: transport)
+        self.policy = policy
+    }
+
+    /// The device's own connection, from its credentials.
+    init(_ credentials: DeviceCredentials, policy: RetryPolicy = .init()) {
+        self.init(server: credentials.server, caFile: credentials.caFile, token: credentials.token, policy: policy)
+    }
+
+    var remote: any Remote { RetryingRemote(wrapping: http, policy: policy) }
+
+    func authenticated(_ token: String) -> any Remote { RetryingRemote(wrapping: http.authenticated(token), policy: policy) }
+}
+
+/// This machine's host name: the default device name.
+func hostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "lockfs device" }
+    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return name.isEmpty ? "lockfs device" : name
+}
+
+/// Checks a device name as the server does (1–128 bytes, no control characters).
+func validateDeviceName(_ name: String) throws {
+    guard (1...128).contains(name.utf8.count), !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        throw CLIError.usage("--device-name must be 1–128 bytes without control characters")
+    }
+}

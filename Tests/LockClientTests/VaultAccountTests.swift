@@ -1,0 +1,300 @@
+import Foundation
+@testable import LockClient
+import LockCrypto
+import LockTesting
+import LockWire
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The vault lifecycle against a real lockfs-server, with Argon2id at
+/// INTERACTIVE strength so that each derivation takes a fraction of a second.
+@Suite struct VaultAccountTests {
+    static let fast = KDFParameters.Strength.interactive
+
+    /// A new account's invite code (the last line of `user add`).
+    static func invite(_ server: ServerProcess, _ user: String) async throws -> String {
+        let result = try await server.admin(["user", "add", user])
+        #expect(result.status == 0, "\(result.output)")
+        return result.output.split(separator: "\n").last.map(String.init) ?? ""
+    }
+
+    static func anonymous(_ server: ServerProcess) -> HTTPRemote { HTTPRemote(baseURL: server.baseURL, transport: transport) }
+
+    static func remote(_ credentials: DeviceCredentials) -> HTTPRemote {
+        HTTPRemote(baseURL: credentials.server, token: credentials.token, transport: transport)
+    }
+
+    /// A new vault for `user` with `password`; returns this device's credentials and the recovery key.
+    static func create(_ server: ServerProcess, _ user: String, password: String) async throws -> (DeviceCredentials, RecoveryKey) {
+        try await VaultAccount.create(server: server.baseURL, user: user, invite: try await invite(server, user), password: password,
+                                      deviceName: "laptop", remote: anonymous(server), strength: fast)
+    }
+
+    static func login(_ server: ServerProcess, _ user: String, password: String, device: String = "phone") async throws -> DeviceCredentials {
+        let remote = anonymous(server)
+        return try await VaultAccount.login(server: server.baseURL, user: user, password: password, deviceName: device,
+                                            remote: remote, authenticated: { remote.authenticated($0) })
+    }
+
+    static func sameMaster(_ a: DeviceCredentials, _ b: DeviceCredentials) -> Bool {
+        a.keys.master.withUnsafeBytes { pa in b.keys.master.withUnsafeBytes { pb in Array(pa) == Array(pb) } }
+    }
+
+    @Test func createThenLoginOnASecondDeviceGivesTheSameKeys() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let (laptop, recovery) = try await Self.create(server, "alice", password: "correct horse battery staple")
+        #expect(recovery.displayString.count == 69)
+        let phone = try await Self.login(server, "alice", password: "correct horse battery staple")
+        #expect(phone.vault == laptop.vault && phone.user == "alice" && phone.deviceName == "phone")
+        #expect(phone.device != laptop.device && phone.token != laptop.token)
+        #expect(Self.sameMaster(laptop, phone))
+        #expect(phone.keys.content.id == laptop.keys.content.id)
+        // The recovery key shown at init opens the vault too.
+        #expect(try await Self.remote(laptop).keyring().unlock(recovery: recovery).master.id == laptop.keys.master.id)
+    }
+
+    @Test func aWrongPasswordIsATypedError() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        _ = try await Self.create(server, "bob", password: "the right password")
+        await #expect(throws: LockError.unauthorized(VaultAccount.wrongLogin)) {
+            _ = try await Self.login(server, "bob", password: "the wrong password")
+        }
+        // An unknown name answers the same.
+        await #expect(throws: LockError.unauthorized(VaultAccount.wrongLogin)) {
+            _ = try await Self.login(server, "nobody", password: "the right password")
+        }
+        // A used invite cannot create a second vault.
+        await #expect(throws: LockError.self) {
+            _ = try await VaultAccount.create(server: server.baseURL, user: "bob", invite: "AAAA-AAAA-AAAA-AAAA", password: "x",
+                                              deviceName: "d", remote: Self.anonymous(server), strength: Self.fast)
+        }
+        #expect(try await VaultAccount.devices(remote: Self.remote(try await Self.login(server, "bob", password: "the right password"))).count == 2)
+    }
+
+    @Test func aKeyringThatTheAcceptedPasswordDoesNotOpenIsAnIntegrityError() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let (laptop, _) = try await Self.create(server, "carol", password: "carol's password")
+        // A hostile server: accepts the login, serves a keyring with another password slot.
+        let genuine = try await Self.remote(laptop).keyring()
+        let other = try PasswordKeys.derive(password: "something else", parameters: genuine.parameters)
+        let forged = try genuine.rewrapped(keys: VaultKeys.generate(vaultID: laptop.vault), password: other, parameters: genuine.parameters)
+        let http = Self.anonymous(server)
+        do {
+            _ = try await VaultAccount.login(server: server.baseURL, user: "carol", password: "carol's password", deviceName: "phone",
+                                             remote: http, authenticated: { KeyringSwappingRemote(base: http.authenticated($0), keyring: forged) })
+            Issue.record("a keyring that does not open was accepted")
+        } catch LockError.integrity(let message) {
+            #expect(message.contains("hostile"))
+        }
+        // The device enrolled by that login was revoked again.
+        #expect(try await VaultAccount.devices(remote: Self.remote(laptop)).count == 1)
+        // passwd refuses a keyring that opens to another MK than the device's.
+        let swapped = KeyringSwappingRemote(base: Self.remote(laptop),
+                                            keyring: try genuine.rewrapped(keys: VaultKeys.generate(vaultID: laptop.vault),
+                                                                           password: try PasswordKeys.derive(password: "carol's password", parameters: genuine.parameters),
+                                                                           parameters: genuine.parameters))
+        await #expect(throws: LockError.self) {
+            try await VaultAccount.changePassword(credentials: laptop, old: "carol's password", new: "new one", remote: swapped, strength: Self.fast)
+        }
+    }
+
+    @Test func passwdReplacesThePasswordAndKeepsTheRecoveryKey() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let (laptop, recovery) = try await Self.create(server, "dave", password: "old password 1")
+        await #expect(throws: LockError.unauthorized("the current password is wrong")) {
+            try await VaultAccount.changePassword(credentials: laptop, old: "not it", new: "new password 2",
+                                                  remote: Self.remote(laptop), strength: Self.fast)
+        }
+        try await VaultAccount.changePassword(credentials: laptop, old: "old password 1", new: "new password 2",
+                                              remote: Self.remote(laptop), strength: Self.fast)
+        await #expect(throws: LockError.unauthorized(VaultAccount.wrongLogin)) {
+            _ = try await Self.login(server, "dave", password: "old password 1")
+        }
+        let phone = try await Self.login(server, "dave", password: "new password 2")
+        #expect(Self.sameMaster(laptop, phone))
+        let keyring = try await Self.remote(phone).keyring()
+        #expect(try keyring.unlock(recovery: recovery).master.id == laptop.keys.master.id)
+        // The laptop's token still works after the change.
+        #expect(try await VaultAccount.devices(remote: Self.remote(laptop)).count == 2)
+    }
+
+    @Test func recoverSetsANewPasswordFromTheRecoveryKey() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let (laptop, recovery) = try await Self.create(server, "erin", password: "forgotten password")
+        await #expect(throws: LockError.unauthorized("the recovery key is wrong (it is not this vault's)")) {
+            try await VaultAccount.recover(credentials: laptop, recoveryKey: .generate(), newPassword: "x",
+                                           remote: Self.remote(laptop), strength: Self.fast)
+        }
+        let typed = try RecoveryKey(parsing: recovery.displayString.lowercased().replacingOccurrences(of: "-", with: " "))
+        try await VaultAccount.recover(credentials: laptop, recoveryKey: typed, newPassword: "remembered password",
+                                       remote: Self.remote(laptop), strength: Self.fast)
+        await #expect(throws: LockError.unauthorized(VaultAccount.wrongLogin)) {
+            _ = try await Self.login(server, "erin", password: "forgotten password")
+        }
+        let phone = try await Self.login(server, "erin", password: "remembered password")
+        #expect(Self.sameMaster(laptop, phone))
+    }
+
+    @Test func devicesAreListedAndRevokedAndLogoutDeletesTheCredentials() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let (laptop, _) = try await Self.create(server, "frank", password: "frank's password")
+        let phone = try await Self.login(server, "frank", password: "frank's password")
+        let listed = try await VaultAccount.devices(remote: Self.remote(laptop))
+        #expect(listed.count == 2)
+        #expect(listed.filter(\.current).map(\.id) == [laptop.device.hex])
+        #expect(Set(listed.map(\.name)) == ["laptop", "phone"])
+
+        try await VaultAccount.revoke(phone.device, remote: Self.remote(laptop))
+        await #expect(throws: LockError.unauthorized("this device's token was refused (revoked?); run `lockfs logout`, then `lockfs login`")) {
+            _ = try await VaultAccount.devices(remote: Self.remote(phone))
+        }
+        await #expect(throws: LockError.notFound) {
+            try await VaultAccount.revoke(DeviceID.random(), remote: Self.remote(laptop))
+        }
+
+        // Credentials: 0600, round trip, deleted by logout (which revokes the token).
+        let dir = try makeTemporaryDirectory("home")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let home = ClientHome(directory: dir)
+        try laptop.save(to: home.credentialsFile)
+        var info = stat()
+        #expect(stat(home.credentialsFile.path, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        let loaded = try DeviceCredentials.load(from: home.credentialsFile)
+        #expect(loaded.server == laptop.server && loaded.user == laptop.user && loaded.device == laptop.device
+                && loaded.deviceName == laptop.deviceName && loaded.vault == laptop.vault && loaded.token == laptop.token
+                && loaded.caFile == nil && Self.sameMaster(loaded, laptop))
+        #expect(try await VaultAccount.logout(credentials: loaded, file: home.credentialsFile, remote: Self.remote(loaded)) == .revoked)
+        #expect(!FileManager.default.fileExists(atPath: home.credentialsFile.path))
+        #expect(throws: LockError.notLoggedIn) { _ = try DeviceCredentials.load(from: home.credentialsFile) }
+        await #expect(throws: RemoteError.unauthorized) { _ = try await Self.remote(laptop).devices() }
+
+        // With the server gone, logout still deletes the file and says so.
+        try phone.save(to: home.credentialsFile)
+        server.stop()
+        let outcome = try await VaultAccount.logout(credentials: phone, file: home.credentialsFile, remote: Self.remote(phone))
+        guard case .serverUnreachable = outcome else { Issue.record("expected unreachable, got \(outcome)"); return }
+        #expect(!FileManager.default.fileExists(atPath: home.credentialsFile.path))
+    }
+}
+
+/// A Remote that serves a given keyring instead of the server's (a hostile server).
+struct KeyringSwappingRemote: Remote {
+    let base: HTTPRemote
+    let keyring: Keyring
+
+    func keyring() async throws -> Keyring { keyring }
+    func preLogin(user: String) async throws -> KDFParameters { try await base.preLogin(user: user) }
+    func register(_ request: RegisterRequest) async throws -> Session { try await base.register(request) }
+    func login(_ request: LoginRequest) async throws -> Session { try await base.login(request) }
+    func replaceKeyring(_ keyring: Keyring, loginSecret: [UInt8]) async throws { try await base.replaceKeyring(keyring, loginSecret: loginSecret) }
+    func devices() async throws -> [DeviceInfo] { try await base.devices() }
+    func revokeDevice(_ id: DeviceID) async throws { try await base.revokeDevice(id) }
+    func missingChunks(_ ids: [ChunkID]) async throws -> [ChunkID] { try await base.missingChunks(ids) }
+    func putChunk(_ chunk: SealedChunk) async throws { try await base.putChunk(chunk) }
+    func putChunks(_ chunks: [SealedChunk]) async throws { try await base.putChunks(chunks) }
+    func chunk(_ id: ChunkID) async throws -> SealedChunk { try await base.chunk(id) }
+    func append(_ entry: JournalEntry, references: [ChunkID]) async throws -> (seq: JournalSeq, head: ChainHead) {
+        try await base.append(entry, references: references)
+    }
+    func entries(after: JournalSeq, limit: Int, wait: Duration) async throws -> EntryPage {
+        try await base.entries(after: after, limit: limit, wait: wait)
+    }
+    func putCheckpoint(_ stored: [UInt8]) async throws { try await base.putCheckpoint(stored) }
+    func latestCheckpoint() async throws -> [UInt8]? { try await base.latestCheckpoint() }
+}
+
+extension VaultKeys {
+    /// A random MK for an existing vault id (a forged keyring's content).
+    static func generate(vaultID: VaultID) -> VaultKeys { VaultKeys(vaultID: vaultID, master: .random()) }
+}
+
+/// The `lockfs` binary itself: init, login from a second home, a wrong password.
+@Suite struct VaultAccountCLITests {
+    /// The package's debug build of lockfs (`swift build --build-tests` builds it).
+    static let binary = ServerProcess.binary.deletingLastPathComponent().appendingPathComponent("lockfs")
+
+    /// Runs lockfs with stdin on /dev/null, off the cooperative pool, killed after `timeout`.
+    static func lockfs(_ args: [String], timeout: Duration = .seconds(60)) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["SWIFT_BACKTRACE"] = "enable=no"
+        env.removeValue(forKey: "LOCKFS_HOME")
+        p.environment = env
+        // Output to files: no pipe can fill up while the process waits.
+        let dir = try makeTemporaryDirectory("cli-output")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let outURL = dir.appendingPathComponent("stdout"), errURL = dir.appendingPathComponent("stderr")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        p.standardOutput = try FileHandle(forWritingTo: outURL)
+        p.standardError = try FileHandle(forWritingTo: errURL)
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let watchdog = Task {
+            try await Task.sleep(for: timeout)
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        }
+        defer { watchdog.cancel() }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async { p.waitUntilExit(); c.resume() }
+        }
+        let o = try Data(contentsOf: outURL), e = try Data(contentsOf: errURL)
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    @Test func initLoginAndAWrongPassword() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let dir = try makeTemporaryDirectory("cli")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let first = dir.appendingPathComponent("first").path, second = dir.appendingPathComponent("second").path
+        let passwordFile = dir.appendingPathComponent("password").path
+        let wrongFile = dir.appendingPathComponent("wrong").path
+        try Data("a long enough passphrase\n".utf8).write(to: URL(fileURLWithPath: passwordFile))
+        try Data("not the passphrase".utf8).write(to: URL(fileURLWithPath: wrongFile))
+        let invite = try await VaultAccountTests.invite(server, "gina")
+
+        let created = try await Self.lockfs(["init", "--home", first, "--server", server.baseURL, "--user", "gina",
+                                             "--invite", invite, "--password-file", passwordFile, "--device-name", "desk"])
+        #expect(created.status == 0, "\(created.stderr)")
+        #expect(created.stdout.range(of: #"([0-9A-Z]{4}-){13}[0-9A-Z]{4}"#, options: .regularExpression) != nil)
+        #expect(created.stdout.contains("only way back in"))
+        let credentials = try DeviceCredentials.load(from: ClientHome(directory: URL(fileURLWithPath: first)).credentialsFile)
+        #expect(credentials.user == "gina" && credentials.deviceName == "desk")
+
+        // A second init into the same home is refused before anything is asked.
+        let again = try await Self.lockfs(["init", "--home", first, "--server", server.baseURL, "--user", "gina",
+                                           "--password-file", passwordFile])
+        #expect(again.status == 78 && again.stderr.contains("lockfs logout"), "\(again.stderr)")
+
+        let wrong = try await Self.lockfs(["login", "--home", second, "--server", server.baseURL, "--user", "gina",
+                                           "--password-file", wrongFile])
+        #expect(wrong.status == 77, "\(wrong.stderr)")
+        #expect(wrong.stderr.contains("wrong user name or password"))
+        #expect(!FileManager.default.fileExists(atPath: second + "/device.json"))
+
+        let login = try await Self.lockfs(["login", "--home", second, "--server", server.baseURL, "--user", "gina",
+                                           "--password-file", passwordFile, "--device-name", "tablet"])
+        #expect(login.status == 0, "\(login.stderr)")
+        let other = try DeviceCredentials.load(from: ClientHome(directory: URL(fileURLWithPath: second)).credentialsFile)
+        #expect(VaultAccountTests.sameMaster(credentials, other))
+
+        let devices = try await Self.lockfs(["devices", "--home", second])
+        #expect(devices.status == 0 && devices.stdout.contains("desk") && devices.stdout.contains("(this device)"), "\(devices.stderr)")
+        let logout = try await Self.lockfs(["logout", "--home", second])
+        #expect(logout.status == 0, "\(logout.stderr)")
+        let gone = try await Self.lockfs(["devices", "--home", second])
+        #expect(gone.status == 78 && gone.stderr.contains("lockfs login"), "\(gone.stderr)")
+    }
+}
