@@ -20,7 +20,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 SERVE_DATA ?= $(HOME)/.local/share/lockfs-server
 SERVE_LISTEN ?= 127.0.0.1:7440
 
-.PHONY: all deps build release test test-swift test-vectors bench serve install clean
+.PHONY: all deps build release test test-swift test-vectors soak bench serve install clean
 
 all: build
 
@@ -47,6 +47,16 @@ test: deps test-swift test-vectors
 test-swift:
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+## soak: the convergence test with many more rounds and seeds (SOAK_ROUNDS, SOAK_SEEDS).
+SOAK_ROUNDS ?= 3000
+SOAK_SEEDS ?= 1 2 3 4 5 6 7 8 9 10
+soak: deps
+	$(SWIFT) build --build-tests
+	@for seed in $(SOAK_SEEDS); do \
+	  echo "soak: seed $$seed, $(SOAK_ROUNDS) rounds"; \
+	  LOCKFS_SOAK_ROUNDS=$(SOAK_ROUNDS) LOCKFS_SOAK_SEED=$$seed $(SWIFT) test --skip-build --filter ConvergenceTests || exit 1; \
+	done
 
 $(VENV)/.ready:
 	python3 -m venv $(VENV)
