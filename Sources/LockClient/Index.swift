@@ -66,6 +66,7 @@ public final class Index: Sendable {
                     deleted INTEGER NOT NULL,
                     mod_seq INTEGER NOT NULL,
                     mod_device BLOB NOT NULL,
+                    other_seq INTEGER NOT NULL,
                     fresh BLOB NOT NULL
                 ) WITHOUT ROWID;
                 CREATE TABLE inodes (ino INTEGER PRIMARY KEY AUTOINCREMENT, node BLOB NOT NULL UNIQUE);
@@ -132,7 +133,7 @@ public final class Index: Sendable {
     public func load() throws -> Snapshot {
         try pool.read { db in
             var nodes: [Node] = []
-            for row in try Row.fetchAll(db, sql: "SELECT record, deleted, mod_seq, mod_device, fresh FROM nodes") {
+            for row in try Row.fetchAll(db, sql: "SELECT record, deleted, mod_seq, mod_device, other_seq, fresh FROM nodes") {
                 nodes.append(try Self.decodeNode(row))
             }
             let cursor = try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'cursor'").map { UInt64(bigEndianBytes: Array($0)) } ?? 0
@@ -187,14 +188,15 @@ public final class Index: Sendable {
         return Node(id: r.node, parent: r.parent, name: r.name.value, revision: r.revision, attributes: r.attributes,
                     content: r.content, deleted: (row["deleted"] as Int64) != 0,
                     modSeq: UInt64(bitPattern: row["mod_seq"] as Int64),
-                    modDevice: try DeviceID(bytes: Array(row["mod_device"] as Data)), freshRevisions: revisions)
+                    modDevice: try DeviceID(bytes: Array(row["mod_device"] as Data)),
+                    otherSeq: UInt64(bitPattern: row["other_seq"] as Int64), freshRevisions: revisions)
     }
 
     static func saveNode(_ db: Database, _ n: Node) throws {
         let fresh = n.freshRevisions.flatMap(\.bytes)
-        try db.execute(sql: "INSERT OR REPLACE INTO nodes (id, record, deleted, mod_seq, mod_device, fresh) VALUES (?, ?, ?, ?, ?, ?)",
+        try db.execute(sql: "INSERT OR REPLACE INTO nodes (id, record, deleted, mod_seq, mod_device, other_seq, fresh) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        arguments: [Data(n.id.bytes), Data(encodeNode(n)), n.deleted ? 1 : 0, Int64(bitPattern: n.modSeq),
-                                   Data(n.modDevice.bytes), Data(fresh)])
+                                   Data(n.modDevice.bytes), Int64(bitPattern: n.otherSeq), Data(fresh)])
     }
 
     // MARK: Applying verified entries

@@ -16,6 +16,19 @@ public struct Node: Sendable, Hashable {
     public var modSeq: UInt64
     /// The device that made the last change.
     public var modDevice: DeviceID
+    /// The last change by any device other than `modDevice` (0 if none).
+    /// With `modSeq` it gives, for any device D, the last change D did not
+    /// make: `modSeq` if D is not `modDevice`, else this.
+    public var otherSeq: UInt64 = 0
+
+    /// Records a change by `device` at `seq`.
+    mutating func touch(by device: DeviceID, seq: UInt64) {
+        if device != modDevice { otherSeq = modSeq; modDevice = device }
+        modSeq = seq
+    }
+
+    /// The last change to this node made by a device other than `device`.
+    func lastChange(notBy device: DeviceID) -> UInt64 { device == modDevice ? otherSeq : modSeq }
     /// Revisions a writer may name as its base without conflict: the revision
     /// of the last content change and those of attribute changes since.
     public var freshRevisions: [RevisionID]
@@ -144,16 +157,14 @@ public struct Tree: Sendable {
                 n.attributes = n.attributes.with(mtime: mtime)
                 n.revision = revision
                 n.freshRevisions = [revision]
-                n.modSeq = c.seq
-                n.modDevice = c.device
+                n.touch(by: c.device, seq: c.seq)
                 revive(n, context: c)
             } else if n.freshRevisions.contains(base) {
                 n.content = .file(manifest)
                 n.attributes = n.attributes.with(mtime: mtime)
                 n.revision = revision
                 n.freshRevisions = [revision]
-                n.modSeq = c.seq
-                n.modDevice = c.device
+                n.touch(by: c.device, seq: c.seq)
                 put(n)
             } else {
                 // Stale base: keep the current version, and this one beside it.
@@ -166,20 +177,21 @@ public struct Tree: Sendable {
             }
 
         case let .move(id, parent, name):
-            guard id != .root, var n = liveNode(id), let target = liveNode(parent), target.isDirectory else { return }
+            guard id != .root, var n = liveNode(id) else { return }
+            // A target folder deleted elsewhere comes back (as for a create into it).
+            guard reviveFolder(parent, context: c) else { dropMove(n, context: c); return }
             // A move under itself would make a cycle: dropped.
             var cur = parent
             while cur != .root {
-                if cur == id { return }
-                guard let p = nodes[cur] else { return }
+                if cur == id { dropMove(n, context: c); return }
+                guard let p = nodes[cur] else { dropMove(n, context: c); return }
                 cur = p.parent
             }
             if n.parent == parent && n.name == name.value { return }
             children[n.parent]?[n.name] = nil
             n.parent = parent
             n.name = freeName(name.value, in: parent, context: c, tag: n.revision)
-            n.modSeq = c.seq
-            n.modDevice = c.device
+            n.touch(by: c.device, seq: c.seq)
             put(n)
 
         case let .delete(id, base):
@@ -196,13 +208,25 @@ public struct Tree: Sendable {
             n.revision = revision
             n.freshRevisions.append(revision)
             if n.freshRevisions.count > Self.freshRevisionLimit { n.freshRevisions.removeFirst() }
-            n.modSeq = c.seq
-            n.modDevice = c.device
+            n.touch(by: c.device, seq: c.seq)
             put(n)
         }
     }
 
     // MARK: Rule helpers
+
+    /// The device id of changes made by the rules themselves.
+    static let rulesDevice = DeviceID(storage: .zero)
+
+    /// A dropped move leaves the node where it was, which its mover did not
+    /// expect: it counts as a change nobody saw, so a folder delete by the
+    /// mover (made believing the node elsewhere) keeps it.
+    private mutating func dropMove(_ n: Node, context c: ReplayContext) {
+        var n = n
+        n.touch(by: Self.rulesDevice, seq: c.seq)
+        nodes[n.id] = n
+        changed.insert(n.id)
+    }
 
     private mutating func put(_ n: Node) {
         if let old = nodes[n.id], !old.deleted, old.id != .root, children[old.parent]?[old.name] == n.id {
@@ -244,20 +268,26 @@ public struct Tree: Sendable {
     }
 
     /// Deletes a folder and what is in it, except what another device changed
-    /// after the deleter's base (kept with the folders leading to it).
+    /// after the deleter's base (kept with the folders leading to it). A
+    /// folder changed unseen (moved in, say) is kept with all it holds: the
+    /// deleter never saw its contents there.
     private mutating func deleteFolder(_ folder: Node, context c: ReplayContext) {
         var order: [NodeID] = []
         var keep: Set<NodeID> = []
-        var stack = [folder.id]
-        while let id = stack.popLast() {
+        var stack: [(NodeID, Bool)] = [(folder.id, false)]   // (node, inside a kept subtree)
+        while let (id, inherited) = stack.popLast() {
             order.append(id)
             guard let n = nodes[id] else { continue }
-            if id != folder.id, n.modSeq > c.baseSeq, n.modDevice != c.device {
-                // Unseen by the deleter: keep it and its chain up to the folder.
+            let unseen = id != folder.id && n.lastChange(notBy: c.device) > c.baseSeq
+            if inherited || unseen {
+                // Keep it and its chain up to the folder.
                 var cur = id
                 while keep.insert(cur).inserted, cur != folder.id, let p = nodes[cur] { cur = p.parent }
             }
-            if n.isDirectory { stack.append(contentsOf: (children[id] ?? [:]).values.sorted { $0.hex < $1.hex }) }
+            if n.isDirectory {
+                let keepAll = inherited || unseen
+                stack.append(contentsOf: (children[id] ?? [:]).values.sorted { $0.hex < $1.hex }.map { ($0, keepAll) })
+            }
         }
         for id in order.reversed() where !keep.contains(id) {
             if let n = liveNode(id) { tombstone(n) }

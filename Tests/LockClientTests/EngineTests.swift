@@ -133,6 +133,29 @@ extension Engine {
         #expect(t.path(of: y) == "/y")
     }
 
+    @Test func aFolderMovedInUnseenIsKeptWholeByAFolderDelete() throws {
+        var t = Tree()
+        let top = NodeID.random(), moved = NodeID.random(), f = NodeID.random(), rTop = RevisionID.random()
+        t.apply(.create(node: top, parent: .root, name: try Name("top"), revision: rTop, attributes: attrs(), content: .directory), context: ctx(me, seq: 1, base: 0))
+        t.apply(.create(node: moved, parent: .root, name: try Name("m"), revision: .random(), attributes: attrs(), content: .directory), context: ctx(other, seq: 2, base: 1))
+        // `me` wrote the file itself (seq 3), so the file alone looks seen…
+        t.apply(.create(node: f, parent: moved, name: try Name("f"), revision: .random(), attributes: attrs(), content: .file(manifest(1))), context: ctx(me, seq: 3, base: 2))
+        // …but `other` moved its folder into `top` (seq 4) where `me` never saw it.
+        t.apply(.move(node: moved, parent: top, name: try Name("m")), context: ctx(other, seq: 4, base: 3))
+        t.apply(.delete(node: top, base: rTop), context: ctx(me, seq: 5, base: 3))
+        #expect(t.path(of: f) == "/top/m/f")
+    }
+
+    @Test func aMoveIntoADeletedFolderBringsTheFolderBack() throws {
+        var t = Tree()
+        let dir = NodeID.random(), f = NodeID.random(), rd = RevisionID.random()
+        t.apply(.create(node: dir, parent: .root, name: try Name("d"), revision: rd, attributes: attrs(), content: .directory), context: ctx(me, seq: 1, base: 0))
+        t.apply(.create(node: f, parent: .root, name: try Name("f"), revision: .random(), attributes: attrs(), content: .file(manifest(1))), context: ctx(me, seq: 2, base: 1))
+        t.apply(.delete(node: dir, base: rd), context: ctx(other, seq: 3, base: 2))
+        t.apply(.move(node: f, parent: dir, name: try Name("f")), context: ctx(me, seq: 4, base: 2))
+        #expect(t.path(of: f) == "/d/f")
+    }
+
     @Test func nameClashOnCreateGetsAConflictName() throws {
         var t = Tree()
         t.apply(.create(node: .random(), parent: .root, name: try Name("a.txt"), revision: .random(), attributes: attrs(), content: .file(manifest(1))), context: ctx(me, seq: 1, base: 0))
