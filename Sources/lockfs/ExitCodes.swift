@@ -12,6 +12,10 @@ enum CLIError: Error {
     case passwordsDiffer
     /// Bad input the parser could not see (an unreadable file…).
     case usage(String)
+    /// Another lockfs process (a mount) holds this home.
+    case busy(String)
+    /// `sync --timeout` passed with changes still queued.
+    case timedOut(Int)
 }
 
 /// The one table of exit codes and messages (the BSD sysexits values, so
@@ -67,6 +71,10 @@ enum ExitCodes {
             return (dataError, "the two passwords differ; nothing was changed, run the command again")
         case .usage(let message):
             return (usage, message)
+        case .busy(let path):
+            return (tryLater, "another lockfs process (a mount?) is using \(path); run this command through the mount, or stop it first")
+        case .timedOut(let queued):
+            return (tryLater, "timed out with \(queued) change(s) still queued; they stay queued and will be sent later")
         }
     }
 
@@ -89,7 +97,13 @@ enum ExitCodes {
         case .remote(let message):
             return (other, "the server refused: \(message)")
         case .notFound:
-            return (other, "not found")
+            return (other, "no such file or folder in the vault")
+        case .exists:
+            return (other, "a file or folder of that name exists")
+        case .notDirectory:
+            return (other, "not a folder")
+        case .isDirectory:
+            return (other, "is a folder")
         default:
             return (other, "\(error)")
         }

@@ -17,7 +17,8 @@ struct LockfsCommand: AsyncParsableCommand {
             stores ciphertext and opaque ids only. See docs/design.md and docs/security.md.
             """,
         version: versionText(),
-        subcommands: [Init.self, Login.self, Passwd.self, Recover.self, Devices.self, Logout.self])
+        subcommands: [Init.self, Login.self, Passwd.self, Recover.self, Devices.self, Logout.self,
+                      Status.self, Sync.self, Ls.self, Put.self, Get.self])
 
     /// The version line plus the C libraries linked in, for bug reports.
     static func versionText() -> String {

@@ -1,0 +1,95 @@
+import Foundation
+import LockClient
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An engine opened by a command, holding the home's lock so that no two
+/// processes (a mount and a command, say) drive one index and outbox at once.
+struct OpenEngine {
+    let engine: Engine
+    let credentials: DeviceCredentials
+    private let lockFD: Int32
+
+    /// Opens the engine of `home`.
+    /// - Throws: `CLIError.busy` when another lockfs process holds this home.
+    init(_ home: HomeOptions, cacheLimit: Int? = nil) throws {
+        let credentials = try home.credentials()
+        let clientHome = home.clientHome
+        try clientHome.createDirectories()
+        let lockPath = clientHome.dataDirectory.appendingPathComponent("engine.lock").path
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw LockError.io(errno: errno, "open \(lockPath)") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw CLIError.busy(clientHome.dataDirectory.path)
+        }
+        var options = EngineOptions()
+        if let cacheLimit { options.cacheLimit = cacheLimit }
+        engine = try Engine(home: clientHome, credentials: credentials, remote: Connection(credentials).remote, options: options)
+        self.credentials = credentials
+        lockFD = fd
+    }
+
+    /// Whether another process holds the home (a running mount).
+    static func isBusy(_ home: ClientHome) -> Bool {
+        let fd = open(home.dataDirectory.appendingPathComponent("engine.lock").path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return flock(fd, LOCK_EX | LOCK_NB) != 0
+    }
+
+    /// Waits until every local change is on the server, showing progress on
+    /// a terminal; gives up after `timeout` if one is set.
+    func waitUntilSynced(timeout: Duration?, quiet: Bool = false) async throws {
+        engine.start()
+        let tty = isatty(STDERR_FILENO) == 1 && !quiet
+        let progress = Task {
+            var last = ""
+            while !Task.isCancelled {
+                let s = engine.status()
+                var line = "uploading: \(s.queuedOperations) change(s), \(formatBytes(s.queuedBytes)) queued"
+                if !s.online, let e = s.lastError { line += " — waiting for the server (\(e))" }
+                if tty && line != last { FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8)); last = line }
+                try? await Task.sleep(for: .milliseconds(250))
+            }
+        }
+        defer {
+            progress.cancel()
+            if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        }
+        if let timeout {
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask { try await engine.waitUntilSynced(); return true }
+                group.addTask { try await Task.sleep(for: timeout); return false }
+                let done = try await group.next()!
+                group.cancelAll()
+                if !done { throw CLIError.timedOut(engine.status().queuedOperations) }
+            }
+        } else {
+            try await engine.waitUntilSynced()
+        }
+    }
+}
+
+/// "1.5 MiB".
+func formatBytes(_ n: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(n)
+    var u = 0
+    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+    return u == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[u])
+}
+
+/// "10G", "512M", "100k", "4096" → bytes.
+func parseSize(_ text: String) -> Int? {
+    let t = text.trimmingCharacters(in: .whitespaces).uppercased()
+    let multipliers: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+    var digits = t
+    var m = 1
+    if t.hasSuffix("IB") { digits = String(t.dropLast(2)) } else if t.hasSuffix("B") { digits = String(t.dropLast()) }
+    if let last = digits.last, let mult = multipliers[last] { m = mult; digits.removeLast() }
+    guard let n = Double(digits), n >= 0 else { return nil }
+    return Int(n * Double(m))
+}

@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import LockClient
+
+/// `lockfs status`: connection, queue, cache, pins and any integrity alarm.
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the state of this device's sync.")
+    @OptionGroup var home: HomeOptions
+    @Flag(help: "Print JSON (for scripts).") var json = false
+    @Flag(help: "Do not contact the server.") var offline = false
+
+    struct Report: Codable {
+        var server: String
+        var user: String
+        var device: String
+        var online: Bool
+        var lastError: String?
+        var journalSeq: UInt64
+        var queuedOperations: Int
+        var queuedBytes: Int
+        var cacheBytes: Int
+        var cacheLimitBytes: Int
+        var pinnedBytes: Int
+        var integrityAlarm: String?
+        var mountedElsewhere: Bool
+    }
+
+    func run() async throws {
+        let credentials = try home.credentials()
+        let busy = OpenEngine.isBusy(home.clientHome)
+        var report = Report(server: credentials.server, user: credentials.user, device: credentials.deviceName, online: false,
+                            lastError: nil, journalSeq: 0, queuedOperations: 0, queuedBytes: 0, cacheBytes: 0, cacheLimitBytes: 0,
+                            pinnedBytes: 0, integrityAlarm: nil, mountedElsewhere: busy)
+        if busy {
+            // A mount holds the engine: read its index (WAL allows a reader beside it).
+            let index = try Index(path: home.clientHome.indexFile.path)
+            let counts = try index.counts()
+            report.journalSeq = counts.cursor
+            report.queuedOperations = counts.pendingOperations
+            report.integrityAlarm = try index.meta("alarm").map { String(decoding: $0, as: UTF8.self) }
+        } else {
+            let open = try OpenEngine(home)
+            if !offline {
+                do { try await open.engine.pullOnce() } catch LockError.offline {} catch LockError.integrity {}
+            }
+            let s = open.engine.status()
+            report.online = s.online
+            report.lastError = s.lastError
+            report.journalSeq = s.cursor
+            report.queuedOperations = s.queuedOperations
+            report.queuedBytes = s.queuedBytes
+            report.cacheBytes = s.cacheSize
+            report.cacheLimitBytes = s.cacheLimit
+            report.pinnedBytes = s.pinnedBytes
+            report.integrityAlarm = s.integrityAlarm
+        }
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(report), as: UTF8.self))
+        } else {
+            print("server:     \(report.server) (user \(report.user), device \(report.device))")
+            if report.mountedElsewhere {
+                print("connection: managed by the running mount")
+            } else {
+                print("connection: \(offline ? "not checked" : report.online ? "online" : "offline\(report.lastError.map { " (\($0))" } ?? "")")")
+            }
+            print("journal:    entry \(report.journalSeq)")
+            print("queued:     \(report.queuedOperations) change(s)\(report.mountedElsewhere ? "" : ", \(formatBytes(report.queuedBytes)) to upload")")
+            if !report.mountedElsewhere {
+                print("cache:      \(formatBytes(report.cacheBytes)) of \(formatBytes(report.cacheLimitBytes)); pinned \(formatBytes(report.pinnedBytes))")
+            }
+            if let alarm = report.integrityAlarm {
+                print("INTEGRITY ALARM: \(alarm)")
+                print("  sync is stopped and local data is kept; see docs/security.md")
+            }
+        }
+        if report.integrityAlarm != nil { throw ExitCode(ExitCodes.integrity) }
+    }
+}
