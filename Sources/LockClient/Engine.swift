@@ -284,6 +284,14 @@ public final class Engine: Sendable {
                 throw LockError.integrity("journal entry \(seq) failed authentication (\(error))")
             }
             let stamp = batch.createdAt.nanoseconds
+            // Bug fix: the server acknowledged one of this device's entries at
+            // this seq; a faithful server serves that entry there and nothing
+            // else. Without this check a fork or rollback that shows this seq
+            // with another, well-chained entry went unnoticed, and the local
+            // change stayed "sending" forever without ever reaching the journal.
+            if let mine = inflight.first(where: { $0.appendedSeq == seq }), batch.device != device || stamp != mine.stamp {
+                throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves another one there: the journal was forked or rolled back")
+            }
             if stamp > (stamps[batch.device] ?? Int64.min) {
                 stamps[batch.device] = stamp
                 changedStamps[batch.device] = stamp
