@@ -102,7 +102,9 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(
             name: "LockClientTests",
-            dependencies: ["LockClient", "LockWire", "LockCrypto", "LockTesting"],
+            // GRDB: the hostile-server tests edit the server's SQLite file directly.
+            dependencies: ["LockClient", "LockWire", "LockCrypto", "LockTesting",
+                           .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "LockServerTests",

@@ -191,24 +191,46 @@ public final class Engine: Sendable {
     }
 
     /// Pulls and applies entries until caught up with the server (no waiting).
+    /// - Throws: `LockError.integrity` (and raises the alarm) when the server
+    ///   broke the rules now or before: like the background puller, nothing
+    ///   more is applied once the alarm is up.
     public func pullOnce() async throws {
+        try throwIfAlarmed()
+        do { try await pullUntilCaughtUp() } catch LockError.integrity(let why) {
+            raiseAlarm(why)
+            throw LockError.integrity(why)
+        }
+    }
+
+    private func pullUntilCaughtUp() async throws {
         while true {
             let cursor = state.withLock { $0.cursor }
             let page: EntryPage
             do { page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: .zero) } catch let e as RemoteError {
                 throw e.isRetryable ? LockError.offline : LockError.from(e)
             }
-            do { try applyPage(page) } catch let e as LockError {
-                if case .integrity(let why) = e { raiseAlarm(why) }
-                throw e
-            }
+            try applyPage(page)
             if page.items.isEmpty || page.items.last!.seq >= page.latest { return }
         }
     }
 
     /// Uploads everything queued (no waiting for wake-ups).
+    /// - Throws: `LockError.integrity` (and raises the alarm) as the
+    ///   background uploader does: once the alarm is up nothing more is sent,
+    ///   and the queue stays in the outbox.
     public func pushOnce() async throws {
-        while try await uploadOnce() {}
+        // Bug fix: pushOnce used to ignore the alarm (sending the queue to a
+        // server already caught lying) and did not raise it on a `bad_base`
+        // refusal, unlike uploadLoop; pullOnce raised it only for page errors.
+        try throwIfAlarmed()
+        do { while try await uploadOnce() {} } catch LockError.integrity(let why) {
+            raiseAlarm(why)
+            throw LockError.integrity(why)
+        }
+    }
+
+    func throwIfAlarmed() throws {
+        if let alarm = state.withLock({ $0.alarm }) { throw LockError.integrity(alarm) }
     }
 
     func noteFailure(_ message: String) {
@@ -262,6 +284,14 @@ public final class Engine: Sendable {
                 throw LockError.integrity("journal entry \(seq) failed authentication (\(error))")
             }
             let stamp = batch.createdAt.nanoseconds
+            // Bug fix: the server acknowledged one of this device's entries at
+            // this seq; a faithful server serves that entry there and nothing
+            // else. Without this check a fork or rollback that shows this seq
+            // with another, well-chained entry went unnoticed, and the local
+            // change stayed "sending" forever without ever reaching the journal.
+            if let mine = inflight.first(where: { $0.appendedSeq == seq }), batch.device != device || stamp != mine.stamp {
+                throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves another one there: the journal was forked or rolled back")
+            }
             if stamp > (stamps[batch.device] ?? Int64.min) {
                 stamps[batch.device] = stamp
                 changedStamps[batch.device] = stamp
