@@ -54,6 +54,23 @@ struct ServerOptions: ParsableArguments {
     }
 }
 
+/// The account and this device, for the commands that enrol one (`init`, `login`).
+struct EnrolOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The account name on the server.", valueName: "NAME"))
+    var user: String
+    @Option(name: .customLong("password-file"), help: ArgumentHelp("Read the password from the first line of F (for scripts).", valueName: "F"))
+    var passwordFile: String?
+    @Option(name: .customLong("device-name"), help: ArgumentHelp("This device's name in `lockfs devices` (default: the host name).", valueName: "N"))
+    var deviceName: String?
+
+    /// --device-name or the host name, checked as the server checks it.
+    func validDeviceName() throws -> String {
+        let name = deviceName ?? hostName()
+        try validateDeviceName(name)
+        return name
+    }
+}
+
 /// How a command reaches the server: `HTTPRemote` over `CurlTransport`,
 /// wrapped in `RetryingRemote`.
 struct Connection {

@@ -16,21 +16,16 @@ struct Init: AsyncParsableCommand {
 
     @OptionGroup var home: HomeOptions
     @OptionGroup var server: ServerOptions
-    @Option(name: .long, help: ArgumentHelp("The account name on the server.", valueName: "NAME"))
-    var user: String
+    @OptionGroup var enrol: EnrolOptions
     @Option(name: .long, help: ArgumentHelp("The invite code from `lockfs-server user add NAME`.", valueName: "CODE"))
     var invite: String?
-    @Option(name: .customLong("password-file"), help: ArgumentHelp("Read the password from the first line of F (for scripts).", valueName: "F"))
-    var passwordFile: String?
-    @Option(name: .customLong("device-name"), help: ArgumentHelp("This device's name in `lockfs devices` (default: the host name).", valueName: "N"))
-    var deviceName: String?
 
     func run() async throws {
         try home.requireNoCredentials()
-        let name = deviceName ?? hostName()
-        try validateDeviceName(name)
+        let name = try enrol.validDeviceName()
+        let user = enrol.user
         server.warnIfPlainHTTP()
-        let password = try Secrets.newPassword(file: passwordFile, prompt: "New password for \(user): ")
+        let password = try Secrets.newPassword(file: enrol.passwordFile, prompt: "New password for \(user): ")
         let connection = Connection(server: server.server, caFile: server.caFile)
         let (credentials, recovery) = try await VaultAccount.create(
             server: server.server, user: user, invite: invite, password: password, deviceName: name,

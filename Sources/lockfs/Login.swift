@@ -10,19 +10,14 @@ struct Login: AsyncParsableCommand {
 
     @OptionGroup var home: HomeOptions
     @OptionGroup var server: ServerOptions
-    @Option(name: .long, help: ArgumentHelp("The account name on the server.", valueName: "NAME"))
-    var user: String
-    @Option(name: .customLong("password-file"), help: ArgumentHelp("Read the password from the first line of F (for scripts).", valueName: "F"))
-    var passwordFile: String?
-    @Option(name: .customLong("device-name"), help: ArgumentHelp("This device's name in `lockfs devices` (default: the host name).", valueName: "N"))
-    var deviceName: String?
+    @OptionGroup var enrol: EnrolOptions
 
     func run() async throws {
         try home.requireNoCredentials()
-        let name = deviceName ?? hostName()
-        try validateDeviceName(name)
+        let name = try enrol.validDeviceName()
+        let user = enrol.user
         server.warnIfPlainHTTP()
-        let password = try Secrets.password(file: passwordFile, prompt: "Password for \(user): ")
+        let password = try Secrets.password(file: enrol.passwordFile, prompt: "Password for \(user): ")
         let connection = Connection(server: server.server, caFile: server.caFile)
         let credentials = try await VaultAccount.login(
             server: server.server, user: user, password: password, deviceName: name, caFile: server.caFile,

@@ -10,20 +10,9 @@ import Testing
 @Suite struct CrashTests {
     static let binary = VaultAccountCLITests.binary
 
-    /// Starts `lockfs` with output to a file; returns the process and the file.
+    /// Starts `lockfs`; returns the process and the file its stdout goes to.
     static func spawn(_ args: [String]) throws -> (Process, URL) {
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["SWIFT_BACKTRACE"] = "enable=no"
-        p.environment = env
-        let out = try makeTemporaryDirectory("crash-out").appendingPathComponent("stdout")
-        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: out)
-        p.standardError = try FileHandle(forWritingTo: out)
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
+        let (p, out, _) = try spawnProcess(binary, args)
         return (p, out)
     }
 

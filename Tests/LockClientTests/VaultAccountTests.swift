@@ -222,35 +222,10 @@ extension VaultKeys {
     /// The package's debug build of lockfs (`swift build --build-tests` builds it).
     static let binary = ServerProcess.binary.deletingLastPathComponent().appendingPathComponent("lockfs")
 
-    /// Runs lockfs with stdin on /dev/null, off the cooperative pool, killed after `timeout`.
+    /// Runs lockfs (LOCKFS_HOME unset), killed after `timeout`.
     static func lockfs(_ args: [String], timeout: Duration = .seconds(60)) async throws -> (status: Int32, stdout: String, stderr: String) {
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["SWIFT_BACKTRACE"] = "enable=no"
-        env.removeValue(forKey: "LOCKFS_HOME")
-        p.environment = env
-        // Output to files: no pipe can fill up while the process waits.
-        let dir = try makeTemporaryDirectory("cli-output")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let outURL = dir.appendingPathComponent("stdout"), errURL = dir.appendingPathComponent("stderr")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: outURL)
-        p.standardError = try FileHandle(forWritingTo: errURL)
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let watchdog = Task {
-            try await Task.sleep(for: timeout)
-            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        }
-        defer { watchdog.cancel() }
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async { p.waitUntilExit(); c.resume() }
-        }
-        let o = try Data(contentsOf: outURL), e = try Data(contentsOf: errURL)
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        let r = try await runProcess(binary, args, environment: ["LOCKFS_HOME": nil], timeout: timeout)
+        return (r.status, r.stdout, r.stderr)
     }
 
     @Test func initLoginAndAWrongPassword() async throws {
