@@ -257,20 +257,21 @@ final class EngineRun {
         let bytes = contents.reduce(0) { $0 + $1.count }
         try await sync(writer)
 
-        let start = ContinuousClock.now
+        let start = ContinuousClock.now, cpuStart = ServerTimes.cpuSeconds("self")
         for (i, content) in contents.enumerated() {
             let ino = try writer.createFile(parent: folder, name: "f\(i).dat", mode: 0o644).ino
             let h = try await writer.openForWrite(ino, truncate: true)
             _ = try content.withUnsafeBytes { try writer.write(h, offset: 0, bytes: $0) }
             try await writer.close(h)
         }
-        let local = ContinuousClock.now
+        let local = ContinuousClock.now, cpuLocal = ServerTimes.cpuSeconds("self")
         try await sync(writer)
         let total = E.since(start)
         Bench.note(String(format: "engine_small_files_per_s: %d files of 1–4 KiB (%.1f MiB), each createFile + openForWrite + write + close, "
-                          + "one after the other, then pushOnce + pullOnce; local %.1f s (%.2f ms a file), upload %.1f s",
+                          + "one after the other, then pushOnce + pullOnce; local %.1f s (%.2f ms a file, bench process CPU %.1f s), "
+                          + "upload %.1f s (CPU %.1f s)",
                           n, Double(bytes) / 1048576, Bench.seconds(local - start), Bench.seconds(local - start) / Double(n) * 1000,
-                          Bench.seconds(ContinuousClock.now - local)))
+                          cpuLocal - cpuStart, Bench.seconds(ContinuousClock.now - local), ServerTimes.cpuSeconds("self") - cpuLocal))
         Bench.report("engine_small_files_per_s", Double(n) / total, unit: "files/s")
     }
 
@@ -314,18 +315,19 @@ final class EngineRun {
         // The files come from their own device, which is then dropped.
         do {
             let maker = try engine(try await login("maker"), home: "maker")
-            let start = ContinuousClock.now
+            let start = ContinuousClock.now, cpuStart = ServerTimes.cpuSeconds("self")
             let top = try maker.mkdir(parent: 1, name: "many", mode: 0o755).ino
             var folder: UInt64 = 0
             for i in 0..<n {
                 if i % perFolder == 0 { folder = try maker.mkdir(parent: top, name: "d\(i / perFolder)", mode: 0o755).ino }
                 _ = try maker.createFile(parent: folder, name: "f\(i)", mode: 0o644)
             }
-            let local = ContinuousClock.now
+            let local = ContinuousClock.now, cpuLocal = ServerTimes.cpuSeconds("self")
             try await sync(maker)
-            Bench.note(String(format: "engine_join_100k_*: %d empty files in %d folders made by one device (createFile each, local %.1f s), "
-                              + "pushed in entries of %d operations (%.1f s)", n, E.joinFolders, Bench.seconds(local - start),
-                              EngineOptions().operationsPerEntry, E.since(local)))
+            Bench.note(String(format: "engine_join_100k_*: %d empty files in %d folders made by one device (createFile each, local %.1f s, "
+                              + "CPU %.1f s), pushed in entries of %d operations and pulled (%.1f s, CPU %.1f s)", n, E.joinFolders,
+                              Bench.seconds(local - start), cpuLocal - cpuStart, EngineOptions().operationsPerEntry, E.since(local),
+                              ServerTimes.cpuSeconds("self") - cpuLocal))
         }
         writer = nil
         big = []
