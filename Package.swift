@@ -88,7 +88,7 @@ let package = Package(
         .executableTarget(
             name: "lockfs-bench",
             dependencies: [
-                "LockCrypto", "LockChunker", "LockWire", "LockTesting",
+                "LockCrypto", "LockChunker", "LockWire", "LockClient", "LockTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings),

@@ -830,7 +830,6 @@ public final class Engine: Sendable {
             var ranges: [Range<Int>] = []
             var start = 0
             for e in ends { ranges.append(start..<e); start = e }
-            let known = state.withLock { s in s.serverChunks.union(s.outboxChunks.keys) }
             let results = Mutex<[Int: (ChunkID, Int, Int32)]>([:])   // index → (id, sealed size, errno)
             nonisolated(unsafe) let mapped = all
             let work = ranges
@@ -840,7 +839,9 @@ public final class Engine: Sendable {
                 var sealedSize = 0
                 var err: Int32 = 0
                 if !cache.contains(cid) { try? cache.store(cid, Array(slice)) }
-                if !known.contains(cid) {
+                // Looked up per chunk: a copy of both sets per commit made each close O(chunks in the vault).
+                let known = state.withLock { s in s.serverChunks.contains(cid) || s.outboxChunks[cid] != nil }
+                if !known {
                     do {
                         let sealed = try keys.sealChunk(slice)
                         sealedSize = sealed.bytes.count
@@ -983,9 +984,10 @@ public final class Engine: Sendable {
         let entry = try JournalEntry.seal(batch, keys: keys, baseSeq: JournalSeq(baseSeq), baseHead: baseHead)
         let inflight = InflightBatch(stamp: stamp, entry: entry, references: batch.chunkIDs, appendedSeq: nil)
         try index.recordInflight(inflight, operationIDs: ops.map(\.id))
+        let sealed = Set(ops.map(\.id))
         state.withLock { s in
             s.inflight.append(inflight)
-            for i in s.pending.indices where ops.contains(where: { $0.id == s.pending[i].id }) {
+            for i in s.pending.indices where sealed.contains(s.pending[i].id) {
                 s.pending[i].state = .sending
                 s.pending[i].batchStamp = stamp
             }

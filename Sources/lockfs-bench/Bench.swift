@@ -5,15 +5,17 @@ import LockTesting
 
 /// `make bench`: single-core throughput of the client's write path, then
 /// the figures of a real release `lockfs-server` over loopback
-/// (ServerBench.swift).
+/// (ServerBench.swift), then the client engine's against such a server
+/// (EngineBench.swift).
 ///
 /// Prints one `bench: NAME VALUE UNIT` line per figure (and `# …` comment
 /// lines saying how the server figures were taken). Each figure is the
 /// best of several rounds over 1 MiB buffers (MB = 10⁶ bytes), so a busy
 /// neighbour on the machine lowers it less; compare ratios within one run.
 ///
-/// `lockfs-bench crypto` or `lockfs-bench server` runs one half only;
-/// `lockfs-bench server appends longpolls` (for instance) some server phases only.
+/// `lockfs-bench crypto`, `lockfs-bench server` or `lockfs-bench engine` runs one
+/// part only; `lockfs-bench server appends longpolls` or `lockfs-bench engine join`
+/// (for instance) some phases of a part only.
 @main
 struct Bench {
     static let bufferSize = 1 << 20
@@ -23,16 +25,26 @@ struct Bench {
     static func main() async throws {
         let arguments = Array(CommandLine.arguments.dropFirst())
         let only = arguments.first
-        guard only == nil || only == "crypto" || only == "server" else {
-            FileHandle.standardError.write(Data("usage: lockfs-bench [crypto | server [\(ServerBench.phases.joined(separator: " "))]…]\n".utf8))
+        guard only == nil || only == "crypto" || only == "server" || only == "engine" else {
+            FileHandle.standardError.write(Data(("usage: lockfs-bench [crypto | server [\(ServerBench.phases.joined(separator: " "))]… "
+                                                 + "| engine [\(EngineBench.phases.joined(separator: " "))]…]\n").utf8))
             exit(2)
         }
-        if only != "server" { try clientFigures() }
-        if only != "crypto" {
+        let phases = Array(arguments.dropFirst())
+        if only == nil || only == "crypto" { try clientFigures() }
+        if only == nil || only == "server" {
             do {
-                try await ServerBench.run(phases: Array(arguments.dropFirst()))
+                try await ServerBench.run(phases: phases)
             } catch {
                 FileHandle.standardError.write(Data("lockfs-bench: server figures failed: \(error)\n".utf8))
+                exit(1)
+            }
+        }
+        if only == nil || only == "engine" {
+            do {
+                try await EngineBench.run(phases: phases)
+            } catch {
+                FileHandle.standardError.write(Data("lockfs-bench: engine figures failed: \(error)\n".utf8))
                 exit(1)
             }
         }
