@@ -811,7 +811,7 @@ public final class Engine: Sendable {
     }
 
     /// Chunks the staging file, stores new sealed chunks in the outbox
-    /// (one syncfs for all), puts the plaintext in the cache, and queues a write.
+    /// (each file fsynced, then its directory), puts the plaintext in the cache, and queues a write.
     func commitContent(_ id: NodeID, fd: Int32) throws {
         var sb = stat()
         guard fstat(fd, &sb) == 0 else { throw LockError.io(errno: errno, "stat staging file") }
