@@ -1,6 +1,7 @@
 import Foundation
 @testable import LockClient
 import LockCrypto
+import LockTesting
 import LockWire
 import Testing
 

@@ -37,9 +37,9 @@ import Testing
                                                           "--invite", invite, "--password-file", passwordFile])
         #expect(made.status == 0, "\(made.stderr)")
 
-        // 12 MiB of seeded bytes: several chunks.
+        // 8 MiB of seeded bytes: several chunks.
         var rng = SeededGenerator(seed: 42)
-        let content = (0..<(12 << 20)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let content = rng.bytes(8 << 20)
         let source = dir.appendingPathComponent("source.bin")
         try Data(content).write(to: source)
 
@@ -93,7 +93,7 @@ import Testing
         // Kill a big put at several moments while it chunks, seals and writes.
         var rng = SeededGenerator(seed: 9)
         let big = dir.appendingPathComponent("big.bin")
-        try Data((0..<(64 << 20)).map { _ in UInt8.random(in: 0...255, using: &rng) }).write(to: big)
+        try Data(rng.bytes(32 << 20)).write(to: big)
         for delay in [50, 150, 400] {
             let (p, _) = try Self.spawn(["put", "--home", home, big.path, "/big.bin"])
             try await Task.sleep(for: .milliseconds(delay))
