@@ -240,6 +240,27 @@ extension Engine {
         #expect(d[1].engine.snapshot().count == 1)
     }
 
+    @Test func concurrentReadersOfOneChunkShareOneFetch() async throws {
+        var o = testOptions()
+        o.readAhead = 0
+        let (server, d) = try makeDevices(1, options: o)
+        try await d[0].engine.put("shared.txt", String(repeating: "x", count: 100_000))
+        try await d[0].engine.syncNow()
+        // A second device whose remote counts chunk downloads.
+        let counting = CountingRemote(base: InMemoryRemote(server: server))
+        let dir = try makeTemporaryDirectory("engine-count")
+        let keys = d[0].engine.keys
+        let creds = DeviceCredentials(server: "m", user: "u", device: .random(), deviceName: "c", vault: keys.vaultID, token: "t", keys: keys)
+        let reader = try Engine(home: ClientHome(directory: dir), credentials: creds, remote: counting, options: o)
+        try await reader.pullOnce()
+        let ino = try reader.resolve("shared.txt")
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<16 { group.addTask { try await reader.read(ino, offset: 0, size: 1 << 20).count } }
+            for try await n in group { #expect(n == 100_000) }
+        }
+        #expect(counting.chunkFetches == 1)
+    }
+
     @Test func cacheEvictionHonoursTheLimitAndKeepsPinnedData() async throws {
         var o = testOptions()
         o.cacheLimit = 1 << 20
@@ -266,4 +287,36 @@ extension Engine {
         try await b.pin(try b.resolve("pinned"))
         #expect(try b.isPinned(try await b.put("pinned/new", "x")))
     }
+}
+
+/// Passes everything to another Remote and counts chunk downloads.
+final class CountingRemote: Remote, @unchecked Sendable {
+    let base: any Remote
+    private let fetches = Counter()
+    init(base: any Remote) { self.base = base }
+    var chunkFetches: Int { fetches.add(0) }
+
+    func preLogin(user: String) async throws -> KDFParameters { try await base.preLogin(user: user) }
+    func register(_ request: RegisterRequest) async throws -> Session { try await base.register(request) }
+    func login(_ request: LoginRequest) async throws -> Session { try await base.login(request) }
+    func keyring() async throws -> Keyring { try await base.keyring() }
+    func replaceKeyring(_ keyring: Keyring, loginSecret: [UInt8]) async throws { try await base.replaceKeyring(keyring, loginSecret: loginSecret) }
+    func devices() async throws -> [DeviceInfo] { try await base.devices() }
+    func revokeDevice(_ id: DeviceID) async throws { try await base.revokeDevice(id) }
+    func missingChunks(_ ids: [ChunkID]) async throws -> [ChunkID] { try await base.missingChunks(ids) }
+    func putChunk(_ chunk: SealedChunk) async throws { try await base.putChunk(chunk) }
+    func putChunks(_ chunks: [SealedChunk]) async throws { try await base.putChunks(chunks) }
+    func chunk(_ id: ChunkID) async throws -> SealedChunk {
+        _ = fetches.add(1)
+        try await Task.sleep(for: .milliseconds(50))   // slow enough for readers to pile up
+        return try await base.chunk(id)
+    }
+    func append(_ entry: JournalEntry, references: [ChunkID]) async throws -> (seq: JournalSeq, head: ChainHead) {
+        try await base.append(entry, references: references)
+    }
+    func entries(after: JournalSeq, limit: Int, wait: Duration) async throws -> EntryPage {
+        try await base.entries(after: after, limit: limit, wait: wait)
+    }
+    func putCheckpoint(_ stored: [UInt8]) async throws { try await base.putCheckpoint(stored) }
+    func latestCheckpoint() async throws -> [UInt8]? { try await base.latestCheckpoint() }
 }
