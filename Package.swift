@@ -49,6 +49,10 @@ let package = Package(
                                .product(name: "GRDB", package: "GRDB.swift")],
                 swiftSettings: swiftSettings),
 
+        // The FUSE front end: decodes requests, calls the engine, replies.
+        .target(name: "LockFS", dependencies: ["LockClient", "LockWire", "CFuse"],
+                swiftSettings: swiftSettings),
+
         // The blob server: routes, auth, limits, and the embedded stores.
         .target(
             name: "LockServer",
@@ -72,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "lockfs",
             dependencies: [
-                "LockCrypto", "LockWire", "LockClient", "CFuse", "CCurl", "CSQLite",
+                "LockCrypto", "LockWire", "LockClient", "LockFS", "CFuse", "CCurl", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),

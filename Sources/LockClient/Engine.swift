@@ -1144,6 +1144,23 @@ public final class Engine: Sendable {
         return state.withLock { isPinned($0, n.id) }
     }
 
+    /// What `user.lockfs.status` reports for a node.
+    public struct FileState: Sendable {
+        public var isConflictCopy: Bool
+        /// A local change to it is not yet on the server.
+        public var isPending: Bool
+        public var isPinned: Bool
+        /// Every chunk is local.
+        public var isCached: Bool
+    }
+
+    public func fileState(_ ino: UInt64) throws -> FileState {
+        let n = try node(ino)
+        let (pending, pinned) = state.withLock { s in (s.pending.contains { $0.operation.node == n.id }, isPinned(s, n.id)) }
+        return FileState(isConflictCopy: n.name.contains(" (conflict from "), isPending: pending, isPinned: pinned,
+                         isCached: n.manifest?.chunks.allSatisfy { cache.contains($0.id) } ?? true)
+    }
+
     /// Whether every chunk of a file is local.
     public func isCached(_ ino: UInt64) throws -> Bool {
         let n = try node(ino)

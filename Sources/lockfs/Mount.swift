@@ -1,0 +1,154 @@
+import ArgumentParser
+import Foundation
+import LockClient
+import LockFS
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `lockfs mount MOUNTPOINT`: the vault as a FUSE file system.
+struct Mount: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mount the vault (returns once the mount is live; -f stays in the foreground).",
+        discussion: """
+            Every file is visible; contents are fetched and decrypted when read and kept \
+            in an LRU cache. Files written here are chunked, encrypted and queued on close, \
+            and uploaded in the background. Unmount with `lockfs umount MOUNTPOINT`; \
+            queued uploads stay queued for the next mount.
+            """)
+    @OptionGroup var home: HomeOptions
+    @Argument(help: "An existing, empty directory.") var mountpoint: String
+    @Flag(name: [.short, .long], help: "Stay in the foreground (for systemd).") var foreground = false
+    @Option(name: .customLong("cache-size"), help: ArgumentHelp("The cache's size limit, e.g. 10G (default 10G).", valueName: "SIZE"))
+    var cacheSize: String?
+    @Option(name: .short, help: ArgumentHelp("FUSE mount options, comma-separated (allow_other, ro, …).", valueName: "OPTIONS"))
+    var options: [String] = []
+    @Option(name: .customLong("ready-fd"), help: .hidden) var readyFD: Int32?
+
+    func validate() throws {
+        if let cacheSize, parseSize(cacheSize) == nil { throw ValidationError("--cache-size must be a size such as 512M or 10G") }
+    }
+
+    func run() async throws {
+        let path = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
+            throw CLIError.usage("\(mountpoint) is not a directory; create it first (mkdir -p \(mountpoint))")
+        }
+        if foreground {
+            try await serve(path)
+        } else {
+            try daemonize(path)
+        }
+    }
+
+    /// Mounts and serves in this process until unmounted or signalled.
+    func serve(_ path: String) async throws {
+        let opened: OpenEngine
+        do { opened = try OpenEngine(home, cacheLimit: cacheSize.flatMap(parseSize)) } catch {
+            ready("error: \(ExitCodes.failure(for: error)?.message ?? "\(error)")")
+            throw error
+        }
+        let engine = opened.engine
+        engine.start()
+        let fs = LockFileSystem(engine: engine)
+        let fuseOptions = options.flatMap { $0.split(separator: ",").map(String.init) }.filter { !$0.isEmpty }
+        let fd = readyFD
+        let outcome: Result<Int32, any Error> = await withCheckedContinuation { c in
+            let thread = Thread {
+                do {
+                    let r = try fs.run(mountpoint: path, options: fuseOptions) {
+                        Mount.signalReady(fd, "ok")
+                        if fd == nil { FileHandle.standardError.write(Data("lockfs: mounted \(path)\n".utf8)) }
+                    }
+                    c.resume(returning: .success(r))
+                } catch {
+                    Mount.signalReady(fd, "error: \(ExitCodes.failure(for: error)?.message ?? "\(error)")")
+                    c.resume(returning: .failure(error))
+                }
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+        await engine.stop()
+        let queued = engine.status().queuedOperations
+        if queued > 0 { printWarning("\(queued) change(s) still queued; the next mount or `lockfs sync` sends them") }
+        if case .failure(let error) = outcome { throw error }
+        if case .success(let r) = outcome, r < 0 { throw LockError.io(errno: -r, "the FUSE session ended") }
+    }
+
+    func ready(_ message: String) { Mount.signalReady(readyFD, message) }
+
+    static func signalReady(_ fd: Int32?, _ message: String) {
+        guard let fd else { return }
+        let line = message + "\n"
+        _ = line.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+    }
+
+    /// Starts `lockfs mount -f` in a new session and returns once it reports the mount live.
+    func daemonize(_ path: String) throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw LockError.io(errno: errno, "pipe") }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        let clientHome = home.clientHome
+        try clientHome.createDirectories()
+        let log = clientHome.dataDirectory.appendingPathComponent("mount.log").path
+        var args = ["lockfs", "mount", path, "--foreground", "--ready-fd", String(fds[1]), "--home", clientHome.dataDirectory.path]
+        if clientHome.configDirectory != clientHome.dataDirectory {
+            // XDG layout: pass the environment through instead of --home.
+            args.removeLast(2)
+        }
+        if let cacheSize { args += ["--cache-size", cacheSize] }
+        for o in options { args += ["-o", o] }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        posix_spawnattr_setflags(&attr, Int16(0x80)) // POSIX_SPAWN_SETSID: survive the shell
+        var pid: pid_t = 0
+        let cargs = args.map { strdup($0) } + [nil]
+        defer { for a in cargs { free(a) } }
+        let rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attr, cargs, environ)
+        close(fds[1])
+        guard rc == 0 else { close(fds[0]); throw LockError.io(errno: rc, "start the mount process") }
+        var answer = [UInt8]()
+        var byte: UInt8 = 0
+        while read(fds[0], &byte, 1) == 1 { if byte == 10 { break }; answer.append(byte) }
+        close(fds[0])
+        let text = String(decoding: answer, as: UTF8.self)
+        guard text == "ok" else {
+            var status: Int32 = 0
+            waitpid(pid, &status, WNOHANG)
+            throw CLIError.usage(text.isEmpty ? "the mount process ended early; see \(log)" : String(text.dropFirst("error: ".count)))
+        }
+        print("mounted \(path) (process \(pid); log \(log))")
+    }
+}
+
+/// `lockfs umount MOUNTPOINT`.
+struct Umount: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Unmount; queued uploads stay queued for the next mount.")
+    @OptionGroup var home: HomeOptions
+    @Argument(help: "The mount point.") var mountpoint: String
+
+    func run() async throws {
+        let path = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/fusermount3")
+        p.arguments = ["-u", path]
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw CLIError.usage("could not unmount \(path) (is it a lockfs mount? is a file open there?)") }
+        // Wait for the mount process to let go of the home.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while OpenEngine.isBusy(home.clientHome) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        print("unmounted \(path)")
+    }
+}
