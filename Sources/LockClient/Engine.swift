@@ -351,9 +351,14 @@ public final class Engine: Sendable {
         }
     }
 
-    func node(_ ino: UInt64) throws -> Node {
+    /// The node behind an inode. With `includingDeleted`, a node deleted
+    /// since it was opened still answers (POSIX: an unlinked open file stays
+    /// readable until closed).
+    func node(_ ino: UInt64, includingDeleted: Bool = false) throws -> Node {
         try state.withLock { s in
-            guard let id = s.nodeByIno[ino], let n = s.local.liveNode(id) else { throw LockError.notFound }
+            guard let id = s.nodeByIno[ino], let n = includingDeleted ? s.local.node(id) : s.local.liveNode(id) else {
+                throw LockError.notFound
+            }
             return n
         }
     }
@@ -367,7 +372,7 @@ public final class Engine: Sendable {
         return Attributes(ino: try ino(of: n.id), kind: n.kind, size: size, mode: n.attributes.mode, mtime: n.attributes.mtime)
     }
 
-    public func getattr(_ ino: UInt64) throws -> Attributes { try attributes(try node(ino)) }
+    public func getattr(_ ino: UInt64) throws -> Attributes { try attributes(try node(ino, includingDeleted: true)) }
 
     public func lookup(parent: UInt64, name: String) throws -> Attributes {
         let n: Node = try state.withLock { s in
@@ -586,7 +591,7 @@ public final class Engine: Sendable {
     /// - Throws: `.offline` when a needed chunk is not local and the server is
     ///   unreachable; `.integrity` when the server's bytes fail verification.
     public func read(_ ino: UInt64, offset: Int, size: Int) async throws -> [UInt8] {
-        let n = try node(ino)
+        let n = try node(ino, includingDeleted: true)
         if let st = state.withLock({ $0.staging[n.id] }) {
             var out = [UInt8](repeating: 0, count: size)
             let got = out.withUnsafeMutableBytes { pread(st.fd, $0.baseAddress!, size, off_t(offset)) }
