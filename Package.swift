@@ -110,6 +110,8 @@ let package = Package(
             dependencies: ["LockClient", "LockWire", "LockCrypto", "LockTesting",
                            .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings),
+        .testTarget(name: "LockFSTests", dependencies: ["LockFS", "LockClient", "LockTesting"],
+                    swiftSettings: swiftSettings),
         .testTarget(
             name: "LockServerTests",
             dependencies: [
