@@ -19,7 +19,7 @@ public struct Attributes: Sendable, Equatable {
 }
 
 /// Where an engine stands, for `lockfs status` and the status xattr.
-public struct EngineStatus: Sendable {
+public struct EngineStatus: Sendable, Codable {
     public var online: Bool
     public var lastError: String?
     public var lastSync: Date?
@@ -168,13 +168,16 @@ public final class Engine: Sendable {
 
     func pullLoop() async {
         var delay = Duration.milliseconds(200)
+        // The first pull does not wait, so status knows at once whether the server answers.
+        var wait = Duration.zero
         while !Task.isCancelled {
             if state.withLock({ $0.alarm }) != nil { return }
             do {
                 let cursor = state.withLock { $0.cursor }
-                let page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: options.pollWait)
+                let page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: wait)
                 try applyPage(page)
                 delay = .milliseconds(200)
+                wait = options.pollWait
             } catch let e as LockError {
                 if case .integrity(let why) = e { raiseAlarm(why); return }
                 noteFailure("\(e)")
@@ -971,33 +974,49 @@ public final class Engine: Sendable {
     /// Seals the next queued operations (one base position, bounded count)
     /// into an entry and records it as in flight.
     func sealNextBatch() throws -> InflightBatch? {
+        // Claim the operations (state .sending) in the same critical section
+        // that reads them: from here on a local write can no longer be folded
+        // into one of them, which would change an operation already sealed.
         let (ops, baseSeq): ([PendingOperation], UInt64) = state.withLock { s in
-            guard let first = s.pending.first(where: { $0.state == .queued }) else { return ([], 0) }
-            let run = s.pending.drop { $0.state != .queued }.prefix { $0.state == .queued && $0.madeAtSeq == first.madeAtSeq }
-            return (Array(run.prefix(options.operationsPerEntry)), first.madeAtSeq)
+            guard let start = s.pending.firstIndex(where: { $0.state == .queued }) else { return ([], 0) }
+            let base = s.pending[start].madeAtSeq
+            var end = start
+            while end < s.pending.count, end - start < options.operationsPerEntry,
+                  s.pending[end].state == .queued, s.pending[end].madeAtSeq == base {
+                s.pending[end].state = .sending
+                end += 1
+            }
+            return (Array(s.pending[start..<end]), base)
         }
         guard !ops.isEmpty else { return nil }
-        let baseHead: ChainHead
-        if baseSeq == 0 { baseHead = ChainHead.genesis(of: keys.vaultID) } else if let h = try index.head(at: baseSeq) { baseHead = h } else {
-            throw LockError.invalid("no verified head at \(baseSeq)")
-        }
-        let stamp = state.withLock { s -> Int64 in
-            s.lastStamp = max(now().nanoseconds, s.lastStamp + 1)
-            return s.lastStamp
-        }
-        let batch = try OperationBatch(device: device, createdAt: Timestamp(nanoseconds: stamp), operations: ops.map(\.operation))
-        let entry = try JournalEntry.seal(batch, keys: keys, baseSeq: JournalSeq(baseSeq), baseHead: baseHead)
-        let inflight = InflightBatch(stamp: stamp, entry: entry, references: batch.chunkIDs, appendedSeq: nil)
-        try index.recordInflight(inflight, operationIDs: ops.map(\.id))
-        let sealed = Set(ops.map(\.id))
-        state.withLock { s in
-            s.inflight.append(inflight)
-            for i in s.pending.indices where sealed.contains(s.pending[i].id) {
-                s.pending[i].state = .sending
-                s.pending[i].batchStamp = stamp
+        let claimed = Set(ops.map(\.id))
+        do {
+            let baseHead: ChainHead
+            if baseSeq == 0 { baseHead = ChainHead.genesis(of: keys.vaultID) } else if let h = try index.head(at: baseSeq) { baseHead = h } else {
+                throw LockError.invalid("no verified head at \(baseSeq)")
             }
+            let stamp = state.withLock { s -> Int64 in
+                s.lastStamp = max(now().nanoseconds, s.lastStamp + 1)
+                return s.lastStamp
+            }
+            let batch = try OperationBatch(device: device, createdAt: Timestamp(nanoseconds: stamp), operations: ops.map(\.operation))
+            let entry = try JournalEntry.seal(batch, keys: keys, baseSeq: JournalSeq(baseSeq), baseHead: baseHead)
+            let inflight = InflightBatch(stamp: stamp, entry: entry, references: batch.chunkIDs, appendedSeq: nil)
+            try index.recordInflight(inflight, operationIDs: ops.map(\.id))
+            state.withLock { s in
+                s.inflight.append(inflight)
+                for i in s.pending.indices where claimed.contains(s.pending[i].id) { s.pending[i].batchStamp = stamp }
+            }
+            return inflight
+        } catch {
+            // Not sealed after all: give the operations back.
+            state.withLock { s in
+                for i in s.pending.indices where claimed.contains(s.pending[i].id) && s.pending[i].batchStamp == nil {
+                    s.pending[i].state = .queued
+                }
+            }
+            throw error
         }
-        return inflight
     }
 
     /// Uploads the chunks the server lacks, then appends the entry.
@@ -1107,6 +1126,31 @@ public final class Engine: Sendable {
 
     static func pinnedBytes(_ s: State) -> Int {
         pinnedFiles(s).reduce(0) { $0 + (s.local.node($1)?.size ?? 0) }
+    }
+
+    /// Records a pin (sticky for folders) without fetching; `pin` fetches.
+    public func markPinned(_ ino: UInt64) throws {
+        let n = try node(ino)
+        try index.setPinned(n.id, true)
+        state.withLock { _ = $0.pins.insert(n.id) }
+    }
+
+    /// Bytes of content under a node (a file, or a folder's files) that are
+    /// local, and in all (each chunk counted once).
+    public func localBytes(under ino: UInt64) throws -> (local: Int, total: Int) {
+        let n = try node(ino)
+        let chunks: [Manifest.Chunk] = state.withLock { s in
+            var files: [NodeID] = []
+            var stack = [n.id]
+            while let id = stack.popLast() {
+                guard let x = s.local.liveNode(id) else { continue }
+                if x.isDirectory { stack.append(contentsOf: s.local.childNames(of: id).values) } else { files.append(id) }
+            }
+            var seen = Set<ChunkID>()
+            return files.compactMap { s.local.node($0)?.manifest }.flatMap(\.chunks).filter { seen.insert($0.id).inserted }
+        }
+        let local = chunks.filter { cache.contains($0.id) }.reduce(0) { $0 + $1.length }
+        return (local, chunks.reduce(0) { $0 + $1.length })
     }
 
     /// Pins a file or folder (sticky for folders) and fetches all of it.
