@@ -35,6 +35,7 @@ let package = Package(
                        providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CXattr"),
 
         // Core libraries shared by client and server.
         .target(name: "LockCrypto", dependencies: ["CSodium"],
@@ -76,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "lockfs",
             dependencies: [
-                "LockCrypto", "LockWire", "LockClient", "LockFS", "CFuse", "CCurl", "CSQLite",
+                "LockCrypto", "LockWire", "LockClient", "LockFS", "CFuse", "CCurl", "CSQLite", "CXattr",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),

@@ -53,6 +53,14 @@ public final class LockFileSystem: Sendable {
 
     /// The extended attribute that tells scripts and file managers a file's state.
     public static let statusAttribute = "user.lockfs.status"
+    /// Virtual attributes through which `lockfs pin`, `unpin`, `status` and
+    /// `sync` talk to a running mount (not listed by listxattr):
+    /// set `user.lockfs.pin` to pin, remove it to unpin; read
+    /// `user.lockfs.progress` ("LOCAL TOTAL" bytes under the node) and
+    /// `user.lockfs.engine` (the engine's status as JSON).
+    public static let pinAttribute = "user.lockfs.pin"
+    public static let progressAttribute = "user.lockfs.progress"
+    public static let engineAttribute = "user.lockfs.engine"
 
     public init(engine: Engine, cacheSeconds: Double = 1) {
         self.engine = engine
@@ -362,6 +370,14 @@ public final class LockFileSystem: Sendable {
                 let value: [UInt8]
                 if n == LockFileSystem.statusAttribute {
                     value = Array(try fs.status(of: UInt64(ino)).utf8)
+                } else if n == LockFileSystem.progressAttribute {
+                    let p = try fs.engine.localBytes(under: UInt64(ino))
+                    value = Array("\(p.local) \(p.total)".utf8)
+                } else if n == LockFileSystem.engineAttribute {
+                    value = Array(try JSONEncoder().encode(fs.engine.status()))
+                } else if n == LockFileSystem.pinAttribute {
+                    guard try fs.engine.isPinned(UInt64(ino)) else { r.error(Errno.noAttribute); return }
+                    value = Array("1".utf8)
                 } else if let x = try fs.engine.xattrs(UInt64(ino)).first(where: { $0.name == n }) {
                     value = x.value
                 } else {
@@ -383,6 +399,15 @@ public final class LockFileSystem: Sendable {
             LockFileSystem.sync(req) { fs, r in
                 let n = LockFileSystem.name(name)
                 guard n.hasPrefix("user.") else { r.error(ENOTSUP); return }
+                if n == LockFileSystem.pinAttribute {
+                    // Pin now; fetch in the background (`lockfs pin` watches the progress).
+                    let ino = UInt64(ino)
+                    try fs.engine.markPinned(ino)
+                    let engine = fs.engine
+                    Task { try? await engine.pin(ino) }
+                    r.error(0)
+                    return
+                }
                 guard !n.hasPrefix("user.lockfs.") else { r.error(EPERM); return }
                 let exists = try fs.engine.xattrs(UInt64(ino)).contains { $0.name == n }
                 if flags & KernelFlags.xattrCreate != 0 && exists { r.error(EEXIST); return }
@@ -395,6 +420,11 @@ public final class LockFileSystem: Sendable {
         ops.removexattr = { req, ino, name in
             LockFileSystem.sync(req) { fs, r in
                 let n = LockFileSystem.name(name)
+                if n == LockFileSystem.pinAttribute {
+                    try fs.engine.unpin(UInt64(ino))
+                    r.error(0)
+                    return
+                }
                 guard try fs.engine.xattrs(UInt64(ino)).contains(where: { $0.name == n }) else { r.error(Errno.noAttribute); return }
                 try fs.engine.setXattr(UInt64(ino), name: n, value: nil)
                 r.error(0)

@@ -16,6 +16,8 @@ enum CLIError: Error {
     case busy(String)
     /// `sync --timeout` passed with changes still queued.
     case timedOut(Int)
+    /// A path given to pin, unpin, status or sync is not inside a lockfs mount.
+    case notInMount(String)
 }
 
 /// The one table of exit codes and messages (the BSD sysexits values, so
@@ -73,6 +75,8 @@ enum ExitCodes {
             return (usage, message)
         case .busy(let path):
             return (tryLater, "another lockfs process (a mount?) is using \(path); run this command through the mount, or stop it first")
+        case .notInMount(let path):
+            return (usage, "\(path) is not inside a lockfs mount (mount one with `lockfs mount DIR`)")
         case .timedOut(let queued):
             return (tryLater, "timed out with \(queued) change(s) still queued; they stay queued and will be sent later")
         }

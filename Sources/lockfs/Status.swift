@@ -8,6 +8,7 @@ struct Status: AsyncParsableCommand {
     @OptionGroup var home: HomeOptions
     @Flag(help: "Print JSON (for scripts).") var json = false
     @Flag(help: "Do not contact the server.") var offline = false
+    @Argument(help: "Files or folders in a lockfs mount: their state, and the mount's.") var paths: [String] = []
 
     struct Report: Codable {
         var server: String
@@ -25,7 +26,35 @@ struct Status: AsyncParsableCommand {
         var mountedElsewhere: Bool
     }
 
+    /// The state of paths in a running mount, and that mount's engine.
+    struct PathReport: Codable {
+        var engine: EngineStatus
+        var paths: [String: String]
+    }
+
+    func runInMount() throws {
+        let engine = try MountControl.engine(paths[0])
+        var states: [String: String] = [:]
+        for p in paths { states[p] = try MountControl.status(p) }
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            enc.dateEncodingStrategy = .iso8601
+            print(String(decoding: try enc.encode(PathReport(engine: engine, paths: states)), as: UTF8.self))
+        } else {
+            let lastSync = engine.lastSync.map { ISO8601DateFormatter().string(from: $0) } ?? "never"
+            print("connection: \(engine.online ? "online" : "offline\(engine.lastError.map { " (\($0))" } ?? "")"), last sync \(lastSync)")
+            print("journal:    entry \(engine.cursor)")
+            print("queued:     \(engine.queuedOperations) change(s), \(formatBytes(engine.queuedBytes)) to upload")
+            print("cache:      \(formatBytes(engine.cacheSize)) of \(formatBytes(engine.cacheLimit)); pinned \(formatBytes(engine.pinnedBytes))")
+            for p in paths { print("\(states[p]!)\t\(p)") }
+            if let alarm = engine.integrityAlarm { print("INTEGRITY ALARM: \(alarm)") }
+        }
+        if engine.integrityAlarm != nil { throw ExitCode(ExitCodes.integrity) }
+    }
+
     func run() async throws {
+        if !paths.isEmpty { return try runInMount() }
         let credentials = try home.credentials()
         let busy = OpenEngine.isBusy(home.clientHome)
         var report = Report(server: credentials.server, user: credentials.user, device: credentials.deviceName, online: false,

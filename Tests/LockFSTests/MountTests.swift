@@ -217,6 +217,80 @@ struct MountTests {
         let other = try await sh("md5sum < '\(b)/big'")
         #expect(other.stdout.split(separator: " ").first.map(String.init) == sum)
     }
+
+    @Test func pinUnpinStatusAndSyncThroughTheMount() async throws {
+        let vault = try await MountedVault()
+        defer { vault.stop() }
+        let a = try await vault.mount(0)
+        try await sh("cd '\(a)' && mkdir -p album && for i in 1 2 3; do head -c 2000000 /dev/urandom > album/p$i; done")
+        let synced = try await vault.lockfs(["sync", a, "--timeout", "60"])
+        #expect(synced.status == 0, "\(synced.stderr)")
+        // A second device with a small cache sees everything, holds nothing yet.
+        let b = try await vault.mount(1, extra: ["--cache-size", "3M"])
+        #expect(await eventually(within: .seconds(5)) { FileManager.default.fileExists(atPath: b + "/album/p3") })
+        let before = try await vault.lockfs(["status", b + "/album/p1"])
+        #expect(before.stdout.contains("online\t"), "\(before.stdout) \(before.stderr)")
+        let pin = try await vault.lockfs(["pin", b + "/album"])
+        #expect(pin.status == 0, "\(pin.stderr)")
+        let json = try await vault.lockfs(["status", "--json", b + "/album/p1", b + "/album"])
+        let report = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+        let paths = report?["paths"] as? [String: String]
+        #expect(paths?[b + "/album/p1"] == "pinned" && paths?[b + "/album"] == "pinned", "\(json.stdout)")
+        let engine = report?["engine"] as? [String: Any]
+        #expect((engine?["pinnedBytes"] as? Int) == 6_000_000)
+        // Pinned data stays although it is twice the cache's limit; new files in the folder are pinned too.
+        #expect((engine?["cacheSize"] as? Int ?? 0) >= 6_000_000)
+        try await sh("cd '\(a)' && head -c 1000000 /dev/urandom > album/p4")
+        var p4 = ""
+        #expect(await eventually(within: .seconds(10)) {
+            p4 = (try? xattr(b + "/album/p4", "user.lockfs.status")) ?? ""
+            return p4 == "pinned"
+        }, "p4 is \(p4)")
+        // Unpin: the cache shrinks back to its limit.
+        let unpin = try await vault.lockfs(["unpin", b + "/album"])
+        #expect(unpin.status == 0, "\(unpin.stderr)")
+        let after = try await vault.lockfs(["status", "--json", b + "/album"])
+        let cache = ((try JSONSerialization.jsonObject(with: Data(after.stdout.utf8)) as? [String: Any])?["engine"] as? [String: Any])?["cacheSize"] as? Int
+        #expect((cache ?? .max) <= 3 << 20, "\(after.stdout)")
+        // Paths outside a mount are refused with a clear message.
+        let outside = try await vault.lockfs(["pin", "/tmp"])
+        #expect(outside.status == 64 && outside.stderr.contains("not inside a lockfs mount"), "\(outside.stderr)")
+    }
+
+    @Test func offlineTheMountReadsCachedDataQueuesWritesAndFailsUnfetchedReads() async throws {
+        let vault = try await MountedVault()
+        defer { vault.stop() }
+        let a = try await vault.mount(0)
+        try await sh("cd '\(a)' && echo cached > cached.txt && head -c 100000 /dev/urandom > never-read")
+        #expect(try await vault.lockfs(["sync", a, "--timeout", "60"]).status == 0)
+        let b = try await vault.mount(1)
+        #expect(await eventually { readText(b + "/cached.txt") == "cached\n" })
+        vault.server.kill9()
+        // Cached: reads. Written: works and queues. Never fetched: EIO after the retries.
+        #expect(readText(b + "/cached.txt") == "cached\n")
+        try Data("offline write".utf8).write(to: URL(fileURLWithPath: b + "/offline.txt"))
+        #expect(readText(b + "/offline.txt") == "offline write")
+        let failed = try await sh("cat '\(b)/never-read' > /dev/null; echo $?", timeout: .seconds(120))
+        #expect(failed.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "\(failed.stderr)")
+        #expect(failed.stderr.contains("Input/output error"), "\(failed.stderr)")
+        let status = try await vault.lockfs(["status", b + "/offline.txt"])
+        #expect(status.stdout.contains("offline") && status.stdout.contains("uploading\t"), "\(status.stdout)")
+    }
+}
+
+/// An extended attribute's value as text (python's os.getxattr: no C shim in tests).
+func xattr(_ path: String, _ name: String) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+    p.arguments = ["-c", "import os,sys; sys.stdout.buffer.write(os.getxattr(sys.argv[1], sys.argv[2]))", path, name]
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw TestFailure("no \(name) on \(path)") }
+    return String(decoding: data, as: UTF8.self)
 }
 
 extension MountedVault {
