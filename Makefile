@@ -11,7 +11,7 @@ VENV     := .build/venv
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := libfuse3-dev fuse3 libsodium-dev libsqlite3-dev libcurl4-openssl-dev \
-                pkg-config python3 python3-venv
+                pkg-config python3 python3-venv rsync git curl
 # Python packages for the independent cross-check of the crypto vectors.
 PY_PACKAGES  := pynacl==1.5.0 argon2-cffi==23.1.0
 
@@ -20,7 +20,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 SERVE_DATA ?= $(HOME)/.local/share/lockfs-server
 SERVE_LISTEN ?= 127.0.0.1:7440
 
-.PHONY: all deps build release test test-swift test-vectors soak bench serve install clean
+.PHONY: all deps build release test test-swift test-vectors soak bench serve demo demo-stop install clean
 
 all: build
 
@@ -84,9 +84,52 @@ serve: release
 	@echo "Stop with Ctrl-C."
 	.build/release/lockfs-server serve --data "$(SERVE_DATA)" --listen $(SERVE_LISTEN)
 
+## demo: a server on loopback, a vault and a mount, for real (DEMO_DIR; `make demo-stop` ends it).
+DEMO_DIR ?= $(HOME)/lockfs-demo
+DEMO_LISTEN ?= 127.0.0.1:7440
+demo: release
+	@set -e; d="$(DEMO_DIR)"; bin="$(CURDIR)/.build/release"; \
+	mkdir -p "$$d/Sync"; chmod 700 "$$d"; \
+	if [ -f "$$d/server.pid" ] && kill -0 "$$(cat "$$d/server.pid")" 2>/dev/null; then \
+	  echo "server: already running (pid $$(cat "$$d/server.pid"))"; \
+	else \
+	  nohup "$$bin/lockfs-server" serve --data "$$d/server" --listen $(DEMO_LISTEN) > "$$d/server.log" 2>&1 & echo $$! > "$$d/server.pid"; \
+	  for i in $$(seq 1 100); do curl -sf http://$(DEMO_LISTEN)/v1/health > /dev/null 2>&1 && break; sleep 0.1; done; \
+	  curl -sf http://$(DEMO_LISTEN)/v1/health > /dev/null || { echo "the server did not start; see $$d/server.log"; exit 1; }; \
+	  echo "server: lockfs-server on http://$(DEMO_LISTEN), data in $$d/server (log $$d/server.log)"; \
+	fi; \
+	if [ ! -f "$$d/client/device.json" ]; then \
+	  umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$$d/password"; \
+	  invite=$$("$$bin/lockfs-server" user add demo --data "$$d/server" | tail -1); \
+	  "$$bin/lockfs" init --home "$$d/client" --server http://$(DEMO_LISTEN) --user demo --invite "$$invite" \
+	    --password-file "$$d/password" --device-name demo > "$$d/recovery-key.txt"; \
+	  echo "vault: created for user demo (password in $$d/password, recovery key in $$d/recovery-key.txt)"; \
+	fi; \
+	if mountpoint -q "$$d/Sync"; then echo "mount: $$d/Sync is mounted already"; \
+	else "$$bin/lockfs" mount --home "$$d/client" "$$d/Sync"; fi; \
+	echo; echo "Try:"; \
+	echo "  cp -r /usr/share/doc/fuse3 $$d/Sync/ && ls -l $$d/Sync/fuse3"; \
+	echo "  $$bin/lockfs status $$d/Sync            # connection, queue, cache"; \
+	echo "  $$bin/lockfs pin $$d/Sync/fuse3         # keep it offline"; \
+	echo "  grep -r fuse3 $$d/server | wc -l        # 0: the server holds only ciphertext"; \
+	echo "  a second device: $$bin/lockfs login --home /tmp/phone --server http://$(DEMO_LISTEN) --user demo --password-file $$d/password"; \
+	echo "                   mkdir -p /tmp/phone-Sync && $$bin/lockfs mount --home /tmp/phone /tmp/phone-Sync"; \
+	echo "Stop: make demo-stop   (unmounts and stops the server; the data stays in $$d)"
+
+demo-stop:
+	-@.build/release/lockfs umount --home "$(DEMO_DIR)/client" "$(DEMO_DIR)/Sync" 2>/dev/null || fusermount3 -u -z "$(DEMO_DIR)/Sync" 2>/dev/null || true
+	-@if [ -f "$(DEMO_DIR)/server.pid" ]; then kill "$$(cat "$(DEMO_DIR)/server.pid")" 2>/dev/null; rm -f "$(DEMO_DIR)/server.pid"; echo "server stopped"; fi
+
 install: release
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/sbin $(DESTDIR)$(PREFIX)/lib/systemd/user $(DESTDIR)$(PREFIX)/lib/systemd/system \
+	  $(DESTDIR)$(PREFIX)/share/doc/lockfs/examples
 	install -m 0755 .build/release/lockfs .build/release/lockfs-server $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 mount-helpers/mount.lockfs $(DESTDIR)/sbin/mount.lockfs
+	install -m 0644 mount-helpers/lockfs@.service $(DESTDIR)$(PREFIX)/lib/systemd/user/
+	install -m 0644 mount-helpers/lockfs-server.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	install -m 0644 mount-helpers/fstab.example mount-helpers/home-alice-Sync.mount mount-helpers/home-alice-Sync.automount \
+	  $(DESTDIR)$(PREFIX)/share/doc/lockfs/examples/
+	install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/lockfs/
 
 clean:
 	$(SWIFT) package clean

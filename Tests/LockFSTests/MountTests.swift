@@ -276,6 +276,27 @@ struct MountTests {
         let status = try await vault.lockfs(["status", b + "/offline.txt"])
         #expect(status.stdout.contains("offline") && status.stdout.contains("uploading\t"), "\(status.stdout)")
     }
+
+    /// mount.lockfs as mount(8) calls it for an fstab line: its options are
+    /// sorted into lockfs's own, FUSE's, and mount's (ignored).
+    @Test func theMountHelperTakesFstabOptions() async throws {
+        let vault = try await MountedVault()
+        defer { vault.stop() }
+        let helper = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("mount-helpers/mount.lockfs").path
+        let point = vault.point(0)
+        try FileManager.default.createDirectory(atPath: point, withIntermediateDirectories: true)
+        let bin = lockfsBinary.deletingLastPathComponent().path
+        let r = try await sh("PATH='\(bin)':$PATH '\(helper)' '\(vault.home(0))' '\(point)' -o rw,noauto,_netdev,x-systemd.automount,cache_size=5M,noatime")
+        #expect(r.status == 0, "\(r.stderr) \(r.stdout)")
+        vault.adopt(0)
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(mounts.contains("\(point) fuse.lockfs"), "not mounted")
+        try Data("via fstab".utf8).write(to: URL(fileURLWithPath: point + "/f"))
+        let status = try await vault.lockfs(["status", "--json", point])
+        let engine = (try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])?["engine"] as? [String: Any]
+        #expect(engine?["cacheLimit"] as? Int == 5 << 20, "\(status.stdout)")
+    }
 }
 
 /// An extended attribute's value as text (python's os.getxattr: no C shim in tests).
@@ -294,6 +315,9 @@ func xattr(_ path: String, _ name: String) throws -> String {
 }
 
 extension MountedVault {
+    /// Records a mount made another way (to unmount it at the end).
+    func adopt(_ i: Int) { mounts.append((home(i), point(i))) }
+
     /// Forgets a mount that was torn down by hand.
     func forget(_ i: Int) { mounts.removeAll { $0.point == point(i) } }
 }
