@@ -43,6 +43,9 @@ public struct EngineOptions: Sendable {
     public var operationsPerEntry = 5_000
     /// Chunks fetched ahead of a sequential reader.
     public var readAhead = 2
+    /// How long a read waits for a chunk that is not local before it fails
+    /// with `.offline` (EIO at the mount), retries included.
+    public var fetchTimeout: Duration = .seconds(20)
     public init() {}
 }
 
@@ -643,7 +646,7 @@ public final class Engine: Sendable {
             if let local = FileManager.default.contents(atPath: outboxPath(id)) {
                 sealed = SealedChunk(id: id, bytes: Array(local))
             } else {
-                do { sealed = try await remote.chunk(id) } catch let e as RemoteError { throw e.isRetryable ? LockError.offline : LockError.from(e) }
+                do { sealed = try await fetchWithTimeout(id) } catch let e as RemoteError { throw e.isRetryable ? LockError.offline : LockError.from(e) }
             }
             do { return try keys.openChunk(sealed) } catch {
                 throw LockError.integrity("chunk \(id) from the server failed verification (\(error)); it was not used")
@@ -651,6 +654,18 @@ public final class Engine: Sendable {
         }
         evictIfNeeded()
         return plain
+    }
+
+    /// `remote.chunk(id)`, given up (`.offline`) after `options.fetchTimeout`.
+    func fetchWithTimeout(_ id: ChunkID) async throws -> SealedChunk {
+        let limit = options.fetchTimeout
+        return try await withThrowingTaskGroup(of: SealedChunk?.self) { group in
+            group.addTask { [remote] in try await remote.chunk(id) }
+            group.addTask { try await Task.sleep(for: limit); return nil }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let chunk = first else { throw LockError.offline }
+            return chunk
+        }
     }
 
     func evictIfNeeded() {

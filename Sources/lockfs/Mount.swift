@@ -22,6 +22,9 @@ struct Mount: AsyncParsableCommand {
     @Flag(name: [.short, .long], help: "Stay in the foreground (for systemd).") var foreground = false
     @Option(name: .customLong("cache-size"), help: ArgumentHelp("The cache's size limit, e.g. 10G (default 10G).", valueName: "SIZE"))
     var cacheSize: String?
+    @Option(name: .customLong("fetch-timeout"), help: ArgumentHelp(
+        "Seconds a read waits for content that is not local before failing with EIO (default 20).", valueName: "SECONDS"))
+    var fetchTimeout: Double?
     @Option(name: .short, help: ArgumentHelp("FUSE mount options, comma-separated (allow_other, ro, …).", valueName: "OPTIONS"))
     var options: [String] = []
     @Option(name: .customLong("ready-fd"), help: .hidden) var readyFD: Int32?
@@ -46,7 +49,10 @@ struct Mount: AsyncParsableCommand {
     /// Mounts and serves in this process until unmounted or signalled.
     func serve(_ path: String) async throws {
         let opened: OpenEngine
-        do { opened = try OpenEngine(home, cacheLimit: cacheSize.flatMap(parseSize)) } catch {
+        do {
+            opened = try OpenEngine(home, cacheLimit: cacheSize.flatMap(parseSize),
+                                    fetchTimeout: fetchTimeout.map { .milliseconds(Int($0 * 1000)) })
+        } catch {
             ready("error: \(ExitCodes.failure(for: error)?.message ?? "\(error)")")
             throw error
         }
@@ -101,6 +107,7 @@ struct Mount: AsyncParsableCommand {
             args.removeLast(2)
         }
         if let cacheSize { args += ["--cache-size", cacheSize] }
+        if let fetchTimeout { args += ["--fetch-timeout", String(fetchTimeout)] }
         for o in options { args += ["-o", o] }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

@@ -14,7 +14,7 @@ struct OpenEngine {
 
     /// Opens the engine of `home`.
     /// - Throws: `CLIError.busy` when another lockfs process holds this home.
-    init(_ home: HomeOptions, cacheLimit: Int? = nil) throws {
+    init(_ home: HomeOptions, cacheLimit: Int? = nil, fetchTimeout: Duration? = nil) throws {
         let credentials = try home.credentials()
         let clientHome = home.clientHome
         try clientHome.createDirectories()
@@ -27,7 +27,11 @@ struct OpenEngine {
         }
         var options = EngineOptions()
         if let cacheLimit { options.cacheLimit = cacheLimit }
-        engine = try Engine(home: clientHome, credentials: credentials, remote: Connection(credentials).remote, options: options)
+        if let fetchTimeout { options.fetchTimeout = fetchTimeout }
+        // Retries within a call stop after a minute; the loops retry forever on their own.
+        let policy = RetryPolicy(attempts: 8, firstDelay: .milliseconds(200), maxDelay: .seconds(10))
+        engine = try Engine(home: clientHome, credentials: credentials, remote: Connection(credentials, policy: policy).remote,
+                            options: options)
         self.credentials = credentials
         lockFD = fd
     }

@@ -263,7 +263,7 @@ struct MountTests {
         let a = try await vault.mount(0)
         try await sh("cd '\(a)' && echo cached > cached.txt && head -c 100000 /dev/urandom > never-read")
         #expect(try await vault.lockfs(["sync", a, "--timeout", "60"]).status == 0)
-        let b = try await vault.mount(1)
+        let b = try await vault.mount(1, extra: ["--fetch-timeout", "3"])
         #expect(await eventually { readText(b + "/cached.txt") == "cached\n" })
         vault.server.kill9()
         // Cached: reads. Written: works and queues. Never fetched: EIO after the retries.
