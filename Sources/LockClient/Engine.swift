@@ -106,7 +106,7 @@ public final class Engine: Sendable {
     let state: Mutex<State>
     let uploadSignal: AsyncStream<Void>.Continuation
     let uploadWakeups: Mutex<AsyncStream<Void>?>
-    let onChange: Mutex<(@Sendable (Set<UInt64>) -> Void)?> = Mutex(nil)
+    let onChange: Mutex<(@Sendable (ViewChanges) -> Void)?> = Mutex(nil)
 
     /// Opens (creating if needed) the engine's state in `home` for `credentials`.
     public init(home: ClientHome, credentials: DeviceCredentials, remote: any Remote, options: EngineOptions = .init()) throws {
@@ -144,9 +144,16 @@ public final class Engine: Sendable {
         }
     }
 
-    /// Called with the inodes whose attributes, entries or content changed
-    /// through sync (for the kernel's caches).
-    public func setChangeHandler(_ handler: @escaping @Sendable (Set<UInt64>) -> Void) {
+    /// What sync changed in the view, for the kernel's caches.
+    public struct ViewChanges: Sendable {
+        /// Inodes whose attributes or content changed (folders: their entries).
+        public var inodes: Set<UInt64> = []
+        /// Names that went away or now lead elsewhere: (folder inode, name).
+        public var entries: [(parent: UInt64, name: String)] = []
+    }
+
+    /// Called after sync changed the view (not for this engine's own local changes).
+    public func setChangeHandler(_ handler: @escaping @Sendable (ViewChanges) -> Void) {
         onChange.withLock { $0 = handler }
     }
 
@@ -315,8 +322,10 @@ public final class Engine: Sendable {
         let changed = base.takeChanges()
         let changedNodes = changed.compactMap { base.node($0) }
         try index.commit(Index.AppliedPage(nodes: changedNodes, heads: heads, deviceStamps: changedStamps, confirmedStamps: confirmed))
-        var inos: Set<UInt64> = []
+        var view = ViewChanges()
         let (drained, wakeUploader) = state.withLock { s -> (Bool, Bool) in
+            // Where each changed node was in the view before: a name it left must be forgotten.
+            let before = changed.compactMap { id in s.local.liveNode(id).map { (id, $0.parent, $0.name) } }
             s.base = base
             s.cursor = cursor
             s.head = head
@@ -327,12 +336,16 @@ public final class Engine: Sendable {
             s.inflight.removeAll { confirmed.contains($0.stamp) }
             s.pending.removeAll { p in p.batchStamp.map { confirmed.contains($0) } ?? false }
             Self.rebase(&s, device: device)
-            for id in changed { if let ino = s.inoByNode[id] { inos.insert(ino) } }
+            for id in changed { if let ino = s.inoByNode[id] { view.inodes.insert(ino) } }
+            for (id, parent, name) in before {
+                let now = s.local.liveNode(id)
+                if now?.parent != parent || now?.name != name, let pino = s.inoByNode[parent] { view.entries.append((pino, name)) }
+            }
             return (s.pending.isEmpty, !confirmed.isEmpty)
         }
         if wakeUploader { cleanOutbox(); uploadSignal.yield() }
         if drained { wakeUploadWaiters() }
-        if !inos.isEmpty, let handler = onChange.withLock({ $0 }) { handler(inos) }
+        if !view.inodes.isEmpty || !view.entries.isEmpty, let handler = onChange.withLock({ $0 }) { handler(view) }
         schedulePinnedFetches(changed)
     }
 

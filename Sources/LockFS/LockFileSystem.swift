@@ -62,7 +62,7 @@ public final class LockFileSystem: Sendable {
     public static let progressAttribute = "user.lockfs.progress"
     public static let engineAttribute = "user.lockfs.engine"
 
-    public init(engine: Engine, cacheSeconds: Double = 1) {
+    public init(engine: Engine, cacheSeconds: Double = 60) {
         self.engine = engine
         self.cacheSeconds = cacheSeconds
         uid = getuid()
@@ -95,7 +95,7 @@ public final class LockFileSystem: Sendable {
             throw LockError.io(errno: EIO, "mount on \(mountpoint) (is it an existing, empty directory, and is /dev/fuse there?)")
         }
         session.withLock { $0 = SessionPointer(raw: se) }
-        engine.setChangeHandler { [weak self] inodes in self?.invalidate(inodes) }
+        engine.setChangeHandler { [weak self] changes in self?.invalidate(changes) }
         mounted()
         let cfg = fuse_loop_cfg_create()
         fuse_loop_cfg_set_max_threads(cfg, 16)
@@ -106,12 +106,16 @@ public final class LockFileSystem: Sendable {
         return result
     }
 
-    /// Tells the kernel that these inodes changed elsewhere (attributes,
-    /// content, and for folders their entries).
-    func invalidate(_ inodes: Set<UInt64>) {
+    /// Tells the kernel what changed elsewhere: names that went away or moved
+    /// (so a cached lookup is not reused) and inodes whose attributes or
+    /// content changed. This is what makes long cache timeouts safe.
+    func invalidate(_ changes: Engine.ViewChanges) {
         session.withLock { s in
             guard let se = s?.raw else { return }
-            for ino in inodes { _ = fuse_lowlevel_notify_inval_inode(se, fuse_ino_t(ino), 0, 0) }
+            for (parent, name) in changes.entries {
+                _ = name.withCString { fuse_lowlevel_notify_inval_entry(se, fuse_ino_t(parent), $0, name.utf8.count) }
+            }
+            for ino in changes.inodes { _ = fuse_lowlevel_notify_inval_inode(se, fuse_ino_t(ino), 0, 0) }
         }
     }
 
