@@ -95,7 +95,9 @@ func registerVault(on server: ServerProcess, user: String) async throws -> (HTTP
         let start = clock.now
         poll.cancel()
         await #expect(throws: CancellationError.self) { _ = try await poll.value }
-        #expect(clock.now - start < .seconds(2))
+        // Well before the poll's own 30 s: cancellation stops it. (2 s was too tight
+        // for a loaded 2-core machine running the client's suites in parallel.)
+        #expect(clock.now - start < .seconds(10))
 
         server.kill9()
         do {
