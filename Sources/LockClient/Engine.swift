@@ -883,9 +883,14 @@ public final class Engine: Sendable {
     }
 
     /// Writes a sealed chunk to its outbox file (temporary name, then rename). Returns errno or 0.
+    ///
+    /// The temporary name is unique: the same chunk may be written by two
+    /// threads at once (a file with repeated content, such as runs of zeros,
+    /// or two files committed together), and a shared name let one writer
+    /// truncate the other's file or rename it away (ENOENT on close).
     static func writeOutboxFile(_ path: String, _ bytes: [UInt8]) -> Int32 {
         Glibc.mkdir((path as NSString).deletingLastPathComponent, 0o700)
-        let tmp = path + ".tmp"
+        let tmp = path + ".tmp\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return errno }
         var done = 0
