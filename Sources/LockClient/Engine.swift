@@ -71,6 +71,10 @@ public final class Engine: Sendable {
         var path: String
         var handles: Int
         var dirty: Bool
+        /// An mtime set while the file is open, after its last write (cp -a,
+        /// tar and rsync set it with futimens before close): the commit
+        /// keeps it instead of the time of the commit.
+        var mtime: Timestamp?
     }
 
     struct State {
@@ -569,6 +573,7 @@ public final class Engine: Sendable {
         let a = n.attributes
         let new = try NodeAttributes(mode: (mode ?? a.mode) & 0o7777, mtime: mtime ?? a.mtime, xattrs: a.xattrs)
         if new != a { try commitLocal(.setAttributes(node: n.id, base: n.revision, revision: .random(), attributes: new)) }
+        if let mtime { state.withLock { $0.staging[n.id]?.mtime = mtime } }
         return try getattr(ino)
     }
 
@@ -726,7 +731,7 @@ public final class Engine: Sendable {
                 // Another open won the race: use its copy.
                 Glibc.close(fd); Glibc.unlink(path)
                 existing.handles += 1
-                if truncate { ftruncate(existing.fd, 0); existing.dirty = true }
+                if truncate { ftruncate(existing.fd, 0); existing.dirty = true; existing.mtime = nil }
                 s.staging[n.id] = existing
             } else {
                 s.staging[n.id] = Staging(fd: fd, path: path, handles: 1, dirty: truncate && n.size > 0)
@@ -742,7 +747,7 @@ public final class Engine: Sendable {
         state.withLock { s in
             guard var st = s.staging[id] else { return nil }
             st.handles += 1
-            if truncate { ftruncate(st.fd, 0); st.dirty = true }
+            if truncate { ftruncate(st.fd, 0); st.dirty = true; st.mtime = nil }
             s.staging[id] = st
             let h = s.nextHandle
             s.nextHandle += 1
@@ -768,7 +773,7 @@ public final class Engine: Sendable {
             guard n > 0 else { throw LockError.io(errno: errno, "write staging file") }
             done += n
         }
-        state.withLock { $0.staging[id]?.dirty = true }
+        state.withLock { $0.staging[id]?.dirty = true; $0.staging[id]?.mtime = nil }
         return done
     }
 
@@ -776,7 +781,7 @@ public final class Engine: Sendable {
     public func truncate(handle: UInt64, size: Int) throws {
         let (id, st) = try staging(handle)
         guard ftruncate(st.fd, off_t(size)) == 0 else { throw LockError.io(errno: errno, "truncate staging file") }
-        state.withLock { $0.staging[id]?.dirty = true }
+        state.withLock { $0.staging[id]?.dirty = true; $0.staging[id]?.mtime = nil }
     }
 
     /// Sets the size of a file that may not be open (truncate(2)): open, resize, close.
@@ -873,8 +878,9 @@ public final class Engine: Sendable {
         }
         let manifest = try Manifest(chunks: chunks)
         // A file deleted elsewhere while open here still takes the write: replay brings it back.
-        guard let n = state.withLock({ $0.local.node(id) }) else { throw LockError.notFound }
-        try commitLocal(.write(node: id, base: n.revision, revision: .random(), mtime: now(), manifest: manifest))
+        let (node, mtime) = state.withLock { ($0.local.node(id), $0.staging[id]?.mtime) }
+        guard let n = node else { throw LockError.notFound }
+        try commitLocal(.write(node: id, base: n.revision, revision: .random(), mtime: mtime ?? now(), manifest: manifest))
     }
 
     func outboxPath(_ id: ChunkID) -> String {
