@@ -75,6 +75,11 @@ public final class Engine: Sendable {
         /// tar and rsync set it with futimens before close): the commit
         /// keeps it instead of the time of the commit.
         var mtime: Timestamp?
+        /// Unlinked (or replaced by a rename) on this device while open: what
+        /// is still written goes nowhere (POSIX), and a commit would bring
+        /// the file back (a write revives a deleted file, for deletes made
+        /// elsewhere). Stays readable through its handles until the last close.
+        var unlinked = false
     }
 
     struct State {
@@ -515,7 +520,13 @@ public final class Engine: Sendable {
     public func unlink(parent: UInt64, name: String) throws {
         let n = try child(parent: parent, name: name)
         if n.isDirectory { throw LockError.isDirectory }
+        try deleteFile(n)
+    }
+
+    /// Deletes a file on this device; an open copy of it is no longer committed.
+    func deleteFile(_ n: Node) throws {
         try commitLocal(.delete(node: n.id, base: n.revision))
+        state.withLock { $0.staging[n.id]?.unlinked = true }
     }
 
     public func rmdir(parent: UInt64, name: String) throws {
@@ -561,7 +572,11 @@ public final class Engine: Sendable {
                 } else if src.isDirectory {
                     throw LockError.notDirectory
                 }
-                try commitLocal(.delete(node: existing.id, base: existing.revision))
+                if existing.isDirectory {
+                    try commitLocal(.delete(node: existing.id, base: existing.revision))
+                } else {
+                    try deleteFile(existing)
+                }
             }
             try commitLocal(.move(node: src.id, parent: dstParent, name: target))
         }
@@ -794,7 +809,7 @@ public final class Engine: Sendable {
     /// Makes what was written so far durable and queued (fsync, flush).
     public func flush(_ handle: UInt64) async throws {
         let (id, st) = try staging(handle)
-        guard st.dirty else { return }
+        guard st.dirty, !st.unlinked else { return }
         try commitContent(id, fd: st.fd)
         state.withLock { $0.staging[id]?.dirty = false }
     }
@@ -804,7 +819,7 @@ public final class Engine: Sendable {
     public func close(_ handle: UInt64) async throws {
         let (id, st) = try staging(handle)
         var failure: (any Error)?
-        if st.handles == 1 && st.dirty {
+        if st.handles == 1 && st.dirty && !st.unlinked {
             do { try commitContent(id, fd: st.fd) } catch { failure = error }
         }
         state.withLock { s in
