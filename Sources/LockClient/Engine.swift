@@ -74,6 +74,15 @@ public final class Engine: Sendable {
         var path: String
         var handles: Int
         var dirty: Bool
+        /// An mtime set while the file is open, after its last write (cp -a,
+        /// tar and rsync set it with futimens before close): the commit
+        /// keeps it instead of the time of the commit.
+        var mtime: Timestamp?
+        /// Unlinked (or replaced by a rename) on this device while open: what
+        /// is still written goes nowhere (POSIX), and a commit would bring
+        /// the file back (a write revives a deleted file, for deletes made
+        /// elsewhere). Stays readable through its handles until the last close.
+        var unlinked = false
     }
 
     struct State {
@@ -527,7 +536,13 @@ public final class Engine: Sendable {
     public func unlink(parent: UInt64, name: String) throws {
         let n = try child(parent: parent, name: name)
         if n.isDirectory { throw LockError.isDirectory }
+        try deleteFile(n)
+    }
+
+    /// Deletes a file on this device; an open copy of it is no longer committed.
+    func deleteFile(_ n: Node) throws {
         try commitLocal(.delete(node: n.id, base: n.revision))
+        state.withLock { $0.staging[n.id]?.unlinked = true }
     }
 
     public func rmdir(parent: UInt64, name: String) throws {
@@ -573,7 +588,11 @@ public final class Engine: Sendable {
                 } else if src.isDirectory {
                     throw LockError.notDirectory
                 }
-                try commitLocal(.delete(node: existing.id, base: existing.revision))
+                if existing.isDirectory {
+                    try commitLocal(.delete(node: existing.id, base: existing.revision))
+                } else {
+                    try deleteFile(existing)
+                }
             }
             try commitLocal(.move(node: src.id, parent: dstParent, name: target))
         }
@@ -585,6 +604,7 @@ public final class Engine: Sendable {
         let a = n.attributes
         let new = try NodeAttributes(mode: (mode ?? a.mode) & 0o7777, mtime: mtime ?? a.mtime, xattrs: a.xattrs)
         if new != a { try commitLocal(.setAttributes(node: n.id, base: n.revision, revision: .random(), attributes: new)) }
+        if let mtime { state.withLock { $0.staging[n.id]?.mtime = mtime } }
         return try getattr(ino)
     }
 
@@ -754,7 +774,7 @@ public final class Engine: Sendable {
                 // Another open won the race: use its copy.
                 Glibc.close(fd); Glibc.unlink(path)
                 existing.handles += 1
-                if truncate { ftruncate(existing.fd, 0); existing.dirty = true }
+                if truncate { ftruncate(existing.fd, 0); existing.dirty = true; existing.mtime = nil }
                 s.staging[n.id] = existing
             } else {
                 s.staging[n.id] = Staging(fd: fd, path: path, handles: 1, dirty: truncate && n.size > 0)
@@ -770,7 +790,7 @@ public final class Engine: Sendable {
         state.withLock { s in
             guard var st = s.staging[id] else { return nil }
             st.handles += 1
-            if truncate { ftruncate(st.fd, 0); st.dirty = true }
+            if truncate { ftruncate(st.fd, 0); st.dirty = true; st.mtime = nil }
             s.staging[id] = st
             let h = s.nextHandle
             s.nextHandle += 1
@@ -796,7 +816,7 @@ public final class Engine: Sendable {
             guard n > 0 else { throw LockError.io(errno: errno, "write staging file") }
             done += n
         }
-        state.withLock { $0.staging[id]?.dirty = true }
+        state.withLock { $0.staging[id]?.dirty = true; $0.staging[id]?.mtime = nil }
         return done
     }
 
@@ -804,7 +824,7 @@ public final class Engine: Sendable {
     public func truncate(handle: UInt64, size: Int) throws {
         let (id, st) = try staging(handle)
         guard ftruncate(st.fd, off_t(size)) == 0 else { throw LockError.io(errno: errno, "truncate staging file") }
-        state.withLock { $0.staging[id]?.dirty = true }
+        state.withLock { $0.staging[id]?.dirty = true; $0.staging[id]?.mtime = nil }
     }
 
     /// Sets the size of a file that may not be open (truncate(2)): open, resize, close.
@@ -817,7 +837,7 @@ public final class Engine: Sendable {
     /// Makes what was written so far durable and queued (fsync, flush).
     public func flush(_ handle: UInt64) async throws {
         let (id, st) = try staging(handle)
-        guard st.dirty else { return }
+        guard st.dirty, !st.unlinked else { return }
         try commitContent(id, fd: st.fd)
         state.withLock { $0.staging[id]?.dirty = false }
     }
@@ -827,7 +847,7 @@ public final class Engine: Sendable {
     public func close(_ handle: UInt64) async throws {
         let (id, st) = try staging(handle)
         var failure: (any Error)?
-        if st.handles == 1 && st.dirty {
+        if st.handles == 1 && st.dirty && !st.unlinked {
             do { try commitContent(id, fd: st.fd) } catch { failure = error }
         }
         state.withLock { s in
@@ -901,8 +921,9 @@ public final class Engine: Sendable {
         }
         let manifest = try Manifest(chunks: chunks)
         // A file deleted elsewhere while open here still takes the write: replay brings it back.
-        guard let n = state.withLock({ $0.local.node(id) }) else { throw LockError.notFound }
-        try commitLocal(.write(node: id, base: n.revision, revision: .random(), mtime: now(), manifest: manifest))
+        let (node, mtime) = state.withLock { ($0.local.node(id), $0.staging[id]?.mtime) }
+        guard let n = node else { throw LockError.notFound }
+        try commitLocal(.write(node: id, base: n.revision, revision: .random(), mtime: mtime ?? now(), manifest: manifest))
     }
 
     func outboxPath(_ id: ChunkID) -> String {
@@ -911,9 +932,14 @@ public final class Engine: Sendable {
     }
 
     /// Writes a sealed chunk to its outbox file (temporary name, then rename). Returns errno or 0.
+    ///
+    /// The temporary name is unique: the same chunk may be written by two
+    /// threads at once (a file with repeated content, such as runs of zeros,
+    /// or two files committed together), and a shared name let one writer
+    /// truncate the other's file or rename it away (ENOENT on close).
     static func writeOutboxFile(_ path: String, _ bytes: [UInt8]) -> Int32 {
         Glibc.mkdir((path as NSString).deletingLastPathComponent, 0o700)
-        let tmp = path + ".tmp"
+        let tmp = path + ".tmp\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return errno }
         var done = 0

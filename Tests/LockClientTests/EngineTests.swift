@@ -320,3 +320,71 @@ final class CountingRemote: Remote, @unchecked Sendable {
     func putCheckpoint(_ stored: [UInt8]) async throws { try await base.putCheckpoint(stored) }
     func latestCheckpoint() async throws -> [UInt8]? { try await base.latestCheckpoint() }
 }
+
+/// What tools running in a mount do to open files (found by Tests/LockFSTests/ToolTests).
+@Suite struct OpenFileTests {
+    /// cp -a and tar: write, futimens, close.
+    @Test func anMtimeSetAfterTheLastWriteSurvivesTheClose() async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine
+        let ino = try a.createFile(parent: 1, name: "restored", mode: 0o644).ino
+        let h = try await a.openForWrite(ino, truncate: true)
+        _ = try Array("content".utf8).withUnsafeBytes { try a.write(h, offset: 0, bytes: $0) }
+        let old = Timestamp(nanoseconds: 1_000_000_000_123_456_789)
+        _ = try a.setAttributes(ino, mtime: old)
+        try await a.flush(h)
+        try await a.close(h)
+        #expect(try a.getattr(ino).mtime == old)
+        try await a.syncNow()
+        try await d[1].engine.pullOnce()
+        #expect(try d[1].engine.getattr(d[1].engine.resolve("restored")).mtime == old)
+        // A write after the mtime was set makes it the time of the commit again.
+        let h2 = try await a.openForWrite(ino, truncate: false)
+        _ = try a.setAttributes(ino, mtime: old)
+        _ = try Array("more".utf8).withUnsafeBytes { try a.write(h2, offset: 7, bytes: $0) }
+        try await a.close(h2)
+        #expect(try a.getattr(ino).mtime != old)
+    }
+
+    /// SQLite's -shm in WAL mode: unlinked, then its mapped pages written back, then closed.
+    @Test func aFileUnlinkedHereWhileOpenStaysDeletedAfterItsLastClose() async throws {
+        let (_, d) = try makeDevices(1)
+        let a = d[0].engine
+        let ino = try await a.put("db-shm", "index")
+        let h = try await a.openForWrite(ino, truncate: false)
+        try a.unlink(parent: 1, name: "db-shm")
+        _ = try Array("late".utf8).withUnsafeBytes { try a.write(h, offset: 0, bytes: $0) }
+        #expect(String(decoding: try await a.read(ino, offset: 0, size: 100), as: UTF8.self) == "latex")
+        try await a.flush(h)
+        try await a.close(h)
+        #expect((try? a.resolve("db-shm")) == nil)
+        // Replaced by a rename while open: the same.
+        let old = try await a.put("doc", "old")
+        try await a.put("doc.tmp", "new")
+        let h2 = try await a.openForWrite(old, truncate: false)
+        try a.rename(parent: 1, name: "doc.tmp", newParent: 1, newName: "doc")
+        _ = try Array("stale".utf8).withUnsafeBytes { try a.write(h2, offset: 0, bytes: $0) }
+        try await a.close(h2)
+        #expect(try await a.text("doc") == "new")
+        #expect(a.snapshot().keys.sorted() == ["/doc"])
+    }
+
+    /// truncate -s 10M: repeated content gives the same chunk several times in one commit.
+    @Test func aFileOfRepeatedContentCommits() async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine
+        for i in 0..<6 {
+            let ino = try a.createFile(parent: 1, name: "same-\(i)", mode: 0o644).ino
+            let h = try await a.openForWrite(ino, truncate: true)
+            let bytes = [UInt8](repeating: UInt8(i + 1), count: 13 << 20)
+            _ = try bytes.withUnsafeBytes { try a.write(h, offset: 0, bytes: $0) }
+            try await a.close(h)
+        }
+        try await a.syncNow()
+        try await d[1].engine.pullOnce()
+        for i in 0..<6 {
+            let got = try await d[1].engine.read(d[1].engine.resolve("same-\(i)"), offset: 0, size: 14 << 20)
+            #expect(got.count == 13 << 20 && got.allSatisfy { $0 == UInt8(i + 1) })
+        }
+    }
+}
