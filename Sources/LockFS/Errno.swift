@@ -35,4 +35,12 @@ public enum Errno {
     public static let noAttribute = ENODATA
     /// The caller's buffer is too small for an xattr value or list.
     public static let range = ERANGE
+    /// An extended attribute outside the `user.` namespace (no ACLs, no `trusted.`).
+    public static let attributeNamespace = ENOTSUP
+    /// XATTR_CREATE of an attribute that exists.
+    public static let attributeExists = EEXIST
+    /// A request libfuse delivered without the data it needs.
+    public static let badRequest = EINVAL
+    /// A directory handle this file system did not open.
+    public static let badHandle = EBADF
 }

@@ -214,7 +214,7 @@ public final class LockFileSystem: Sendable {
             LockFileSystem.sync(req) { fs, r in fs.replyAttr(r, try fs.engine.getattr(UInt64(ino))) }
         }
         ops.setattr = { req, ino, attr, toSet, fi in
-            guard let attr else { fuse_reply_err(req, EINVAL); return }
+            guard let attr else { fuse_reply_err(req, Errno.badRequest); return }
             let st = attr.pointee
             let handle = fi?.pointee.fh ?? 0
             LockFileSystem.async(req) { fs, r in
@@ -270,7 +270,7 @@ public final class LockFileSystem: Sendable {
         }
         ops.link = { req, _, _, _ in fuse_reply_err(req, Errno.notSupported) }
         ops.open = { req, ino, fi in
-            guard let fi else { fuse_reply_err(req, EINVAL); return }
+            guard let fi else { fuse_reply_err(req, Errno.badRequest); return }
             var info = fi.pointee
             let flags = info.flags
             if flags & O_ACCMODE == O_RDONLY {
@@ -316,7 +316,7 @@ public final class LockFileSystem: Sendable {
             LockFileSystem.async(req) { fs, r in try await fs.engine.close(handle); r.error(0) }
         }
         ops.create = { req, parent, name, mode, fi in
-            guard let fi else { fuse_reply_err(req, EINVAL); return }
+            guard let fi else { fuse_reply_err(req, Errno.badRequest); return }
             let copy = FileInfo(raw: fi.pointee)
             let n = LockFileSystem.name(name)
             LockFileSystem.async(req) { fs, r in
@@ -328,7 +328,7 @@ public final class LockFileSystem: Sendable {
             }
         }
         ops.opendir = { req, ino, fi in
-            guard let fi else { fuse_reply_err(req, EINVAL); return }
+            guard let fi else { fuse_reply_err(req, Errno.badRequest); return }
             LockFileSystem.sync(req) { fs, r in
                 let list = try fs.engine.list(UInt64(ino))
                 let id = fs.nextListing.withLock { n -> UInt64 in defer { n += 1 }; return n }
@@ -402,7 +402,7 @@ public final class LockFileSystem: Sendable {
         ops.setxattr = { req, ino, name, value, size, flags in
             LockFileSystem.sync(req) { fs, r in
                 let n = LockFileSystem.name(name)
-                guard n.hasPrefix("user.") else { r.error(ENOTSUP); return }
+                guard n.hasPrefix("user.") else { r.error(Errno.attributeNamespace); return }
                 if n == LockFileSystem.pinAttribute {
                     // Pin now; fetch in the background (`lockfs pin` watches the progress).
                     let ino = UInt64(ino)
@@ -412,9 +412,9 @@ public final class LockFileSystem: Sendable {
                     r.error(0)
                     return
                 }
-                guard !n.hasPrefix("user.lockfs.") else { r.error(EPERM); return }
+                guard !n.hasPrefix("user.lockfs.") else { r.error(Errno.notSupported); return }
                 let exists = try fs.engine.xattrs(UInt64(ino)).contains { $0.name == n }
-                if flags & KernelFlags.xattrCreate != 0 && exists { r.error(EEXIST); return }
+                if flags & KernelFlags.xattrCreate != 0 && exists { r.error(Errno.attributeExists); return }
                 if flags & KernelFlags.xattrReplace != 0 && !exists { r.error(Errno.noAttribute); return }
                 let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
                 try fs.engine.setXattr(UInt64(ino), name: n, value: bytes)
@@ -447,7 +447,7 @@ public final class LockFileSystem: Sendable {
     /// offsets 0 and 1 are "." and "..", then the entries in name order.
     static func readdir(_ req: fuse_req_t?, ino: fuse_ino_t, size: Int, offset: off_t, handle: UInt64, plus: Bool) {
         let fs = fs(req)
-        guard let list = fs.listings.withLock({ $0[handle] }) else { fuse_reply_err(req, EBADF); return }
+        guard let list = fs.listings.withLock({ $0[handle] }) else { fuse_reply_err(req, Errno.badHandle); return }
         var buffer = [CChar](repeating: 0, count: size)
         var used = 0
         var index = Int(offset)
