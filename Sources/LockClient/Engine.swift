@@ -450,7 +450,16 @@ public final class Engine: Sendable {
                     return
                 }
             }
-            let id = try index.enqueue(op, device: device, madeAtSeq: s.cursor, madeAt: t)
+            let id: Int64
+            if case let .create(node, _, _, _, _, _) = op, s.inoByNode[node] == nil {
+                // A new node: its inode number in the same synced commit.
+                let (opID, ino) = try index.enqueue(op, device: device, madeAtSeq: s.cursor, madeAt: t, allocatingInodeFor: node)
+                s.inoByNode[node] = ino
+                s.nodeByIno[ino] = node
+                id = opID
+            } else {
+                id = try index.enqueue(op, device: device, madeAtSeq: s.cursor, madeAt: t)
+            }
             s.pending.append(PendingOperation(id: id, operation: op, madeAtSeq: s.cursor, madeAt: t, state: .queued, batchStamp: nil))
             s.local.apply(op, context: ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor))
         }
