@@ -43,6 +43,12 @@ public struct EngineOptions: Sendable {
     public var operationsPerEntry = 5_000
     /// Chunks fetched ahead of a sequential reader.
     public var readAhead = 2
+    /// How long the background uploader lets local changes gather before it
+    /// seals the next entry. Without it a burst (untar, cp -r) was sealed an
+    /// operation or two at a time: several synced SQLite commits per entry
+    /// competing with the writer's own, and a create claimed before its
+    /// file's write could be folded into it. Local durability is unchanged.
+    public var uploadSettle: Duration = .milliseconds(150)
     public init() {}
 }
 
@@ -944,10 +950,12 @@ public final class Engine: Sendable {
                 if state.withLock({ $0.alarm }) != nil { return }
                 if try await uploadOnce() {
                     delay = .milliseconds(200)
+                    try await Task.sleep(for: options.uploadSettle)
                     continue
                 }
-                // Nothing to do: wait for a local change.
+                // Nothing to do: wait for a local change, and for the ones right behind it.
                 guard await iterator?.next() != nil else { return }
+                try await Task.sleep(for: options.uploadSettle)
             } catch is CancellationError {
                 return
             } catch let e as LockError {
