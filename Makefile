@@ -74,6 +74,8 @@ test-vectors: $(VENV)/.ready
 	$(VENV)/bin/python Tests/Vectors/crosscheck.py
 
 bench: release
+	@ls /usr/src/linux-source-*.tar.xz >/dev/null 2>&1 || { echo "installing linux-source (the mount bench's source tree)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends linux-source; }
 	$(SWIFT) build -c release --product lockfs-bench
 	.build/release/lockfs-bench
 

@@ -46,6 +46,12 @@ public struct EngineOptions: Sendable {
     /// How long a read waits for a chunk that is not local before it fails
     /// with `.offline` (EIO at the mount), retries included.
     public var fetchTimeout: Duration = .seconds(20)
+    /// How long the background uploader lets local changes gather before it
+    /// seals the next entry. Without it a burst (untar, cp -r) was sealed an
+    /// operation or two at a time: several synced SQLite commits per entry
+    /// competing with the writer's own, and a create claimed before its
+    /// file's write could be folded into it. Local durability is unchanged.
+    public var uploadSettle: Duration = .milliseconds(150)
     public init() {}
 }
 
@@ -475,7 +481,16 @@ public final class Engine: Sendable {
                     return
                 }
             }
-            let id = try index.enqueue(op, device: device, madeAtSeq: s.cursor, madeAt: t)
+            let id: Int64
+            if case let .create(node, _, _, _, _, _) = op, s.inoByNode[node] == nil {
+                // A new node: its inode number in the same synced commit.
+                let (opID, ino) = try index.enqueue(op, device: device, madeAtSeq: s.cursor, madeAt: t, allocatingInodeFor: node)
+                s.inoByNode[node] = ino
+                s.nodeByIno[ino] = node
+                id = opID
+            } else {
+                id = try index.enqueue(op, device: device, madeAtSeq: s.cursor, madeAt: t)
+            }
             s.pending.append(PendingOperation(id: id, operation: op, madeAtSeq: s.cursor, madeAt: t, state: .queued, batchStamp: nil))
             s.local.apply(op, context: ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor))
         }
@@ -989,10 +1004,12 @@ public final class Engine: Sendable {
                 if state.withLock({ $0.alarm }) != nil { return }
                 if try await uploadOnce() {
                     delay = .milliseconds(200)
+                    try await Task.sleep(for: options.uploadSettle)
                     continue
                 }
-                // Nothing to do: wait for a local change.
+                // Nothing to do: wait for a local change, and for the ones right behind it.
                 guard await iterator?.next() != nil else { return }
+                try await Task.sleep(for: options.uploadSettle)
             } catch is CancellationError {
                 return
             } catch let e as LockError {

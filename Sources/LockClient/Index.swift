@@ -248,6 +248,22 @@ public final class Index: Sendable {
         }
     }
 
+    /// Stores a local operation durably and allocates the inode number of
+    /// `node` in the same transaction (one synced commit for a create,
+    /// instead of one for the operation and one for its inode).
+    public func enqueue(_ op: LockWire.Operation, device: DeviceID, madeAtSeq: UInt64, madeAt: Timestamp,
+                        allocatingInodeFor node: NodeID) throws -> (id: Int64, ino: UInt64) {
+        let blob = try OperationBatch(device: device, createdAt: madeAt, operations: [op]).encoded
+        return try pool.write { db in
+            try db.execute(sql: "INSERT INTO pending (op, made_at_seq, made_at) VALUES (?, ?, ?)",
+                           arguments: [Data(blob), Int64(madeAtSeq), madeAt.nanoseconds])
+            let id = db.lastInsertedRowID
+            try db.execute(sql: "INSERT OR IGNORE INTO inodes (node) VALUES (?)", arguments: [Data(node.bytes)])
+            let ino = try Int64.fetchOne(db, sql: "SELECT ino FROM inodes WHERE node = ?", arguments: [Data(node.bytes)])!
+            return (id, UInt64(ino))
+        }
+    }
+
     /// Replaces a queued operation in place (coalescing a write into an
     /// earlier create or write of the same file that has not been sent).
     public func replaceQueued(id: Int64, with op: LockWire.Operation, device: DeviceID, madeAt: Timestamp) throws -> Bool {

@@ -6,14 +6,15 @@ import LockTesting
 /// `make bench`: single-core throughput of the client's write path, then
 /// the figures of a real release `lockfs-server` over loopback
 /// (ServerBench.swift), then the client engine's against such a server
-/// (EngineBench.swift).
+/// (EngineBench.swift), then a real mount against a plain directory
+/// with shell workloads (MountBench.swift).
 ///
 /// Prints one `bench: NAME VALUE UNIT` line per figure (and `# …` comment
 /// lines saying how the server figures were taken). Each figure is the
 /// best of several rounds over 1 MiB buffers (MB = 10⁶ bytes), so a busy
 /// neighbour on the machine lowers it less; compare ratios within one run.
 ///
-/// `lockfs-bench crypto`, `lockfs-bench server` or `lockfs-bench engine` runs one
+/// `lockfs-bench crypto`, `lockfs-bench server`, `lockfs-bench engine` or `lockfs-bench mount` runs one
 /// part only; `lockfs-bench server appends longpolls` or `lockfs-bench engine join`
 /// (for instance) some phases of a part only.
 @main
@@ -25,9 +26,9 @@ struct Bench {
     static func main() async throws {
         let arguments = Array(CommandLine.arguments.dropFirst())
         let only = arguments.first
-        guard only == nil || only == "crypto" || only == "server" || only == "engine" else {
+        guard only == nil || only == "crypto" || only == "server" || only == "engine" || only == "mount" else {
             FileHandle.standardError.write(Data(("usage: lockfs-bench [crypto | server [\(ServerBench.phases.joined(separator: " "))]… "
-                                                 + "| engine [\(EngineBench.phases.joined(separator: " "))]…]\n").utf8))
+                                                 + "| engine [\(EngineBench.phases.joined(separator: " "))]… | mount]\n").utf8))
             exit(2)
         }
         let phases = Array(arguments.dropFirst())
@@ -45,6 +46,14 @@ struct Bench {
                 try await EngineBench.run(phases: phases)
             } catch {
                 FileHandle.standardError.write(Data("lockfs-bench: engine figures failed: \(error)\n".utf8))
+                exit(1)
+            }
+        }
+        if only == nil || only == "mount" {
+            do {
+                try await MountBench.run()
+            } catch {
+                FileHandle.standardError.write(Data("lockfs-bench: mount figures failed: \(error)\n".utf8))
                 exit(1)
             }
         }
