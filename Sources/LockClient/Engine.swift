@@ -84,6 +84,9 @@ public final class Engine: Sendable {
         /// tar and rsync set it with futimens before close): the commit
         /// keeps it instead of the time of the commit.
         var mtime: Timestamp?
+        /// A mode set while the file is open with unsaved changes: committed
+        /// with the content at close (one synced commit, not two).
+        var mode: UInt32?
         /// Unlinked (or replaced by a rename) on this device while open: what
         /// is still written goes nowhere (POSIX), and a commit would bring
         /// the file back (a write revives a deleted file, for deletes made
@@ -403,7 +406,9 @@ public final class Engine: Sendable {
             var sb = stat()
             if fstat(st.fd, &sb) == 0 { size = Int(sb.st_size) }
         }
-        return Attributes(ino: try ino(of: n.id), kind: n.kind, size: size, mode: n.attributes.mode, mtime: n.attributes.mtime)
+        let st = state.withLock { $0.staging[n.id] }
+        return Attributes(ino: try ino(of: n.id), kind: n.kind, size: size, mode: st?.mode ?? n.attributes.mode,
+                          mtime: st?.mtime ?? n.attributes.mtime)
     }
 
     public func getattr(_ ino: UInt64) throws -> Attributes { try attributes(try node(ino, includingDeleted: true)) }
@@ -460,25 +465,37 @@ public final class Engine: Sendable {
     /// Makes one local change durable and shows it: stored in the outbox,
     /// then replayed onto the local view. Coalesces a write into a queued
     /// create or write of the same file.
-    func commitLocal(_ op: LockWire.Operation) throws {
+    ///
+    /// - Parameter mode: with a write, a mode set while the file was open:
+    ///   folded into a queued create of the file, else its own operation.
+    func commitLocal(_ op: LockWire.Operation, mode: UInt32? = nil) throws {
         let t = now()
-        try state.withLock { s in
+        let foldedMode = try state.withLock { s -> Bool in
             // Coalesce content into a queued create/write of the same node that is the last operation on it.
             if case let .write(node, _, revision, mtime, manifest) = op,
                let i = s.pending.lastIndex(where: { $0.operation.node == node }), s.pending[i].state == .queued {
                 var merged: LockWire.Operation?
+                var newAttributes: NodeAttributes?
                 switch s.pending[i].operation {
                 case let .create(n, parent, name, _, attributes, .file):
+                    let attrs = (try? NodeAttributes(mode: mode ?? attributes.mode, mtime: mtime, xattrs: attributes.xattrs))
+                        ?? attributes.with(mtime: mtime)
+                    if mode != nil { newAttributes = attrs }
                     merged = .create(node: n, parent: parent, name: name, revision: revision,
-                                     attributes: attributes.with(mtime: mtime), content: .file(manifest))
+                                     attributes: attrs, content: .file(manifest))
                 case let .write(n, oldBase, _, _, _):
                     merged = .write(node: n, base: oldBase, revision: revision, mtime: mtime, manifest: manifest)
                 default: break
                 }
                 if let merged, try index.replaceQueued(id: s.pending[i].id, with: merged, device: device, madeAt: s.pending[i].madeAt) {
                     s.pending[i].operation = merged
-                    s.local.apply(op, context: ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor))
-                    return
+                    let context = ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor)
+                    s.local.apply(op, context: context)
+                    if let newAttributes {
+                        // The view shows the folded mode at once (the next rebase replays the merged create).
+                        s.local.apply(.setAttributes(node: node, base: revision, revision: revision, attributes: newAttributes), context: context)
+                    }
+                    return true
                 }
             }
             let id: Int64
@@ -493,9 +510,16 @@ public final class Engine: Sendable {
             }
             s.pending.append(PendingOperation(id: id, operation: op, madeAtSeq: s.cursor, madeAt: t, state: .queued, batchStamp: nil))
             s.local.apply(op, context: ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor))
+            return false
         }
         state.withLock { _ = $0.local.takeChanges() }
         uploadSignal.yield()
+        // Not folded into a create: the mode is its own change, after the content.
+        if let mode, !foldedMode, case .write(let node, _, _, _, _) = op,
+           let n = state.withLock({ $0.local.liveNode(node) }), n.attributes.mode != mode {
+            try commitLocal(.setAttributes(node: node, base: n.revision, revision: .random(),
+                                           attributes: try NodeAttributes(mode: mode, mtime: n.attributes.mtime, xattrs: n.attributes.xattrs)))
+        }
     }
 
     func validName(_ name: String) throws -> Name {
@@ -617,6 +641,17 @@ public final class Engine: Sendable {
     public func setAttributes(_ ino: UInt64, mode: UInt32? = nil, mtime: Timestamp? = nil) throws -> Attributes {
         let n = try node(ino)
         let a = n.attributes
+        // A file open with unsaved changes takes them with its content at
+        // close (tar and cp -a set times and modes between write and close):
+        // one synced commit instead of three.
+        let deferred = state.withLock { s -> Bool in
+            guard var st = s.staging[n.id], st.dirty, !st.unlinked else { return false }
+            if let mode { st.mode = mode & 0o7777 }
+            if let mtime { st.mtime = mtime }
+            s.staging[n.id] = st
+            return true
+        }
+        if deferred { return try getattr(ino) }
         let new = try NodeAttributes(mode: (mode ?? a.mode) & 0o7777, mtime: mtime ?? a.mtime, xattrs: a.xattrs)
         if new != a { try commitLocal(.setAttributes(node: n.id, base: n.revision, revision: .random(), attributes: new)) }
         if let mtime { state.withLock { $0.staging[n.id]?.mtime = mtime } }
@@ -936,9 +971,10 @@ public final class Engine: Sendable {
         }
         let manifest = try Manifest(chunks: chunks)
         // A file deleted elsewhere while open here still takes the write: replay brings it back.
-        let (node, mtime) = state.withLock { ($0.local.node(id), $0.staging[id]?.mtime) }
+        let (node, mtime, mode) = state.withLock { ($0.local.node(id), $0.staging[id]?.mtime, $0.staging[id]?.mode) }
         guard let n = node else { throw LockError.notFound }
-        try commitLocal(.write(node: id, base: n.revision, revision: .random(), mtime: mtime ?? now(), manifest: manifest))
+        try commitLocal(.write(node: id, base: n.revision, revision: .random(), mtime: mtime ?? now(), manifest: manifest), mode: mode)
+        state.withLock { $0.staging[id]?.mode = nil }
     }
 
     func outboxPath(_ id: ChunkID) -> String {

@@ -240,6 +240,26 @@ extension Engine {
         #expect(d[1].engine.snapshot().count == 1)
     }
 
+    @Test func modeAndTimeSetOnAnOpenFileTravelWithItsContent() async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine
+        let ino = try a.createFile(parent: 1, name: "t.txt", mode: 0o644).ino
+        let h = try await a.openForWrite(ino, truncate: true)
+        _ = try Array("tar member".utf8).withUnsafeBytes { try a.write(h, offset: 0, bytes: $0) }
+        let when = Timestamp(nanoseconds: 981_173_106_000_000_000)
+        _ = try a.setAttributes(ino, mode: 0o600, mtime: when)
+        // Shown at once, committed with the content: one queued operation (the create).
+        #expect(try a.getattr(ino).mode == 0o600 && a.getattr(ino).mtime == when)
+        try await a.close(h)
+        #expect(a.status().queuedOperations == 1)
+        #expect(try a.getattr(ino).mode == 0o600 && a.getattr(ino).mtime == when)
+        try await a.syncNow()
+        let b = d[1].engine
+        try await b.pullOnce()
+        let seen = try b.getattr(try b.resolve("t.txt"))
+        #expect(seen.mode == 0o600 && seen.mtime == when && seen.size == 10)
+    }
+
     @Test func concurrentReadersOfOneChunkShareOneFetch() async throws {
         var o = testOptions()
         o.readAhead = 0
