@@ -205,13 +205,27 @@ struct MountTests {
         let m = try await vault.mount(0)
         let made = try await sh("cd '\(m)' && for i in $(seq 1 20); do echo content-$i > f$i; done && head -c 5000000 /dev/urandom > big && md5sum < big")
         let sum = made.stdout.split(separator: " ").first.map(String.init) ?? "?"
-        // Closed files were durable on close: kill the serving process at once.
+        // Kill the serving process in the middle of another write (a slow writer
+        // holding a file open): what was closed before is durable.
+        let (writer, _, _) = try spawnProcess(URL(fileURLWithPath: "/bin/sh"),
+                                              ["-c", "exec 3>'\(m)/in-flight'; while true; do head -c 65536 /dev/urandom >&3; sleep 0.01; done"])
+        defer { if writer.isRunning { kill(writer.processIdentifier, SIGKILL) } }
+        #expect(await eventually(within: .seconds(10)) {
+            ((try? FileManager.default.attributesOfItem(atPath: m + "/in-flight")[.size] as? Int) ?? 0) > 1_000_000
+        })
         kill(try vault.servingPID(0), SIGKILL)
         try await sh("fusermount3 -u -z '\(m)'")
         vault.forget(0)
         #expect(await eventually(within: .seconds(10)) { (try? vault.servingPID(0)) == nil })
+        kill(writer.processIdentifier, SIGKILL)
         let again = try await vault.mount(0)
         for i in 1...20 { #expect(readText(again + "/f\(i)") == "content-\(i)\n") }
+        // The file still open for writing is there as its last flush left it: each
+        // `head` closing its copy of the descriptor flushed 64 KiB more, so whole
+        // pieces, all readable.
+        let probe = try await sh("stat -c %s '\(again)/in-flight'; cat '\(again)/in-flight' | wc -c")
+        let sizes = probe.stdout.split(separator: "\n").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        #expect(sizes.count == 2 && sizes[0] == sizes[1] && sizes[0] % 65536 == 0, "\(probe.stdout) \(probe.stderr)")
         let b = try await vault.mount(1)
         #expect(await eventually(within: .seconds(15)) { readText(b + "/f20") == "content-20\n" })
         let other = try await sh("md5sum < '\(b)/big'")
