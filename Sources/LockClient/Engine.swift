@@ -92,6 +92,12 @@ public final class Engine: Sendable {
         /// the file back (a write revives a deleted file, for deletes made
         /// elsewhere). Stays readable through its handles until the last close.
         var unlinked = false
+        /// The chunks the staging file matched at open or at the last commit,
+        /// and the lowest offset changed since: a commit reuses the chunks
+        /// that end before it and re-chunks only from there (FastCDC's cuts
+        /// depend only on the bytes since the previous cut).
+        var base: [Manifest.Chunk] = []
+        var dirtyFrom = Int.max
     }
 
     struct State {
@@ -824,10 +830,12 @@ public final class Engine: Sendable {
                 // Another open won the race: use its copy.
                 Glibc.close(fd); Glibc.unlink(path)
                 existing.handles += 1
-                if truncate { ftruncate(existing.fd, 0); existing.dirty = true; existing.mtime = nil }
+                if truncate { ftruncate(existing.fd, 0); existing.dirty = true; existing.mtime = nil; existing.dirtyFrom = 0 }
                 s.staging[n.id] = existing
             } else {
-                s.staging[n.id] = Staging(fd: fd, path: path, handles: 1, dirty: truncate && n.size > 0)
+                var st = Staging(fd: fd, path: path, handles: 1, dirty: truncate && n.size > 0)
+                if truncate { st.dirtyFrom = 0 } else { st.base = n.manifest?.chunks ?? [] }
+                s.staging[n.id] = st
             }
             let h = s.nextHandle
             s.nextHandle += 1
@@ -866,15 +874,25 @@ public final class Engine: Sendable {
             guard n > 0 else { throw LockError.io(errno: errno, "write staging file") }
             done += n
         }
-        state.withLock { $0.staging[id]?.dirty = true; $0.staging[id]?.mtime = nil }
+        state.withLock { s in
+            s.staging[id]?.dirty = true
+            s.staging[id]?.mtime = nil
+            if let d = s.staging[id]?.dirtyFrom { s.staging[id]?.dirtyFrom = min(d, offset) }
+        }
         return done
     }
 
     /// Sets the size of an open file.
     public func truncate(handle: UInt64, size: Int) throws {
         let (id, st) = try staging(handle)
+        var sb = stat()
+        let oldSize = fstat(st.fd, &sb) == 0 ? Int(sb.st_size) : 0
         guard ftruncate(st.fd, off_t(size)) == 0 else { throw LockError.io(errno: errno, "truncate staging file") }
-        state.withLock { $0.staging[id]?.dirty = true; $0.staging[id]?.mtime = nil }
+        state.withLock { s in
+            s.staging[id]?.dirty = true
+            s.staging[id]?.mtime = nil
+            if let d = s.staging[id]?.dirtyFrom { s.staging[id]?.dirtyFrom = min(d, size, oldSize) }
+        }
     }
 
     /// Sets the size of a file that may not be open (truncate(2)): open, resize, close.
@@ -922,8 +940,27 @@ public final class Engine: Sendable {
         var sb = stat()
         guard fstat(fd, &sb) == 0 else { throw LockError.io(errno: errno, "stat staging file") }
         let size = Int(sb.st_size)
+        // Take the changed range; writes from now on mark the next commit's.
+        let (base, dirtyFrom) = state.withLock { s -> ([Manifest.Chunk], Int) in
+            guard let st = s.staging[id] else { return ([], 0) }
+            s.staging[id]?.dirtyFrom = .max
+            return (st.base, st.dirtyFrom)
+        }
+        var committed = false
+        defer {
+            // Not committed: the range stays changed for the next try.
+            if !committed { state.withLock { s in if let d = s.staging[id]?.dirtyFrom { s.staging[id]?.dirtyFrom = min(d, dirtyFrom) } } }
+        }
+        // Chunks that end before the first change are reused, except the old last one
+        // (its end was the old end of the file, not a content-defined cut).
         var chunks: [Manifest.Chunk] = []
-        if size > 0 {
+        var reused = 0
+        for c in base.dropLast() {
+            guard reused + c.length <= min(dirtyFrom, size) else { break }
+            chunks.append(c)
+            reused += c.length
+        }
+        if size > reused {
             guard let map = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
                 throw LockError.io(errno: errno, "map staging file")
             }
@@ -931,10 +968,10 @@ public final class Engine: Sendable {
             let all = UnsafeRawBufferPointer(start: map, count: size)
             var chunker = try Chunker(gear: gear)
             var ends: [Int] = []
-            chunker.feed(all) { ends.append($0) }
-            if let last = chunker.finish() { ends.append(last) }
+            chunker.feed(UnsafeRawBufferPointer(rebasing: all[reused..<size])) { ends.append(reused + $0) }
+            if let last = chunker.finish() { ends.append(reused + last) }
             var ranges: [Range<Int>] = []
-            var start = 0
+            var start = reused
             for e in ends { ranges.append(start..<e); start = e }
             let results = Mutex<[Int: (ChunkID, Int, Int32)]>([:])   // index → (id, sealed size, errno)
             nonisolated(unsafe) let mapped = all
@@ -974,7 +1011,8 @@ public final class Engine: Sendable {
         let (node, mtime, mode) = state.withLock { ($0.local.node(id), $0.staging[id]?.mtime, $0.staging[id]?.mode) }
         guard let n = node else { throw LockError.notFound }
         try commitLocal(.write(node: id, base: n.revision, revision: .random(), mtime: mtime ?? now(), manifest: manifest), mode: mode)
-        state.withLock { $0.staging[id]?.mode = nil }
+        committed = true
+        state.withLock { $0.staging[id]?.mode = nil; $0.staging[id]?.base = chunks }
     }
 
     func outboxPath(_ id: ChunkID) -> String {

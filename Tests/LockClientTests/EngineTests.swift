@@ -240,6 +240,39 @@ extension Engine {
         #expect(d[1].engine.snapshot().count == 1)
     }
 
+    @Test func anEditReChunksOnlyFromTheFirstChangeAndCutsAsAFullChunkingWould() async throws {
+        let (_, d) = try makeDevices(1)
+        let a = d[0].engine
+        var rng = SeededGenerator(seed: 5)
+        var content = rng.bytes(12 << 20)
+        func write(_ name: String, _ bytes: [UInt8], truncate: Bool, at offset: Int = 0) async throws -> UInt64 {
+            let ino = try (try? a.lookup(parent: 1, name: name).ino) ?? a.createFile(parent: 1, name: name, mode: 0o644).ino
+            let h = try await a.openForWrite(ino, truncate: truncate)
+            _ = try bytes.withUnsafeBytes { try a.write(h, offset: offset, bytes: $0) }
+            try await a.close(h)
+            return ino
+        }
+        let edited = try await write("edited", content, truncate: true)
+        // Three edits in one open: the middle, then an append, then a flush between them.
+        let ino = edited
+        let h = try await a.openForWrite(ino, truncate: false)
+        _ = try [UInt8(0x42)].withUnsafeBytes { try a.write(h, offset: 6 << 20, bytes: $0) }
+        try await a.flush(h)
+        let tail = rng.bytes(300_000)
+        _ = try tail.withUnsafeBytes { try a.write(h, offset: 12 << 20, bytes: $0) }
+        try await a.close(h)
+        content[6 << 20] = 0x42
+        content += tail
+        // The same bytes written whole: the same cuts, the same chunks.
+        let whole = try await write("whole", content, truncate: true)
+        let m1 = try #require(a.snapshot()["/edited"]?.manifest), m2 = try #require(a.snapshot()["/whole"]?.manifest)
+        let back = try await a.read(ino, offset: 0, size: 20 << 20)
+        let firstDiff = zip(back, content).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        #expect(back.count == content.count && firstDiff == nil, "size \(back.count) vs \(content.count), first difference at \(firstDiff ?? -1)")
+        #expect(m1 == m2)
+        _ = whole
+    }
+
     @Test func modeAndTimeSetOnAnOpenFileTravelWithItsContent() async throws {
         let (_, d) = try makeDevices(2)
         let a = d[0].engine
