@@ -57,15 +57,11 @@ public final class ChunkCache: Sendable {
         return directory.path + "/" + hex.prefix(2) + "/" + hex
     }
 
-    public var limit: Int {
-        get { state.withLock { $0.limit } }
-    }
-    public func setLimit(_ limit: Int) { state.withLock { $0.limit = limit } }
+    public var limit: Int { state.withLock { $0.limit } }
 
     /// Bytes of plaintext on disk.
     public var totalSize: Int { state.withLock { $0.total } }
     public func contains(_ id: ChunkID) -> Bool { state.withLock { $0.entries[id] != nil } }
-    public var chunkIDs: Set<ChunkID> { state.withLock { Set($0.entries.keys) } }
 
     /// The cached plaintext, or nil. Marks it used.
     public func cached(_ id: ChunkID) -> [UInt8]? {

@@ -766,20 +766,27 @@ public final class Engine: Sendable {
     func pinnedChunks() -> Set<ChunkID> {
         state.withLock { s in
             var out = Set<ChunkID>()
-            for id in Self.pinnedFiles(s) { if let m = s.local.node(id)?.manifest { for c in m.chunks { out.insert(c.id) } } }
+            for id in Self.files(under: s.pins, in: s) { if let m = s.local.node(id)?.manifest { for c in m.chunks { out.insert(c.id) } } }
             return out
         }
     }
 
-    static func pinnedFiles(_ s: State) -> [NodeID] {
+    /// The live files at or under `roots` in the local view (each once).
+    static func files(under roots: some Sequence<NodeID>, in s: State) -> [NodeID] {
         var out: [NodeID] = []
-        var stack = Array(s.pins)
+        var stack = Array(roots)
         var seen = Set<NodeID>()
         while let id = stack.popLast() {
             guard seen.insert(id).inserted, let n = s.local.liveNode(id) else { continue }
             if n.isDirectory { stack.append(contentsOf: s.local.childNames(of: id).values) } else { out.append(id) }
         }
         return out
+    }
+
+    /// The chunks of `files`, each once, in order.
+    static func uniqueChunks(of files: [NodeID], in s: State) -> [Manifest.Chunk] {
+        var seen = Set<ChunkID>()
+        return files.compactMap { s.local.node($0)?.manifest }.flatMap(\.chunks).filter { seen.insert($0.id).inserted }
     }
 
     func isPinned(_ s: State, _ id: NodeID) -> Bool {
@@ -1270,7 +1277,7 @@ public final class Engine: Sendable {
     }
 
     static func pinnedBytes(_ s: State) -> Int {
-        pinnedFiles(s).reduce(0) { $0 + (s.local.node($1)?.size ?? 0) }
+        files(under: s.pins, in: s).reduce(0) { $0 + (s.local.node($1)?.size ?? 0) }
     }
 
     /// Records a pin (sticky for folders) without fetching; `pin` fetches.
@@ -1284,16 +1291,7 @@ public final class Engine: Sendable {
     /// local, and in all (each chunk counted once).
     public func localBytes(under ino: UInt64) throws -> (local: Int, total: Int) {
         let n = try node(ino)
-        let chunks: [Manifest.Chunk] = state.withLock { s in
-            var files: [NodeID] = []
-            var stack = [n.id]
-            while let id = stack.popLast() {
-                guard let x = s.local.liveNode(id) else { continue }
-                if x.isDirectory { stack.append(contentsOf: s.local.childNames(of: id).values) } else { files.append(id) }
-            }
-            var seen = Set<ChunkID>()
-            return files.compactMap { s.local.node($0)?.manifest }.flatMap(\.chunks).filter { seen.insert($0.id).inserted }
-        }
+        let chunks = state.withLock { s in Self.uniqueChunks(of: Self.files(under: [n.id], in: s), in: s) }
         let local = chunks.filter { cache.contains($0.id) }.reduce(0) { $0 + $1.length }
         return (local, chunks.reduce(0) { $0 + $1.length })
     }
@@ -1305,8 +1303,7 @@ public final class Engine: Sendable {
         try index.setPinned(n.id, true)
         let chunks: [Manifest.Chunk] = state.withLock { s in
             s.pins.insert(n.id)
-            var seen = Set<ChunkID>()
-            return Self.pinnedFiles(s).compactMap { s.local.node($0)?.manifest }.flatMap(\.chunks).filter { seen.insert($0.id).inserted }
+            return Self.uniqueChunks(of: Self.files(under: s.pins, in: s), in: s)
         }
         let total = chunks.reduce(0) { $0 + $1.length }
         let done = Counter()
@@ -1352,15 +1349,13 @@ public final class Engine: Sendable {
         let n = try node(ino)
         let (pending, pinned) = state.withLock { s in (s.pending.contains { $0.operation.node == n.id }, isPinned(s, n.id)) }
         return FileState(isConflictCopy: n.name.contains(" (conflict from "), isPending: pending, isPinned: pinned,
-                         isCached: n.manifest?.chunks.allSatisfy { cache.contains($0.id) } ?? true)
+                         isCached: isLocal(n))
     }
 
     /// Whether every chunk of a file is local.
-    public func isCached(_ ino: UInt64) throws -> Bool {
-        let n = try node(ino)
-        guard let m = n.manifest else { return true }
-        return m.chunks.allSatisfy { cache.contains($0.id) }
-    }
+    public func isCached(_ ino: UInt64) throws -> Bool { isLocal(try node(ino)) }
+
+    func isLocal(_ n: Node) -> Bool { n.manifest?.chunks.allSatisfy { cache.contains($0.id) } ?? true }
 
     /// The tree as the local view shows it: path → node (for tests and tools).
     public func snapshot() -> [String: Node] {
