@@ -29,6 +29,7 @@ public final class ChunkCache: Sendable {
     /// - Parameter limit: bytes of plaintext kept (pinned chunks may exceed it).
     public init(directory: URL, limit: Int) throws {
         self.directory = directory
+        root = directory.path
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         var s = State(limit: limit)
         // Scan: rebuild the books; oldest first by mtime.
@@ -52,9 +53,12 @@ public final class ChunkCache: Sendable {
         state = Mutex(s)
     }
 
+    /// `directory.path`, computed once (URL.path is not free, and every chunk access needs it).
+    private let root: String
+
     private func path(_ id: ChunkID) -> String {
         let hex = id.hex
-        return directory.path + "/" + hex.prefix(2) + "/" + hex
+        return root + "/" + hex.prefix(2) + "/" + hex
     }
 
     public var limit: Int { state.withLock { $0.limit } }
