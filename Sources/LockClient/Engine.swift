@@ -52,6 +52,13 @@ public struct EngineOptions: Sendable {
     /// competing with the writer's own, and a create claimed before its
     /// file's write could be folded into it. Local durability is unchanged.
     public var uploadSettle: Duration = .milliseconds(150)
+    /// Sealed chunks up to this size are kept in the index, in the same
+    /// transaction as the operation that needs them (no file, no fsync);
+    /// larger ones are outbox files, fsynced before the operation commits.
+    public var inlineChunkLimit = 256 << 10
+    /// How often local commits are made durable against a power cut when
+    /// nothing asked for it sooner (fsync(2), unmount): ext4's default.
+    public var syncInterval: Duration = .seconds(5)
     public init() {}
 }
 
@@ -74,10 +81,12 @@ public final class Engine: Sendable {
     public let cache: ChunkCache
     let options: EngineOptions
     let gear: [UInt64]
+    /// The outbox and staging folders' paths, computed once.
+    let outboxRoot: String
+    let stagingRoot: String
 
     struct Staging {
-        var fd: Int32
-        var path: String
+        var file: StagingFile
         var handles: Int
         var dirty: Bool
         /// An mtime set while the file is open, after its last write (cp -a,
@@ -114,7 +123,10 @@ public final class Engine: Sendable {
         var nodeByIno: [UInt64: NodeID] = [:]
         var pins: Set<NodeID>
         var serverChunks: Set<ChunkID> = []
+        /// Sealed chunks waiting for upload (outbox files and small ones in the index) → sealed size.
         var outboxChunks: [ChunkID: Int] = [:]
+        /// Local commits since the last `syncToDisk` (the periodic sync skips when 0).
+        var unsyncedCommits = 0
         var staging: [NodeID: Staging] = [:]
         var handles: [UInt64: NodeID] = [:]
         var nextHandle: UInt64 = 1
@@ -140,6 +152,8 @@ public final class Engine: Sendable {
         keys = credentials.keys
         self.remote = remote
         self.options = options
+        outboxRoot = home.outboxDirectory.path
+        stagingRoot = home.stagingDirectory.path
         index = try Index(path: home.indexFile.path)
         cache = try ChunkCache(directory: home.chunkCacheDirectory, limit: options.cacheLimit)
         gear = keys.gearTable()
@@ -156,7 +170,17 @@ public final class Engine: Sendable {
         s.alarm = try index.meta("alarm").map { String(decoding: $0, as: UTF8.self) }
         for (ino, node) in snap.inodes { s.inoByNode[node] = ino; s.nodeByIno[ino] = node }
         for n in base.nodes.values { if let m = n.manifest { for c in m.chunks { s.serverChunks.insert(c.id) } } }
-        for (id, size) in Self.scanOutbox(home.outboxDirectory) { s.outboxChunks[id] = size }
+        // Sealed chunks no pending or in-flight operation needs are dropped: an outbox file
+        // whose operation a power cut took (the file was fsynced, the commit not yet).
+        let needed = Set(s.pending.flatMap(\.operation.chunkIDs) + s.inflight.flatMap(\.references))
+        let outboxFiles = Self.scanOutbox(home.outboxDirectory)
+        let outboxRows = try index.outboxChunkSizes()
+        for (id, size) in outboxFiles + outboxRows where needed.contains(id) { s.outboxChunks[id] = size }
+        for (id, _) in outboxFiles where !needed.contains(id) {
+            let hex = id.hex
+            Glibc.unlink(home.outboxDirectory.path + "/" + hex.prefix(2) + "/" + hex)
+        }
+        try index.deleteOutboxChunks(outboxRows.map(\.0).filter { !needed.contains($0) })
         Self.rebase(&s, device: credentials.device)
         state = Mutex(s)
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -188,7 +212,8 @@ public final class Engine: Sendable {
         let stream = uploadWakeups.withLock { s -> AsyncStream<Void>? in defer { s = nil }; return s }
         let pull = Task { [self] in await pullLoop() }
         let push = Task { [self] in await uploadLoop(stream) }
-        state.withLock { $0.running = true; $0.tasks = [pull, push] }
+        let sync = Task { [self] in await syncLoop() }
+        state.withLock { $0.running = true; $0.tasks = [pull, push, sync] }
         uploadSignal.yield()
     }
 
@@ -198,6 +223,26 @@ public final class Engine: Sendable {
         uploadSignal.finish()
         for t in tasks { t.cancel() }
         for t in tasks { await t.value }
+        try? syncToDisk()
+    }
+
+    /// Makes every local change so far durable against a power cut (the
+    /// index's log fsynced). Local commits are already safe from a crash of
+    /// this process when they return; this is fsync(2)'s promise on top.
+    public func syncToDisk() throws {
+        let n = state.withLock { $0.unsyncedCommits }
+        try index.sync()
+        state.withLock { $0.unsyncedCommits = max(0, $0.unsyncedCommits - n) }
+    }
+
+    /// Every `syncInterval`, makes the changes since the last sync durable.
+    func syncLoop() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: options.syncInterval) } catch { return }
+            if state.withLock({ $0.unsyncedCommits }) > 0 {
+                do { try syncToDisk() } catch { noteFailure("sync to disk: \(error)") }
+            }
+        }
     }
 
     func pullLoop() async {
@@ -277,6 +322,7 @@ public final class Engine: Sendable {
     func raiseAlarm(_ why: String) {
         state.withLock { if $0.alarm == nil { $0.alarm = why } }
         try? index.setMeta("alarm", Array(why.utf8))
+        try? index.sync()
         wakeUploadWaiters()
     }
 
@@ -408,11 +454,8 @@ public final class Engine: Sendable {
 
     func attributes(_ n: Node) throws -> Attributes {
         var size = n.size
-        if let st = state.withLock({ $0.staging[n.id] }) {
-            var sb = stat()
-            if fstat(st.fd, &sb) == 0 { size = Int(sb.st_size) }
-        }
         let st = state.withLock { $0.staging[n.id] }
+        if let st { size = st.file.size }
         return Attributes(ino: try ino(of: n.id), kind: n.kind, size: size, mode: st?.mode ?? n.attributes.mode,
                           mtime: st?.mtime ?? n.attributes.mtime)
     }
@@ -472,9 +515,12 @@ public final class Engine: Sendable {
     /// then replayed onto the local view. Coalesces a write into a queued
     /// create or write of the same file.
     ///
-    /// - Parameter mode: with a write, a mode set while the file was open:
-    ///   folded into a queued create of the file, else its own operation.
-    func commitLocal(_ op: LockWire.Operation, mode: UInt32? = nil) throws {
+    /// - Parameters:
+    ///   - mode: with a write, a mode set while the file was open: folded
+    ///     into a queued create of the file, else its own operation.
+    ///   - chunks: small sealed chunks the operation needs, stored in the
+    ///     same index transaction (larger ones are in outbox files already).
+    func commitLocal(_ op: LockWire.Operation, mode: UInt32? = nil, chunks: [SealedChunk] = []) throws {
         let t = now()
         let foldedMode = try state.withLock { s -> Bool in
             // Coalesce content into a queued create/write of the same node that is the last operation on it.
@@ -493,7 +539,10 @@ public final class Engine: Sendable {
                     merged = .write(node: n, base: oldBase, revision: revision, mtime: mtime, manifest: manifest)
                 default: break
                 }
-                if let merged, try index.replaceQueued(id: s.pending[i].id, with: merged, device: device, madeAt: s.pending[i].madeAt) {
+                if let merged, try index.replaceQueued(id: s.pending[i].id, with: merged, device: device, madeAt: s.pending[i].madeAt,
+                                                       chunks: chunks) {
+                    for c in chunks { s.outboxChunks[c.id] = c.bytes.count }
+                    s.unsyncedCommits += 1
                     s.pending[i].operation = merged
                     let context = ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor)
                     s.local.apply(op, context: context)
@@ -507,13 +556,16 @@ public final class Engine: Sendable {
             let id: Int64
             if case let .create(node, _, _, _, _, _) = op, s.inoByNode[node] == nil {
                 // A new node: its inode number in the same synced commit.
-                let (opID, ino) = try index.enqueue(op, device: device, madeAtSeq: s.cursor, madeAt: t, allocatingInodeFor: node)
-                s.inoByNode[node] = ino
-                s.nodeByIno[ino] = node
+                let (opID, ino) = try index.enqueue(op, device: device, madeAtSeq: s.cursor, madeAt: t, chunks: chunks,
+                                                    allocatingInodeFor: node)
+                s.inoByNode[node] = ino!
+                s.nodeByIno[ino!] = node
                 id = opID
             } else {
-                id = try index.enqueue(op, device: device, madeAtSeq: s.cursor, madeAt: t)
+                id = try index.enqueue(op, device: device, madeAtSeq: s.cursor, madeAt: t, chunks: chunks).id
             }
+            for c in chunks { s.outboxChunks[c.id] = c.bytes.count }
+            s.unsyncedCommits += 1
             s.pending.append(PendingOperation(id: id, operation: op, madeAtSeq: s.cursor, madeAt: t, state: .queued, batchStamp: nil))
             s.local.apply(op, context: ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor))
             return false
@@ -686,13 +738,8 @@ public final class Engine: Sendable {
     /// - Throws: `.offline` when a needed chunk is not local and the server is
     ///   unreachable; `.integrity` when the server's bytes fail verification.
     public func read(_ ino: UInt64, offset: Int, size: Int) async throws -> [UInt8] {
+        if let local = try readIfLocal(ino, offset: offset, size: size) { return local }
         let n = try node(ino, includingDeleted: true)
-        if let st = state.withLock({ $0.staging[n.id] }) {
-            var out = [UInt8](repeating: 0, count: size)
-            let got = out.withUnsafeMutableBytes { pread(st.fd, $0.baseAddress!, size, off_t(offset)) }
-            guard got >= 0 else { throw LockError.io(errno: errno, "read staging file") }
-            return Array(out.prefix(got))
-        }
         guard case .file(let manifest) = n.content else { throw LockError.isDirectory }
         let end = min(offset + size, manifest.size)
         guard offset < end else { return [] }
@@ -716,24 +763,51 @@ public final class Engine: Sendable {
             }
             lastIndex = i
         }
-        // Read-ahead on sequential reads.
-        let sequential = state.withLock { s -> Bool in
-            defer { s.lastReadEnd[n.id] = end }
-            return s.lastReadEnd[n.id] == offset || offset == 0
-        }
-        if sequential && options.readAhead > 0 {
-            let ahead = manifest.chunks.dropFirst(lastIndex + 1).prefix(options.readAhead).map(\.id).filter { !cache.contains($0) }
-            for id in ahead { Task { _ = try? await self.chunkPlaintext(id) } }
-        }
+        readAhead(n.id, manifest, offset: offset, end: end, after: lastIndex)
         return out
     }
 
-    /// A chunk's verified plaintext: cache, outbox, or server.
+    /// `read` without waiting: nil when a chunk of the range is not local
+    /// (the mount then calls `read` off its own thread).
+    public func readIfLocal(_ ino: UInt64, offset: Int, size: Int) throws -> [UInt8]? {
+        let n = try node(ino, includingDeleted: true)
+        if let st = state.withLock({ $0.staging[n.id] }) { return try st.file.read(offset: offset, count: size) }
+        guard case .file(let manifest) = n.content else { throw LockError.isDirectory }
+        let end = min(offset + size, manifest.size)
+        guard offset < end else { return [] }
+        var out: [UInt8] = []
+        out.reserveCapacity(end - offset)
+        var chunkStart = 0
+        var lastIndex = 0
+        for (i, c) in manifest.chunks.enumerated() {
+            let chunkEnd = chunkStart + c.length
+            defer { chunkStart = chunkEnd }
+            if chunkEnd <= offset { continue }
+            if chunkStart >= end { break }
+            guard let part = cache.read(c.id, range: (max(offset, chunkStart) - chunkStart)..<(min(end, chunkEnd) - chunkStart)) else { return nil }
+            out += part
+            lastIndex = i
+        }
+        readAhead(n.id, manifest, offset: offset, end: end, after: lastIndex)
+        return out
+    }
+
+    /// On a sequential read, fetches the next `readAhead` chunks in the background.
+    func readAhead(_ id: NodeID, _ manifest: Manifest, offset: Int, end: Int, after lastIndex: Int) {
+        let sequential = state.withLock { s -> Bool in
+            defer { s.lastReadEnd[id] = end }
+            return s.lastReadEnd[id] == offset || offset == 0
+        }
+        guard sequential && options.readAhead > 0 else { return }
+        let ahead = manifest.chunks.dropFirst(lastIndex + 1).prefix(options.readAhead).map(\.id).filter { !cache.contains($0) }
+        for id in ahead { Task { _ = try? await self.chunkPlaintext(id) } }
+    }
+
     func chunkPlaintext(_ id: ChunkID) async throws -> [UInt8] {
         let plain = try await cache.chunk(id) { [self] in
             let sealed: SealedChunk
-            if let local = FileManager.default.contents(atPath: outboxPath(id)) {
-                sealed = SealedChunk(id: id, bytes: Array(local))
+            if let local = try outboxChunk(id) {
+                sealed = SealedChunk(id: id, bytes: local)
             } else {
                 do { sealed = try await fetchWithTimeout(id) } catch let e as RemoteError { throw e.isRetryable ? LockError.offline : LockError.from(e) }
             }
@@ -815,32 +889,59 @@ public final class Engine: Sendable {
     /// on the file. Without `truncate`, the current content is fetched first.
     /// - Returns: a handle for `write`, `flush` and `close`.
     public func openForWrite(_ ino: UInt64, truncate: Bool) async throws -> UInt64 {
+        if let h = try openForWriteIfLocal(ino, truncate: truncate) { return h }
+        let n = try node(ino)
+        // Fill a new staging copy outside the lock, fetching what is not local.
+        let file = try newStagingFile(n.id)
+        if !truncate, let m = n.manifest {
+            var off = 0
+            do {
+                for c in m.chunks {
+                    let plain = try await chunkPlaintext(c.id)
+                    try plain.withUnsafeBytes { try file.write($0, at: off) }
+                    off += plain.count
+                }
+            } catch { file.discard(); throw error }
+        }
+        return try installStaging(n, file, truncate: truncate)
+    }
+
+    /// `openForWrite` without waiting: nil when the content must be fetched
+    /// first (the mount then calls `openForWrite` off its own thread).
+    public func openForWriteIfLocal(_ ino: UInt64, truncate: Bool) throws -> UInt64? {
         let n = try node(ino)
         guard n.kind == .file else { throw LockError.isDirectory }
         if let h = try attachStaging(n.id, truncate: truncate) { return h }
-        // Fill a new staging file outside the lock.
-        let path = home.stagingDirectory.appendingPathComponent("\(n.id.hex)-\(UInt32.random(in: 0...UInt32.max))").path
-        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw LockError.io(errno: errno, "create staging file") }
+        guard truncate || isLocal(n) else { return nil }
+        let file = try newStagingFile(n.id)
         if !truncate, let m = n.manifest {
             var off = 0
             for c in m.chunks {
-                let plain: [UInt8]
-                do { plain = try await chunkPlaintext(c.id) } catch { Glibc.close(fd); Glibc.unlink(path); throw error }
-                let w = plain.withUnsafeBytes { pwrite(fd, $0.baseAddress!, plain.count, off_t(off)) }
-                guard w == plain.count else { let e = errno; Glibc.close(fd); Glibc.unlink(path); throw LockError.io(errno: e, "write staging file") }
+                // Evicted since isLocal looked: the caller fetches.
+                guard let plain = cache.cached(c.id) else { file.discard(); return nil }
+                do { try plain.withUnsafeBytes { try file.write($0, at: off) } } catch { file.discard(); throw error }
                 off += plain.count
             }
         }
-        return state.withLock { s in
+        return try installStaging(n, file, truncate: truncate)
+    }
+
+    private func newStagingFile(_ id: NodeID) throws -> StagingFile {
+        try StagingFile(path: stagingRoot + "/" + id.hex + "-" + String(UInt32.random(in: 0...UInt32.max)))
+    }
+
+    /// Makes `file` the node's staging copy and returns a handle on it; if
+    /// another open got there first, its copy is used and `file` dropped.
+    private func installStaging(_ n: Node, _ file: StagingFile, truncate: Bool) throws -> UInt64 {
+        try state.withLock { s in
             if var existing = s.staging[n.id] {
                 // Another open won the race: use its copy.
-                Glibc.close(fd); Glibc.unlink(path)
+                file.discard()
                 existing.handles += 1
-                if truncate { ftruncate(existing.fd, 0); existing.dirty = true; existing.mtime = nil; existing.dirtyFrom = 0 }
+                if truncate { try existing.file.truncate(0); existing.dirty = true; existing.mtime = nil; existing.dirtyFrom = 0 }
                 s.staging[n.id] = existing
             } else {
-                var st = Staging(fd: fd, path: path, handles: 1, dirty: truncate && n.size > 0)
+                var st = Staging(file: file, handles: 1, dirty: truncate && n.size > 0)
                 if truncate { st.dirtyFrom = 0 } else { st.base = n.manifest?.chunks ?? [] }
                 s.staging[n.id] = st
             }
@@ -852,10 +953,10 @@ public final class Engine: Sendable {
     }
 
     private func attachStaging(_ id: NodeID, truncate: Bool) throws -> UInt64? {
-        state.withLock { s in
+        try state.withLock { s in
             guard var st = s.staging[id] else { return nil }
             st.handles += 1
-            if truncate { ftruncate(st.fd, 0); st.dirty = true; st.mtime = nil }
+            if truncate { try st.file.truncate(0); st.dirty = true; st.mtime = nil; st.dirtyFrom = 0 }
             s.staging[id] = st
             let h = s.nextHandle
             s.nextHandle += 1
@@ -874,13 +975,8 @@ public final class Engine: Sendable {
     /// Writes into the open file (locally; nothing is sent before close).
     public func write(_ handle: UInt64, offset: Int, bytes: UnsafeRawBufferPointer) throws -> Int {
         let (id, st) = try staging(handle)
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(st.fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw LockError.io(errno: errno, "write staging file") }
-            done += n
-        }
+        try st.file.write(bytes, at: offset)
+        let done = bytes.count
         state.withLock { s in
             s.staging[id]?.dirty = true
             s.staging[id]?.mtime = nil
@@ -892,9 +988,8 @@ public final class Engine: Sendable {
     /// Sets the size of an open file.
     public func truncate(handle: UInt64, size: Int) throws {
         let (id, st) = try staging(handle)
-        var sb = stat()
-        let oldSize = fstat(st.fd, &sb) == 0 ? Int(sb.st_size) : 0
-        guard ftruncate(st.fd, off_t(size)) == 0 else { throw LockError.io(errno: errno, "truncate staging file") }
+        let oldSize = st.file.size
+        try st.file.truncate(size)
         state.withLock { s in
             s.staging[id]?.dirty = true
             s.staging[id]?.mtime = nil
@@ -905,33 +1000,32 @@ public final class Engine: Sendable {
     /// Sets the size of a file that may not be open (truncate(2)): open, resize, close.
     public func truncate(_ ino: UInt64, size: Int) async throws {
         let h = try await openForWrite(ino, truncate: size == 0)
-        do { try truncate(handle: h, size: size) } catch { try? await close(h); throw error }
-        try await close(h)
+        do { try truncate(handle: h, size: size) } catch { try? close(h); throw error }
+        try close(h)
     }
 
     /// Makes what was written so far durable and queued (fsync, flush).
-    public func flush(_ handle: UInt64) async throws {
+    public func flush(_ handle: UInt64) throws {
         let (id, st) = try staging(handle)
         guard st.dirty, !st.unlinked else { return }
-        try commitContent(id, fd: st.fd)
+        try commitContent(id, file: st.file)
         state.withLock { $0.staging[id]?.dirty = false }
     }
 
     /// Closes a handle; the last close of a changed file commits it:
     /// chunked, sealed into the outbox, queued, durable before this returns.
-    public func close(_ handle: UInt64) async throws {
+    public func close(_ handle: UInt64) throws {
         let (id, st) = try staging(handle)
         var failure: (any Error)?
         if st.handles == 1 && st.dirty && !st.unlinked {
-            do { try commitContent(id, fd: st.fd) } catch { failure = error }
+            do { try commitContent(id, file: st.file) } catch { failure = error }
         }
         state.withLock { s in
             s.handles[handle] = nil
             guard var cur = s.staging[id] else { return }
             cur.handles -= 1
             if cur.handles == 0 && failure == nil {
-                Glibc.close(cur.fd)
-                Glibc.unlink(cur.path)
+                cur.file.discard()
                 s.staging[id] = nil
             } else {
                 if failure == nil { cur.dirty = false }
@@ -941,12 +1035,17 @@ public final class Engine: Sendable {
         if let failure { throw failure }
     }
 
-    /// Chunks the staging file, stores new sealed chunks in the outbox
-    /// (each file fsynced, then its directory), puts the plaintext in the cache, and queues a write.
-    func commitContent(_ id: NodeID, fd: Int32) throws {
-        var sb = stat()
-        guard fstat(fd, &sb) == 0 else { throw LockError.io(errno: errno, "stat staging file") }
-        let size = Int(sb.st_size)
+    /// Chunks the staging file, seals the new chunks, puts the plaintext in
+    /// the cache, and queues a write. Small sealed chunks are committed in
+    /// the same index transaction as the write; larger ones go to outbox
+    /// files, fsynced (then their folder) before that commit, so no
+    /// committed write can outlive its data (docs/design.md, "Durability").
+    func commitContent(_ id: NodeID, file: StagingFile) throws {
+        try file.withContents { all in try commitContent(id, all) }
+    }
+
+    private func commitContent(_ id: NodeID, _ all: UnsafeRawBufferPointer) throws {
+        let size = all.count
         // Take the changed range; writes from now on mark the next commit's.
         let (base, dirtyFrom) = state.withLock { s -> ([Manifest.Chunk], Int) in
             guard let st = s.staging[id] else { return ([], 0) }
@@ -961,6 +1060,7 @@ public final class Engine: Sendable {
         // Chunks that end before the first change are reused, except the old last one
         // (its end was the old end of the file, not a content-defined cut).
         var chunks: [Manifest.Chunk] = []
+        var inline: [SealedChunk] = []
         var reused = 0
         for c in base.dropLast() {
             guard reused + c.length <= min(dirtyFrom, size) else { break }
@@ -968,11 +1068,6 @@ public final class Engine: Sendable {
             reused += c.length
         }
         if size > reused {
-            guard let map = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
-                throw LockError.io(errno: errno, "map staging file")
-            }
-            defer { munmap(map, size) }
-            let all = UnsafeRawBufferPointer(start: map, count: size)
             var chunker = try Chunker(gear: gear)
             var ends: [Int] = []
             chunker.feed(UnsafeRawBufferPointer(rebasing: all[reused..<size])) { ends.append(reused + $0) }
@@ -980,51 +1075,63 @@ public final class Engine: Sendable {
             var ranges: [Range<Int>] = []
             var start = reused
             for e in ends { ranges.append(start..<e); start = e }
-            let results = Mutex<[Int: (ChunkID, Int, Int32)]>([:])   // index → (id, sealed size, errno)
+            // Per chunk: its id, and when new, either its sealed bytes (small: they go into the
+            // index with the operation) or the sealed size of its fsynced outbox file.
+            struct Sealed { var id: ChunkID; var inline: SealedChunk?; var fileSize = 0; var errno: Int32 = 0 }
+            let results = Mutex<[Int: Sealed]>([:])
             nonisolated(unsafe) let mapped = all
             let work = ranges
+            let inlineLimit = options.inlineChunkLimit
             DispatchQueue.concurrentPerform(iterations: work.count) { i in
                 let slice = UnsafeRawBufferPointer(rebasing: mapped[work[i]])
                 let cid = keys.chunkID(of: slice)
-                var sealedSize = 0
-                var err: Int32 = 0
-                if !cache.contains(cid) { try? cache.store(cid, Array(slice)) }
+                var r = Sealed(id: cid)
                 // Looked up per chunk: a copy of both sets per commit made each close O(chunks in the vault).
                 let known = state.withLock { s in s.serverChunks.contains(cid) || s.outboxChunks[cid] != nil }
                 if !known {
                     do {
                         let sealed = try keys.sealChunk(slice)
-                        sealedSize = sealed.bytes.count
-                        err = Self.writeOutboxFile(outboxPath(cid), sealed.bytes)
-                    } catch { err = EIO }
+                        if sealed.bytes.count <= inlineLimit {
+                            // Kept sealed in the index only: reads open it from there, and
+                            // it reaches the cache once uploaded (cleanOutbox), off this path.
+                            r.inline = sealed
+                        } else {
+                            if !cache.contains(cid) { try? cache.store(cid, Array(slice)) }
+                            r.fileSize = sealed.bytes.count
+                            r.errno = Self.writeOutboxFile(outboxPath(cid), sealed.bytes)
+                        }
+                    } catch { r.errno = EIO }
                 }
-                results.withLock { $0[i] = (cid, sealedSize, err) }
+                results.withLock { $0[i] = r }
             }
             let r = results.withLock { $0 }
             for i in ranges.indices {
-                let (cid, _, err) = r[i]!
-                if err != 0 { throw LockError.io(errno: err, "write outbox chunk") }
-                chunks.append(Manifest.Chunk(id: cid, length: ranges[i].count))
+                let c = r[i]!
+                if c.errno != 0 { throw LockError.io(errno: c.errno, "write outbox chunk") }
+                chunks.append(Manifest.Chunk(id: c.id, length: ranges[i].count))
+                if let sealed = c.inline { inline.append(sealed) }
             }
-            // The files were fsynced; now their names.
-            for sub in Set(r.values.filter { $0.1 > 0 }.map { String($0.0.hex.prefix(2)) }) {
-                let dfd = open(home.outboxDirectory.path + "/" + sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            // The outbox files were fsynced; now their names.
+            let files = r.values.filter { $0.fileSize > 0 }
+            for sub in Set(files.map { String($0.id.hex.prefix(2)) }) {
+                let dfd = open(outboxRoot + "/" + sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
                 if dfd >= 0 { fsync(dfd); Glibc.close(dfd) }
             }
-            state.withLock { s in for i in ranges.indices where r[i]!.1 > 0 { s.outboxChunks[r[i]!.0] = r[i]!.1 } }
+            state.withLock { s in for c in files { s.outboxChunks[c.id] = c.fileSize } }
         }
         let manifest = try Manifest(chunks: chunks)
         // A file deleted elsewhere while open here still takes the write: replay brings it back.
         let (node, mtime, mode) = state.withLock { ($0.local.node(id), $0.staging[id]?.mtime, $0.staging[id]?.mode) }
         guard let n = node else { throw LockError.notFound }
-        try commitLocal(.write(node: id, base: n.revision, revision: .random(), mtime: mtime ?? now(), manifest: manifest), mode: mode)
+        try commitLocal(.write(node: id, base: n.revision, revision: .random(), mtime: mtime ?? now(), manifest: manifest),
+                        mode: mode, chunks: inline)
         committed = true
         state.withLock { $0.staging[id]?.mode = nil; $0.staging[id]?.base = chunks }
     }
 
     func outboxPath(_ id: ChunkID) -> String {
         let hex = id.hex
-        return home.outboxDirectory.path + "/" + hex.prefix(2) + "/" + hex
+        return outboxRoot + "/" + hex.prefix(2) + "/" + hex
     }
 
     /// Writes a sealed chunk to its outbox file (temporary name, then rename). Returns errno or 0.
@@ -1065,6 +1172,10 @@ public final class Engine: Sendable {
     }
 
     /// Deletes outbox chunks the server is known to have and no pending operation needs.
+    ///
+    /// Small chunks kept in the index move to the cache first (the file
+    /// was just written here: it stays local, like any recently used file),
+    /// in the background.
     func cleanOutbox() {
         let done: [ChunkID] = state.withLock { s in
             let needed = Set(s.pending.flatMap { $0.operation.chunkIDs })
@@ -1072,7 +1183,25 @@ public final class Engine: Sendable {
             for id in gone { s.outboxChunks[id] = nil }
             return gone
         }
-        for id in done { Glibc.unlink(outboxPath(id)) }
+        guard !done.isEmpty else { return }
+        var inIndex: [ChunkID] = []
+        for id in done where Glibc.unlink(outboxPath(id)) != 0 { inIndex.append(id) }
+        guard !inIndex.isEmpty else { return }
+        Task.detached(priority: .background) { [self] in
+            for id in inIndex where !cache.contains(id) {
+                if let sealed = try? index.outboxChunk(id), let plain = try? keys.openChunk(SealedChunk(id: id, bytes: sealed)) {
+                    try? cache.store(id, plain)
+                }
+            }
+            evictIfNeeded()
+            do { try index.deleteOutboxChunks(inIndex) } catch { noteFailure("outbox: \(error)") }
+        }
+    }
+
+    /// A sealed chunk waiting for upload: an outbox file, or a small one in the index.
+    func outboxChunk(_ id: ChunkID) throws -> [UInt8]? {
+        if let data = FileManager.default.contents(atPath: outboxPath(id)) { return Array(data) }
+        return try index.outboxChunk(id)
     }
 
     // MARK: Upload
@@ -1155,6 +1284,9 @@ public final class Engine: Sendable {
             let entry = try JournalEntry.seal(batch, keys: keys, baseSeq: JournalSeq(baseSeq), baseHead: baseHead)
             let inflight = InflightBatch(stamp: stamp, entry: entry, references: batch.chunkIDs, appendedSeq: nil)
             try index.recordInflight(inflight, operationIDs: ops.map(\.id))
+            // Durable before it is sent: after a power cut, re-sealing operations the server
+            // already has under another stamp would apply them twice.
+            try index.sync()
             state.withLock { s in
                 s.inflight.append(inflight)
                 for i in s.pending.indices where claimed.contains(s.pending[i].id) { s.pending[i].batchStamp = stamp }
@@ -1206,7 +1338,7 @@ public final class Engine: Sendable {
         var smallBytes = 0
         var large: [ChunkID] = []
         for id in missing {
-            guard let data = FileManager.default.contents(atPath: outboxPath(id)) else {
+            guard let data = try outboxChunk(id) else {
                 // Not in the outbox: reseal from the cache if we can.
                 guard let plain = cache.cached(id) else { throw LockError.integrity("chunk \(id) is neither in the outbox nor cached") }
                 let sealed = try plain.withUnsafeBytes { try keys.sealChunk($0) }
@@ -1215,7 +1347,7 @@ public final class Engine: Sendable {
                 continue
             }
             if data.count < 512 << 10 {
-                small.append(SealedChunk(id: id, bytes: Array(data)))
+                small.append(SealedChunk(id: id, bytes: data))
                 smallBytes += data.count
                 if small.count == APIv1.maxChunksPerBatch || smallBytes > APIv1.maxBatchBytes - (1 << 20) {
                     try await remote.putChunks(small)
@@ -1233,7 +1365,7 @@ public final class Engine: Sendable {
             for id in large {
                 if inFlight == 4 { try await group.next(); inFlight -= 1 }
                 group.addTask { [self] in
-                    guard let data = FileManager.default.contents(atPath: outboxPath(id)) else { throw LockError.integrity("outbox chunk \(id) vanished") }
+                    guard let data = try outboxChunk(id) else { throw LockError.integrity("outbox chunk \(id) vanished") }
                     try await remote.putChunk(SealedChunk(id: id, bytes: Array(data)))
                 }
                 inFlight += 1

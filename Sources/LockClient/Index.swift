@@ -41,17 +41,41 @@ public struct InflightBatch: Sendable, Equatable {
 ///     inflight(stamp, entry, …)   sealed entries being appended
 ///     device_stamps(device, stamp) the last batch stamp applied per device (dedup of retried appends)
 ///     pins(node)                  pinned files and folders (sticky)
+///     outbox(id, sealed)          small sealed chunks of pending operations (v2)
 ///
-/// `synchronous = FULL`: a committed local change survives a power cut.
+/// Durability (docs/design.md, "Durability"): `synchronous = NORMAL`. A
+/// commit is in the write-ahead log before it returns — it survives a crash
+/// of the process (kill -9) — and a power cut can lose only the latest
+/// commits, whole: the index is consistent either way. `sync()` makes every
+/// commit so far survive a power cut too (fsync(2) in the mount, every few
+/// seconds in the background, at unmount). Small chunks live in the same
+/// transactions as the operations that need them, so no commit can survive
+/// without its data.
 public final class Index: Sendable {
     let pool: DatabasePool
+    let path: String
 
     public init(path: String) throws {
+        self.path = path
         var config = Configuration()
         config.busyMode = .timeout(10)
         pool = try DatabasePool(path: path, configuration: config)
-        try pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
+        try pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = NORMAL") }
         try Self.migrator.migrate(pool)
+    }
+
+    /// Makes every commit so far durable against a power cut: fsyncs the
+    /// write-ahead log (checkpoints sync the database file themselves).
+    public func sync() throws {
+        for file in [path + "-wal", path] {
+            let fd = open(file, O_RDONLY | O_CLOEXEC)
+            if fd < 0 {
+                if errno == ENOENT { continue }   // no WAL: everything is in the synced database file
+                throw LockError.io(errno: errno, "open \(file) to sync it")
+            }
+            defer { close(fd) }
+            guard fsync(fd) == 0 else { throw LockError.io(errno: errno, "sync \(file)") }
+        }
     }
 
     static var migrator: DatabaseMigrator {
@@ -88,6 +112,9 @@ public final class Index: Sendable {
                 CREATE TABLE pins (node BLOB PRIMARY KEY) WITHOUT ROWID;
                 INSERT INTO inodes (ino, node) VALUES (1, zeroblob(16));
                 """)
+        }
+        m.registerMigration("v2: small outbox chunks in the index") { db in
+            try db.execute(sql: "CREATE TABLE outbox (id BLOB NOT NULL UNIQUE, sealed BLOB NOT NULL)")
         }
         return m
     }
@@ -238,26 +265,18 @@ public final class Index: Sendable {
                                 state: PendingOperation.State(rawValue: row["state"]) ?? .queued, batchStamp: row["batch_stamp"])
     }
 
-    /// Stores a local operation durably; returns its outbox id.
-    public func enqueue(_ op: LockWire.Operation, device: DeviceID, madeAtSeq: UInt64, madeAt: Timestamp) throws -> Int64 {
-        let blob = try OperationBatch(device: device, createdAt: madeAt, operations: [op]).encoded
-        return try pool.write { db in
-            try db.execute(sql: "INSERT INTO pending (op, made_at_seq, made_at) VALUES (?, ?, ?)",
-                           arguments: [Data(blob), Int64(madeAtSeq), madeAt.nanoseconds])
-            return db.lastInsertedRowID
-        }
-    }
-
-    /// Stores a local operation durably and allocates the inode number of
-    /// `node` in the same transaction (one synced commit for a create,
-    /// instead of one for the operation and one for its inode).
+    /// Stores a local operation with the small sealed chunks it needs, in
+    /// one transaction; returns its outbox id, and the inode number of
+    /// `node` when asked to allocate one (a create).
     public func enqueue(_ op: LockWire.Operation, device: DeviceID, madeAtSeq: UInt64, madeAt: Timestamp,
-                        allocatingInodeFor node: NodeID) throws -> (id: Int64, ino: UInt64) {
+                        chunks: [SealedChunk] = [], allocatingInodeFor node: NodeID? = nil) throws -> (id: Int64, ino: UInt64?) {
         let blob = try OperationBatch(device: device, createdAt: madeAt, operations: [op]).encoded
         return try pool.write { db in
+            try Self.insertChunks(db, chunks)
             try db.execute(sql: "INSERT INTO pending (op, made_at_seq, made_at) VALUES (?, ?, ?)",
                            arguments: [Data(blob), Int64(madeAtSeq), madeAt.nanoseconds])
             let id = db.lastInsertedRowID
+            guard let node else { return (id, nil) }
             try db.execute(sql: "INSERT OR IGNORE INTO inodes (node) VALUES (?)", arguments: [Data(node.bytes)])
             let ino = try Int64.fetchOne(db, sql: "SELECT ino FROM inodes WHERE node = ?", arguments: [Data(node.bytes)])!
             return (id, UInt64(ino))
@@ -265,12 +284,46 @@ public final class Index: Sendable {
     }
 
     /// Replaces a queued operation in place (coalescing a write into an
-    /// earlier create or write of the same file that has not been sent).
-    public func replaceQueued(id: Int64, with op: LockWire.Operation, device: DeviceID, madeAt: Timestamp) throws -> Bool {
+    /// earlier create or write of the same file that has not been sent),
+    /// with the small sealed chunks the new version needs.
+    public func replaceQueued(id: Int64, with op: LockWire.Operation, device: DeviceID, madeAt: Timestamp,
+                              chunks: [SealedChunk] = []) throws -> Bool {
         let blob = try OperationBatch(device: device, createdAt: madeAt, operations: [op]).encoded
         return try pool.write { db in
             try db.execute(sql: "UPDATE pending SET op = ? WHERE id = ? AND state = 0", arguments: [Data(blob), id])
-            return db.changesCount == 1
+            guard db.changesCount == 1 else { return false }
+            try Self.insertChunks(db, chunks)
+            return true
+        }
+    }
+
+    // MARK: Small outbox chunks
+
+    static func insertChunks(_ db: Database, _ chunks: [SealedChunk]) throws {
+        for c in chunks {
+            try db.execute(sql: "INSERT OR IGNORE INTO outbox (id, sealed) VALUES (?, ?)", arguments: [Data(c.id.bytes), Data(c.bytes)])
+        }
+    }
+
+    /// A small sealed chunk kept in the index, or nil.
+    public func outboxChunk(_ id: ChunkID) throws -> [UInt8]? {
+        try pool.read { db in try Data.fetchOne(db, sql: "SELECT sealed FROM outbox WHERE id = ?", arguments: [Data(id.bytes)]).map { Array($0) } }
+    }
+
+    /// Every small chunk in the index, with its sealed size.
+    public func outboxChunkSizes() throws -> [(ChunkID, Int)] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, length(sealed) AS size FROM outbox").map {
+                (try ChunkID(bytes: Array($0["id"] as Data)), $0["size"] as Int)
+            }
+        }
+    }
+
+    /// Forgets small chunks the server has and nothing pending needs.
+    public func deleteOutboxChunks(_ ids: [ChunkID]) throws {
+        guard !ids.isEmpty else { return }
+        try pool.write { db in
+            for id in ids { try db.execute(sql: "DELETE FROM outbox WHERE id = ?", arguments: [Data(id.bytes)]) }
         }
     }
 

@@ -183,6 +183,16 @@ public final class LockFileSystem: Sendable {
         do { try body(fs(req), r) } catch { r.fail(error) }
     }
 
+    /// Runs `fast` on libfuse's thread; if it could not answer without
+    /// waiting (it returns false: content to fetch), runs `slow` in a task.
+    /// Most requests are answered locally and skip the hop to another thread.
+    static func local(_ req: fuse_req_t?, _ fast: (LockFileSystem, Request) throws -> Bool,
+                      else slow: @escaping @Sendable (LockFileSystem, Request) async throws -> Void) {
+        let r = Request(raw: req)
+        do { if try fast(fs(req), r) { return } } catch { r.fail(error); return }
+        async(req, slow)
+    }
+
     /// Runs `body` in a task; a thrown error becomes the reply.
     static func async(_ req: fuse_req_t?, _ body: @escaping @Sendable (LockFileSystem, Request) async throws -> Void) {
         let r = Request(raw: req)
@@ -217,15 +227,8 @@ public final class LockFileSystem: Sendable {
             guard let attr else { fuse_reply_err(req, Errno.badRequest); return }
             let st = attr.pointee
             let handle = fi?.pointee.fh ?? 0
-            LockFileSystem.async(req) { fs, r in
-                let ino = UInt64(ino)
-                if toSet & FUSE_SET_ATTR_SIZE != 0 {
-                    if handle != 0 {
-                        try fs.engine.truncate(handle: handle, size: Int(st.st_size))
-                    } else {
-                        try await fs.engine.truncate(ino, size: Int(st.st_size))
-                    }
-                }
+            let ino = UInt64(ino)
+            let setAttributes = { @Sendable (fs: LockFileSystem, r: Request) throws in
                 var mode: UInt32?
                 var mtime: Timestamp?
                 if toSet & FUSE_SET_ATTR_MODE != 0 { mode = st.st_mode & 0o7777 }
@@ -238,6 +241,18 @@ public final class LockFileSystem: Sendable {
                 }
                 if mode != nil || mtime != nil { _ = try fs.engine.setAttributes(ino, mode: mode, mtime: mtime) }
                 fs.replyAttr(r, try fs.engine.getattr(ino))
+            }
+            if toSet & FUSE_SET_ATTR_SIZE != 0 && handle == 0 {
+                // truncate(2) of a file not open here: may need its content first.
+                LockFileSystem.async(req) { fs, r in
+                    try await fs.engine.truncate(ino, size: Int(st.st_size))
+                    try setAttributes(fs, r)
+                }
+                return
+            }
+            LockFileSystem.sync(req) { fs, r in
+                if toSet & FUSE_SET_ATTR_SIZE != 0 { try fs.engine.truncate(handle: handle, size: Int(st.st_size)) }
+                try setAttributes(fs, r)
             }
         }
         ops.readlink = { req, ino in
@@ -280,17 +295,30 @@ public final class LockFileSystem: Sendable {
                 return
             }
             let copy = FileInfo(raw: info)
-            LockFileSystem.async(req) { fs, r in
+            let truncate = flags & O_TRUNC != 0
+            LockFileSystem.local(req, { fs, r in
+                guard let h = try fs.engine.openForWriteIfLocal(UInt64(ino), truncate: truncate) else { return false }
                 var info = copy.raw
-                info.fh = try await fs.engine.openForWrite(UInt64(ino), truncate: flags & O_TRUNC != 0)
+                info.fh = h
                 fuse_reply_open(r.raw, &info)
-            }
+                return true
+            }, else: { fs, r in
+                var info = copy.raw
+                info.fh = try await fs.engine.openForWrite(UInt64(ino), truncate: truncate)
+                fuse_reply_open(r.raw, &info)
+            })
         }
         ops.read = { req, ino, size, off, _ in
-            LockFileSystem.async(req) { fs, r in
-                let bytes = try await fs.engine.read(UInt64(ino), offset: Int(off), size: size)
+            let reply = { @Sendable (r: Request, bytes: [UInt8]) in
                 bytes.withUnsafeBytes { _ = fuse_reply_buf(r.raw, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
             }
+            LockFileSystem.local(req, { fs, r in
+                guard let bytes = try fs.engine.readIfLocal(UInt64(ino), offset: Int(off), size: size) else { return false }
+                reply(r, bytes)
+                return true
+            }, else: { fs, r in
+                reply(r, try await fs.engine.read(UInt64(ino), offset: Int(off), size: size))
+            })
         }
         ops.write = { req, _, buf, size, off, fi in
             let handle = fi?.pointee.fh ?? 0
@@ -303,26 +331,35 @@ public final class LockFileSystem: Sendable {
             // close(2): a changed file is committed (durable, queued) before close returns.
             let handle = fi?.pointee.fh ?? 0
             guard handle != 0 else { fuse_reply_err(req, 0); return }
-            LockFileSystem.async(req) { fs, r in try await fs.engine.flush(handle); r.error(0) }
+            LockFileSystem.sync(req) { fs, r in try fs.engine.flush(handle); r.error(0) }
         }
         ops.fsync = { req, _, _, fi in
+            // fsync(2): committed as at close, then durable against a power cut too.
             let handle = fi?.pointee.fh ?? 0
-            guard handle != 0 else { fuse_reply_err(req, 0); return }
-            LockFileSystem.async(req) { fs, r in try await fs.engine.flush(handle); r.error(0) }
+            LockFileSystem.sync(req) { fs, r in
+                if handle != 0 { try fs.engine.flush(handle) }
+                try fs.engine.syncToDisk()
+                r.error(0)
+            }
+        }
+        ops.fsyncdir = { req, _, _, _ in
+            LockFileSystem.sync(req) { fs, r in try fs.engine.syncToDisk(); r.error(0) }
         }
         ops.release = { req, _, fi in
             let handle = fi?.pointee.fh ?? 0
             guard handle != 0 else { fuse_reply_err(req, 0); return }
-            LockFileSystem.async(req) { fs, r in try await fs.engine.close(handle); r.error(0) }
+            LockFileSystem.sync(req) { fs, r in try fs.engine.close(handle); r.error(0) }
         }
         ops.create = { req, parent, name, mode, fi in
             guard let fi else { fuse_reply_err(req, Errno.badRequest); return }
             let copy = FileInfo(raw: fi.pointee)
             let n = LockFileSystem.name(name)
-            LockFileSystem.async(req) { fs, r in
+            LockFileSystem.sync(req) { fs, r in
                 var info = copy.raw
                 let a = try fs.engine.createFile(parent: UInt64(parent), name: n, mode: mode & 0o7777)
-                info.fh = try await fs.engine.openForWrite(a.ino, truncate: true)
+                // A new, empty file: its staging copy never waits for content.
+                guard let h = try fs.engine.openForWriteIfLocal(a.ino, truncate: true) else { throw LockError.io(errno: EIO, "open new file") }
+                info.fh = h
                 var e = fs.entry(a)
                 fuse_reply_create(r.raw, &e, &info)
             }

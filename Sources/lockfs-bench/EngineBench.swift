@@ -193,7 +193,7 @@ final class EngineRun {
             }
         }
         let written = ContinuousClock.now
-        try await writer.close(h)
+        try writer.close(h)
         let closed = ContinuousClock.now
         try await sync(writer)
         let done = ContinuousClock.now
@@ -262,7 +262,7 @@ final class EngineRun {
             let ino = try writer.createFile(parent: folder, name: "f\(i).dat", mode: 0o644).ino
             let h = try await writer.openForWrite(ino, truncate: true)
             _ = try content.withUnsafeBytes { try writer.write(h, offset: 0, bytes: $0) }
-            try await writer.close(h)
+            try writer.close(h)
         }
         let local = ContinuousClock.now, cpuLocal = ServerTimes.cpuSeconds("self")
         try await sync(writer)
@@ -286,7 +286,7 @@ final class EngineRun {
         let h = try await writer.openForWrite(bigIno, truncate: false)
         let opened = ContinuousClock.now
         _ = try [value].withUnsafeBytes { try writer.write(h, offset: middle, bytes: $0) }
-        try await writer.close(h)
+        try writer.close(h)
         let closed = ContinuousClock.now
         try await sync(writer)
         let took = E.since(start)

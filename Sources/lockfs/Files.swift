@@ -71,12 +71,13 @@ struct Put: AsyncParsableCommand {
         while true {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
             if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { let e = errno; try? await engine.close(handle); throw LockError.io(errno: e, "read \(source)") }
+            guard n >= 0 else { let e = errno; try? engine.close(handle); throw LockError.io(errno: e, "read \(source)") }
             if n == 0 { break }
             _ = try buffer.withUnsafeBytes { try engine.write(handle, offset: offset, bytes: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
             offset += n
         }
-        try await engine.close(handle)
+        try engine.close(handle)
+        try engine.syncToDisk()
         print("queued: \(path) (\(formatBytes(offset)))")
         fflush(nil)
         if !noWait {

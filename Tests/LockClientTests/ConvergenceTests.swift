@@ -56,7 +56,7 @@ import Testing
                     let h = try await e.openForWrite(ino, truncate: Bool.random(using: &rng))
                     let bytes = Array(" edit \(counter)".utf8)
                     _ = try bytes.withUnsafeBytes { try e.write(h, offset: Int.random(in: 0..<8, using: &rng), bytes: $0) }
-                    try await e.close(h)
+                    try e.close(h)
                     if let m = e.snapshot()[path]?.manifest { written.insert(m); log.append("\(counter) d\(e.device.hex.prefix(4)) edit \(path) \(node.manifest?.chunks.first?.id.hex.prefix(8) ?? "-") -> \(m.chunks.first?.id.hex.prefix(8) ?? "")") }
                 case 62..<70: // mkdir
                     let dir = folders(e).randomElement(using: &rng)!

@@ -44,7 +44,7 @@ extension Engine {
         let h = try await openForWrite(ino, truncate: true)
         let bytes = Array(text.utf8)
         _ = try bytes.withUnsafeBytes { try write(h, offset: 0, bytes: $0) }
-        try await close(h)
+        try close(h)
         return ino
     }
 
@@ -249,7 +249,7 @@ extension Engine {
             let ino = try (try? a.lookup(parent: 1, name: name).ino) ?? a.createFile(parent: 1, name: name, mode: 0o644).ino
             let h = try await a.openForWrite(ino, truncate: truncate)
             _ = try bytes.withUnsafeBytes { try a.write(h, offset: offset, bytes: $0) }
-            try await a.close(h)
+            try a.close(h)
             return ino
         }
         let edited = try await write("edited", content, truncate: true)
@@ -257,10 +257,10 @@ extension Engine {
         let ino = edited
         let h = try await a.openForWrite(ino, truncate: false)
         _ = try [UInt8(0x42)].withUnsafeBytes { try a.write(h, offset: 6 << 20, bytes: $0) }
-        try await a.flush(h)
+        try a.flush(h)
         let tail = rng.bytes(300_000)
         _ = try tail.withUnsafeBytes { try a.write(h, offset: 12 << 20, bytes: $0) }
-        try await a.close(h)
+        try a.close(h)
         content[6 << 20] = 0x42
         content += tail
         // The same bytes written whole: the same cuts, the same chunks.
@@ -283,7 +283,7 @@ extension Engine {
         _ = try a.setAttributes(ino, mode: 0o600, mtime: when)
         // Shown at once, committed with the content: one queued operation (the create).
         #expect(try a.getattr(ino).mode == 0o600 && a.getattr(ino).mtime == when)
-        try await a.close(h)
+        try a.close(h)
         #expect(a.status().queuedOperations == 1)
         #expect(try a.getattr(ino).mode == 0o600 && a.getattr(ino).mtime == when)
         try await a.syncNow()
@@ -385,8 +385,8 @@ final class CountingRemote: Remote, @unchecked Sendable {
         _ = try Array("content".utf8).withUnsafeBytes { try a.write(h, offset: 0, bytes: $0) }
         let old = Timestamp(nanoseconds: 1_000_000_000_123_456_789)
         _ = try a.setAttributes(ino, mtime: old)
-        try await a.flush(h)
-        try await a.close(h)
+        try a.flush(h)
+        try a.close(h)
         #expect(try a.getattr(ino).mtime == old)
         try await a.syncNow()
         try await d[1].engine.pullOnce()
@@ -395,7 +395,7 @@ final class CountingRemote: Remote, @unchecked Sendable {
         let h2 = try await a.openForWrite(ino, truncate: false)
         _ = try a.setAttributes(ino, mtime: old)
         _ = try Array("more".utf8).withUnsafeBytes { try a.write(h2, offset: 7, bytes: $0) }
-        try await a.close(h2)
+        try a.close(h2)
         #expect(try a.getattr(ino).mtime != old)
     }
 
@@ -408,8 +408,8 @@ final class CountingRemote: Remote, @unchecked Sendable {
         try a.unlink(parent: 1, name: "db-shm")
         _ = try Array("late".utf8).withUnsafeBytes { try a.write(h, offset: 0, bytes: $0) }
         #expect(String(decoding: try await a.read(ino, offset: 0, size: 100), as: UTF8.self) == "latex")
-        try await a.flush(h)
-        try await a.close(h)
+        try a.flush(h)
+        try a.close(h)
         #expect((try? a.resolve("db-shm")) == nil)
         // Replaced by a rename while open: the same.
         let old = try await a.put("doc", "old")
@@ -417,7 +417,7 @@ final class CountingRemote: Remote, @unchecked Sendable {
         let h2 = try await a.openForWrite(old, truncate: false)
         try a.rename(parent: 1, name: "doc.tmp", newParent: 1, newName: "doc")
         _ = try Array("stale".utf8).withUnsafeBytes { try a.write(h2, offset: 0, bytes: $0) }
-        try await a.close(h2)
+        try a.close(h2)
         #expect(try await a.text("doc") == "new")
         #expect(a.snapshot().keys.sorted() == ["/doc"])
     }
@@ -431,7 +431,7 @@ final class CountingRemote: Remote, @unchecked Sendable {
             let h = try await a.openForWrite(ino, truncate: true)
             let bytes = [UInt8](repeating: UInt8(i + 1), count: 13 << 20)
             _ = try bytes.withUnsafeBytes { try a.write(h, offset: 0, bytes: $0) }
-            try await a.close(h)
+            try a.close(h)
         }
         try await a.syncNow()
         try await d[1].engine.pullOnce()
