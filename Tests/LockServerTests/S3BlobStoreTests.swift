@@ -119,7 +119,8 @@ import Glibc
             if case ServerError.unavailable(let message) = error { #expect(message.contains("after 2 tries"), "\(message)") }
         }
         let took = ContinuousClock.now - start
-        #expect(took >= .seconds(2) && took < .seconds(8), "2 tries of 1 s took \(took)")
+        // At least the two time limits; at most a generous bound (a loaded test machine delays timers).
+        #expect(took >= .seconds(2) && took < .seconds(30), "2 tries of 1 s took \(took)")
     }
 
     /// moto goes away after a blob was stored: reads and writes fail as unavailable, quickly.
