@@ -12,15 +12,17 @@ VENV     := .build/venv
 # Debian packages the build and the tests need.
 DEB_PACKAGES := libfuse3-dev fuse3 libsodium-dev libsqlite3-dev libcurl4-openssl-dev \
                 pkg-config python3 python3-venv rsync git curl
-# Python packages for the independent cross-check of the crypto vectors.
-PY_PACKAGES  := pynacl==1.5.0 argon2-cffi==23.1.0
+# Python packages for the independent cross-check of the crypto vectors
+# (and of the SigV4 vectors: botocore), and moto's S3 server for the
+# S3 blob store's tests.
+PY_PACKAGES  := pynacl==1.5.0 argon2-cffi==23.1.0 botocore==1.44.8 boto3==1.44.8 moto[server]==5.2.5
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 SERVE_DATA ?= $(HOME)/.local/share/lockfs-server
 SERVE_LISTEN ?= 127.0.0.1:7440
 
-.PHONY: all deps build release test test-swift test-vectors soak bench serve demo demo-stop install clean
+.PHONY: FORCE all deps build release test test-swift test-vectors soak bench serve demo demo-stop install clean
 
 all: build
 
@@ -48,7 +50,8 @@ test: deps test-swift test-vectors
 # measure time, are not loaded by the client's heavier ones (crash,
 # convergence) or by the real mounts (LockFSTests, which need /dev/fuse and
 # run one at a time: the "within 2 s" of sync is measured there).
-test-swift:
+# The venv first: the S3 store's tests run against its moto_server.
+test-swift: $(VENV)/.ready
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip LockClientTests --skip LockFSTests
 	$(SWIFT) test --skip-build --filter LockClientTests
@@ -64,12 +67,15 @@ soak: deps
 	  LOCKFS_SOAK_ROUNDS=$(SOAK_ROUNDS) LOCKFS_SOAK_SEED=$$seed $(SWIFT) test --skip-build --filter ConvergenceTests || exit 1; \
 	done
 
-$(VENV)/.ready:
+# Made again when PY_PACKAGES changes (the list is kept in the stamp).
+$(VENV)/.ready: $(if $(filter-out $(PY_PACKAGES),$(shell cat $(VENV)/.ready 2>/dev/null))$(filter-out $(shell cat $(VENV)/.ready 2>/dev/null),$(PY_PACKAGES)),FORCE)
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q $(PY_PACKAGES)
-	touch $@
+	$(VENV)/bin/pip install -q $(foreach p,$(PY_PACKAGES),'$(p)')
+	echo '$(PY_PACKAGES)' > $@
 
-## test-vectors: recompute the crypto golden vectors with independent implementations.
+FORCE:
+
+## test-vectors: recompute the crypto, wire and SigV4 golden vectors with independent implementations.
 test-vectors: $(VENV)/.ready
 	$(VENV)/bin/python Tests/Vectors/crosscheck.py
 

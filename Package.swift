@@ -70,6 +70,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // The S3-compatible blob store (issue 7), behind LockServer's BlobStore.
+        .target(
+            name: "LockServerS3",
+            dependencies: [
+                "LockServer", "LockCrypto",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings),
+
         // Test support: golden vectors and seeded data (no fakes yet).
         .target(name: "LockTesting", swiftSettings: swiftSettings),
 
@@ -84,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "lockfs-server",
             dependencies: [
-                "LockCrypto", "LockWire", "LockServer",
+                "LockCrypto", "LockWire", "LockServer", "LockServerS3",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -116,7 +125,7 @@ let package = Package(
         .testTarget(
             name: "LockServerTests",
             dependencies: [
-                "LockServer", "LockWire", "LockCrypto", "LockTesting",
+                "LockServer", "LockServerS3", "LockWire", "LockCrypto", "LockTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],

@@ -36,3 +36,45 @@ public enum Hash {
         return out
     }
 }
+
+/// SHA-256 and HMAC-SHA256 (libsodium's `crypto_hash_sha256` and
+/// `crypto_auth_hmacsha256`).
+///
+/// lockfs's own formats use BLAKE2b; these exist only because AWS Signature
+/// Version 4, which the S3-compatible blob store (LockServerS3) must speak,
+/// is defined over SHA-256 and HMAC-SHA256.
+public enum SHA256 {
+    /// The 32-byte SHA-256 digest of `message`.
+    public static func hash(_ message: some ContiguousBytes) -> [UInt8] {
+        _ = Sodium.ready
+        return [UInt8](unsafeUninitializedCapacity: 32) { out, n in
+            message.withUnsafeBytes { m in
+                _ = crypto_hash_sha256(out.baseAddress!, m.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(m.count))
+            }
+            n = 32
+        }
+    }
+
+    /// HMAC-SHA256 of `message` under `key` (RFC 2104; any key length: a
+    /// key longer than 64 bytes is hashed first, as the RFC says).
+    public static func hmac(key: some ContiguousBytes, _ message: some ContiguousBytes) -> [UInt8] {
+        _ = Sodium.ready
+        var state = crypto_auth_hmacsha256_state()
+        var out = [UInt8](repeating: 0, count: 32)
+        key.withUnsafeBytes { k in
+            var none: UInt8 = 0  // libsodium wants a pointer even for an empty key
+            if let base = k.baseAddress, k.count > 0 {
+                _ = crypto_auth_hmacsha256_init(&state, base.assumingMemoryBound(to: UInt8.self), k.count)
+            } else {
+                _ = crypto_auth_hmacsha256_init(&state, &none, 0)
+            }
+        }
+        message.withUnsafeBytes { m in
+            guard let base = m.baseAddress, m.count > 0 else { return }  // an empty message adds nothing
+            _ = crypto_auth_hmacsha256_update(&state, base.assumingMemoryBound(to: UInt8.self), UInt64(m.count))
+        }
+        _ = crypto_auth_hmacsha256_final(&state, &out)
+        sodium_memzero(&state, MemoryLayout<crypto_auth_hmacsha256_state>.size)
+        return out
+    }
+}

@@ -13,6 +13,8 @@ public final class ServerProcess: @unchecked Sendable {
 
     public let dataDirectory: URL
     public let arguments: [String]
+    /// Extra environment of the server and its admin commands (nil removes a variable).
+    public let environment: [String: String?]
     public private(set) var process: Process
     public private(set) var port: Int
     private let logURL: URL
@@ -22,22 +24,25 @@ public final class ServerProcess: @unchecked Sendable {
     /// The server's process id (for /proc and signals).
     public var pid: Int32 { process.processIdentifier }
 
-    /// Starts a server; `arguments` are extra `serve` flags (e.g. --open-registration).
-    public static func start(dataDirectory: URL? = nil, arguments: [String] = []) async throws -> ServerProcess {
+    /// Starts a server; `arguments` are extra `serve` flags (e.g. --open-registration),
+    /// `environment` extra variables (e.g. S3 credentials).
+    public static func start(dataDirectory: URL? = nil, arguments: [String] = [],
+                             environment: [String: String?] = [:]) async throws -> ServerProcess {
         let dir = try dataDirectory ?? makeTemporaryDirectory("server")
-        let (process, port, log) = try await launch(dir: dir, arguments: arguments)
-        return ServerProcess(dataDirectory: dir, arguments: arguments, process: process, port: port, logURL: log)
+        let (process, port, log) = try await launch(dir: dir, arguments: arguments, environment: environment)
+        return ServerProcess(dataDirectory: dir, arguments: arguments, environment: environment, process: process, port: port, logURL: log)
     }
 
-    private init(dataDirectory: URL, arguments: [String], process: Process, port: Int, logURL: URL) {
+    private init(dataDirectory: URL, arguments: [String], environment: [String: String?], process: Process, port: Int, logURL: URL) {
         self.dataDirectory = dataDirectory
         self.arguments = arguments
+        self.environment = environment
         self.process = process
         self.port = port
         self.logURL = logURL
     }
 
-    private static func launch(dir: URL, arguments: [String]) async throws -> (Process, Int, URL) {
+    private static func launch(dir: URL, arguments: [String], environment: [String: String?]) async throws -> (Process, Int, URL) {
         let out = dir.appendingPathComponent("stdout-\(UUID().uuidString).log")
         let err = dir.appendingPathComponent("stderr.log")
         FileManager.default.createFile(atPath: out.path, contents: nil)
@@ -48,6 +53,7 @@ public final class ServerProcess: @unchecked Sendable {
         // A crash must end the process at once (the backtracer can take seconds).
         var env = ProcessInfo.processInfo.environment
         env["SWIFT_BACKTRACE"] = "enable=no"
+        for (k, v) in environment { env[k] = v }
         p.environment = env
         p.standardOutput = try FileHandle(forWritingTo: out)
         let errHandle = try FileHandle(forWritingTo: err)
@@ -94,7 +100,7 @@ public final class ServerProcess: @unchecked Sendable {
     /// Starts the server again on the same data directory (a new port).
     public func restart() async throws {
         stop()
-        let (p, port, _) = try await Self.launch(dir: dataDirectory, arguments: arguments)
+        let (p, port, _) = try await Self.launch(dir: dataDirectory, arguments: arguments, environment: environment)
         process = p
         self.port = port
     }
@@ -111,6 +117,7 @@ public final class ServerProcess: @unchecked Sendable {
         p.arguments = Array(args.prefix(min(2, verbs))) + ["--data", dataDirectory.path] + Array(args.dropFirst(min(2, verbs)))
         var env = ProcessInfo.processInfo.environment
         env["SWIFT_BACKTRACE"] = "enable=no"
+        for (k, v) in environment { env[k] = v }
         p.environment = env
         let pipe = Pipe()
         p.standardOutput = pipe

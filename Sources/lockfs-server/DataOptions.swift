@@ -1,11 +1,50 @@
 import ArgumentParser
 import Foundation
 import LockServer
+import LockServerS3
 
 /// `--data DIR`: where the embedded stores live.
 struct DataOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The server's data directory (metadata.sqlite, blobs/).", valueName: "DIR"))
     var data: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Keep blobs in an S3-compatible bucket instead of DIR/blobs: s3://BUCKET[/PREFIX]?endpoint=URL&region=R.",
+        valueName: "URL"))
+    var blobs: String?
+
+    @Option(name: .customLong("s3-credentials"), help: ArgumentHelp(
+        "File with the S3 access key (aws_access_key_id, aws_secret_access_key, optional aws_session_token); "
+            + "default: $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY, $AWS_SESSION_TOKEN.",
+        valueName: "FILE"))
+    var s3Credentials: String?
+
+    func validate() throws {
+        _ = try s3Store()
+    }
+
+    /// The S3 store of --blobs (nil without it), credentials from
+    /// --s3-credentials or the environment; a mistake is a ValidationError.
+    func s3Store() throws -> S3BlobStore? {
+        guard let blobs else {
+            if s3Credentials != nil { throw ValidationError("--s3-credentials goes with --blobs s3://…") }
+            return nil
+        }
+        do {
+            let location = try S3Location(parsing: blobs)
+            let credentials = if let s3Credentials { try S3Credentials.fromFile(s3Credentials) }
+                else { try S3Credentials.fromEnvironment(ProcessInfo.processInfo.environment) }
+            return S3BlobStore(location: location, credentials: credentials)
+        } catch {  // S3ConfigError (typed throws)
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// Checks that the blob store answers (for S3: the bucket exists and the credentials are accepted).
+    func checkBlobStore(_ store: any BlobStore) async throws {
+        guard let s3 = store as? S3BlobStore else { return }
+        do { try await s3.checkBucket() } catch let e as ServerError { throw ValidationError(e.message) }
+    }
 
     /// --data, else $LOCKFS_SERVER_DATA, else $XDG_DATA_HOME/lockfs-server (~/.local/share/lockfs-server).
     var directory: URL {
@@ -16,13 +55,13 @@ struct DataOptions: ParsableArguments {
         return URL(fileURLWithPath: base).appendingPathComponent("lockfs-server")
     }
 
-    /// Opens the embedded stores, creating the directory (0700) on first use.
-    func openStores() throws -> (SQLiteMetadataStore, FileBlobStore) {
+    /// Opens the stores (blobs in S3 with --blobs), creating the directory (0700) on first use.
+    func openStores() throws -> (SQLiteMetadataStore, any BlobStore) {
         let dir = directory
         do {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let store = try SQLiteMetadataStore(path: dir.appendingPathComponent("metadata.sqlite").path)
-            let blobs = try FileBlobStore(root: dir.appendingPathComponent("blobs"))
+            let blobs: any BlobStore = try s3Store() ?? FileBlobStore(root: dir.appendingPathComponent("blobs"))
             return (store, blobs)
         } catch {
             throw ValidationError("cannot open the data directory \(dir.path): \(error)")

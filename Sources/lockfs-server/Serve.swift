@@ -49,6 +49,7 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "lockfs-server")
         logger.logLevel = Logger.Level(rawValue: logLevel)!
         let (store, blobs) = try data.openStores()
+        try await data.checkBlobStore(blobs)
         var settings = ServerSettings()
         settings.openRegistration = openRegistration
         settings.defaultQuota = quota.flatMap(parseSize)

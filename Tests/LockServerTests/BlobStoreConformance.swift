@@ -2,6 +2,7 @@ import Foundation
 import LockTesting
 import LockCrypto
 import LockServer
+import LockServerS3
 import Testing
 
 // MARK: - Implementations under test
@@ -20,13 +21,23 @@ struct BlobStoreFactory: Sendable, CustomTestStringConvertible {
     /// Every implementation; each conformance test runs once per entry.
     static let all: [BlobStoreFactory] = [
         .file,
-        // .s3,  // issue 7: add the S3-compatible store here (one line).
+        .s3,
     ]
 
     /// Files in a fresh temporary directory.
     static let file = BlobStoreFactory(name: "FileBlobStore") {
         let dir = try makeTemporaryDirectory("blob-conformance")
         return BlobStoreUnderTest(store: try FileBlobStore(root: dir), cleanup: { try? FileManager.default.removeItem(at: dir) })
+    }
+
+    /// Objects in a fresh bucket of the test process's moto server (S3TestServer).
+    static let s3 = BlobStoreFactory(name: "S3BlobStore") {
+        let server = try await S3TestServer.shared()
+        let bucket = try server.makeBucket()
+        let location = try S3Location(parsing: "s3://\(bucket)?endpoint=\(server.endpoint)&region=us-east-1")
+        let store = S3BlobStore(location: location, credentials: S3Credentials(accessKeyID: "test", secretAccessKey: "test"))
+        try await store.checkBucket()
+        return BlobStoreUnderTest(store: store, cleanup: {})
     }
 
     /// Makes a fresh store, runs `body` on it, and removes its storage.

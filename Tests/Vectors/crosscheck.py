@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Independent check of Tests/Vectors/crypto.json.
+"""Independent check of Tests/Vectors/crypto.json (and wire.json, sigv4.json).
 
 Recomputes the LockCrypto golden vectors with other implementations
 (Python's hashlib BLAKE2b, PyNaCl's XChaCha20-Poly1305, argon2-cffi's
 Argon2id) straight from the byte layouts in docs/design.md. If Swift and
 this script agree, the documented format is the implemented one.
+
+The AWS Signature V4 vectors (sigv4.json, AWS's published ones) are
+recomputed with botocore, AWS's own Python signer, so the vectors, the
+Swift signer (Sources/LockServerS3/SigV4.swift) and botocore all agree.
 """
 import hashlib
 import json
@@ -131,5 +135,39 @@ k = bytes.fromhex(W["keyring"])
 p_len = int.from_bytes(k[46:48], "big")
 slot = k[48:48 + p_len]
 check("wire.keyring", k[0] == 1 and k[1:17] == VAULT and k[17:46] == params and slot[1] == 4)
+
+# AWS Signature Version 4 (Tests/Vectors/sigv4.json): botocore computes each
+# canonical request, string to sign and Authorization header from the request.
+from urllib.parse import quote
+
+from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+S = json.loads((pathlib.Path(__file__).parent / "sigv4.json").read_text())
+for suite in S["suites"]:
+    creds = Credentials(suite["accessKeyId"], suite["secretAccessKey"])
+    for case in suite["cases"]:
+        headers = case["headers"]
+        host = next(v for k, v in headers if k.lower() == "host")
+        amz_date = next(v for k, v in headers if k.lower() == "x-amz-date")
+        # S3 takes the path as given (already encoded, never normalized); SigV4Auth encodes it itself.
+        path = quote(case["path"], safe="/~") if suite["s3"] else case["path"]
+        request = AWSRequest(method=case["method"], url="https://" + host + path, data=case["body"].encode(),
+                             params=[(k, v) for k, v in case["query"]])
+        for k, v in headers:
+            request.headers[k] = v  # appends: a repeated name keeps every value, in order
+        request.context["timestamp"] = amz_date
+        auth = (S3SigV4Auth if suite["s3"] else SigV4Auth)(creds, suite["service"], suite["region"])
+        creq = auth.canonical_request(request)
+        sts = auth.string_to_sign(request, creq)
+        signed = auth.signed_headers(auth.headers_to_sign(request))
+        authz = (f"AWS4-HMAC-SHA256 Credential={auth.scope(request)}, SignedHeaders={signed}, "
+                 f"Signature={auth.signature(sts, request)}")
+        name = f"sigv4.{suite['name']}.{case['name']}"
+        expected_authz = case["authz"]
+        if suite["s3"]:  # the S3 documentation writes no space after the commas
+            authz = authz.replace(", ", ",")
+        check(name, ("creq" not in case or creq == case["creq"]) and sts == case["sts"] and authz == expected_authz)
 
 sys.exit(1 if failures else 0)
