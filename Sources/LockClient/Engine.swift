@@ -52,6 +52,11 @@ public struct EngineOptions: Sendable {
     /// competing with the writer's own, and a create claimed before its
     /// file's write could be folded into it. Local durability is unchanged.
     public var uploadSettle: Duration = .milliseconds(150)
+    /// While local changes keep coming (an untar, a build), the uploader
+    /// waits for a pause of `uploadSettle`, but no longer than this after
+    /// the first of them: larger entries, and less work competing with the
+    /// burst itself.
+    public var uploadMaxDelay: Duration = .seconds(2)
     /// Sealed chunks up to this size are kept in the index, in the same
     /// transaction as the operation that needs them (no file, no fsync);
     /// larger ones are outbox files, fsynced before the operation commits.
@@ -127,6 +132,11 @@ public final class Engine: Sendable {
         var outboxChunks: [ChunkID: Int] = [:]
         /// Local commits since the last `syncToDisk` (the periodic sync skips when 0).
         var unsyncedCommits = 0
+        /// When the last local change was committed (the uploader and the cache mover wait for a pause).
+        var lastCommitAt = ContinuousClock.now
+        /// Uploaded small chunks to move from the index to the cache once local changes pause.
+        var cacheMoves: [ChunkID] = []
+        var cacheMoverRunning = false
         var staging: [NodeID: Staging] = [:]
         var handles: [UInt64: NodeID] = [:]
         var nextHandle: UInt64 = 1
@@ -180,7 +190,11 @@ public final class Engine: Sendable {
             let hex = id.hex
             Glibc.unlink(home.outboxDirectory.path + "/" + hex.prefix(2) + "/" + hex)
         }
-        try index.deleteOutboxChunks(outboxRows.map(\.0).filter { !needed.contains($0) })
+        // Small chunks the server has: to the cache (the mover had not run); the rest: dropped.
+        let unneeded = outboxRows.map(\.0).filter { !needed.contains($0) }
+        s.cacheMoves = unneeded.filter { s.serverChunks.contains($0) }
+        try index.deleteOutboxChunks(unneeded.filter { !s.serverChunks.contains($0) })
+        s.cacheMoverRunning = !s.cacheMoves.isEmpty
         Self.rebase(&s, device: credentials.device)
         state = Mutex(s)
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -190,6 +204,7 @@ public final class Engine: Sendable {
         for f in (try? FileManager.default.contentsOfDirectory(atPath: home.stagingDirectory.path)) ?? [] {
             Glibc.unlink(home.stagingDirectory.appendingPathComponent(f).path)
         }
+        if state.withLock({ $0.cacheMoverRunning }) { Task.detached(priority: .background) { [self] in await moveToCache() } }
     }
 
     /// What sync changed in the view, for the kernel's caches.
@@ -543,6 +558,7 @@ public final class Engine: Sendable {
                                                        chunks: chunks) {
                     for c in chunks { s.outboxChunks[c.id] = c.bytes.count }
                     s.unsyncedCommits += 1
+                    s.lastCommitAt = .now
                     s.pending[i].operation = merged
                     let context = ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor)
                     s.local.apply(op, context: context)
@@ -566,6 +582,7 @@ public final class Engine: Sendable {
             }
             for c in chunks { s.outboxChunks[c.id] = c.bytes.count }
             s.unsyncedCommits += 1
+            s.lastCommitAt = .now
             s.pending.append(PendingOperation(id: id, operation: op, madeAtSeq: s.cursor, madeAt: t, state: .queued, batchStamp: nil))
             s.local.apply(op, context: ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor))
             return false
@@ -1187,14 +1204,33 @@ public final class Engine: Sendable {
         var inIndex: [ChunkID] = []
         for id in done where Glibc.unlink(outboxPath(id)) != 0 { inIndex.append(id) }
         guard !inIndex.isEmpty else { return }
-        Task.detached(priority: .background) { [self] in
-            for id in inIndex where !cache.contains(id) {
+        let start = state.withLock { s -> Bool in
+            s.cacheMoves += inIndex
+            defer { s.cacheMoverRunning = true }
+            return !s.cacheMoverRunning
+        }
+        if start { Task.detached(priority: .background) { [self] in await moveToCache() } }
+    }
+
+    /// Moves uploaded small chunks from the index to the cache, a thousand at
+    /// a time, when local changes pause (a burst of writes goes first).
+    func moveToCache() async {
+        while true {
+            try? await waitForPause(.milliseconds(500), atMost: .seconds(30))
+            let batch = state.withLock { s -> [ChunkID] in
+                let b = Array(s.cacheMoves.prefix(1000))
+                s.cacheMoves.removeFirst(b.count)
+                if b.isEmpty { s.cacheMoverRunning = false }
+                return b
+            }
+            guard !batch.isEmpty else { return }
+            for id in batch where !cache.contains(id) {
                 if let sealed = try? index.outboxChunk(id), let plain = try? keys.openChunk(SealedChunk(id: id, bytes: sealed)) {
                     try? cache.store(id, plain)
                 }
             }
             evictIfNeeded()
-            do { try index.deleteOutboxChunks(inIndex) } catch { noteFailure("outbox: \(error)") }
+            do { try index.deleteOutboxChunks(batch) } catch { noteFailure("outbox: \(error)") }
         }
     }
 
@@ -1214,12 +1250,12 @@ public final class Engine: Sendable {
                 if state.withLock({ $0.alarm }) != nil { return }
                 if try await uploadOnce() {
                     delay = .milliseconds(200)
-                    try await Task.sleep(for: options.uploadSettle)
+                    try await waitForPause()
                     continue
                 }
                 // Nothing to do: wait for a local change, and for the ones right behind it.
                 guard await iterator?.next() != nil else { return }
-                try await Task.sleep(for: options.uploadSettle)
+                try await waitForPause()
             } catch is CancellationError {
                 return
             } catch let e as LockError {
@@ -1232,6 +1268,17 @@ public final class Engine: Sendable {
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(30))
             }
+        }
+    }
+
+    /// Waits until local changes pause for `uploadSettle`, or `uploadMaxDelay` at most.
+    func waitForPause(_ pause: Duration? = nil, atMost: Duration? = nil) async throws {
+        let pause = pause ?? options.uploadSettle
+        let deadline = ContinuousClock.now + (atMost ?? options.uploadMaxDelay)
+        while true {
+            try await Task.sleep(for: pause)
+            let quietSince = state.withLock { $0.lastCommitAt }
+            if ContinuousClock.now - quietSince >= pause || ContinuousClock.now >= deadline { return }
         }
     }
 
