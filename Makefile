@@ -80,8 +80,12 @@ test-vectors: $(VENV)/.ready
 	$(VENV)/bin/python Tests/Vectors/crosscheck.py
 
 bench: release
-	@ls /usr/src/linux-source-*.tar.xz >/dev/null 2>&1 || { echo "installing linux-source (the mount bench's source tree)"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends linux-source; }
+	@missing=""; ls /usr/src/linux-source-*.tar.xz >/dev/null 2>&1 || missing=" linux-source"; \
+	command -v gocryptfs >/dev/null || missing="$$missing gocryptfs"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (the mount bench's source tree; gocryptfs, the FUSE file system it compares with)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 	$(SWIFT) build -c release --product lockfs-bench
 	.build/release/lockfs-bench
 

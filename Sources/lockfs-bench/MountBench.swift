@@ -141,7 +141,10 @@ final class MountRun {
     let password = "mount bench password"
     let user = "mount-bench"
     var server: BenchServer!
-    var figures: [(workload: String, unit: String, plain: Double, mount: Double, lowerIsBetter: Bool)] = []
+    var figures: [(workload: String, unit: String, plain: Double, mount: Double, gocryptfs: Double?, lowerIsBetter: Bool)] = []
+    /// gocryptfs's mountpoint when it is installed (another encrypted FUSE file system: the
+    /// cost of FUSE itself on this machine, beside lockfs's).
+    var gocrypt: String?
     var canDropCaches = true
 
     init(cleanup: Cleanup) throws {
@@ -160,16 +163,25 @@ final class MountRun {
     var home: String { scratch + "/home" }
     var mnt2: String { scratch + "/mnt2" }
     var home2: String { scratch + "/home2" }
+    var gocryptCipher: String { scratch + "/gocryptfs.cipher" }
     var source: String { scratch + "/big.src" }
 
     func q(_ s: String) -> String { Shell.quote(s) }
 
     func run() async throws {
         Bench.note("mount: lockfs mount vs a plain directory in /tmp, same run, same disk; client, server and plain dir share this machine's cores")
-        if Shell.which("gocryptfs") == nil {
-            Bench.note("mount: gocryptfs is not on PATH; its column is skipped")
+        if let gocryptfs = Shell.which("gocryptfs") {
+            let dir = scratch + "/gocryptfs"
+            let passfile = scratch + "/gocryptfs.pass"
+            try Data("mount bench password\n".utf8).write(to: URL(fileURLWithPath: passfile))
+            for d in [dir, gocryptCipher] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+            try Shell.run(gocryptfs, ["-q", "-init", "-passfile", passfile, gocryptCipher])
+            try Shell.run(gocryptfs, ["-q", "-passfile", passfile, gocryptCipher, dir])
+            cleanup.mount(dir)
+            gocrypt = dir
+            Bench.note("mount: gocryptfs \(dir) (cipher dir \(gocryptCipher), same disk)")
         } else {
-            Bench.note("mount: gocryptfs is on PATH but not driven yet; its column is skipped")
+            Bench.note("mount: gocryptfs is not on PATH (apt-get install gocryptfs; `make bench` does); its column is skipped")
         }
         if M.scale > 1 { Bench.note("mount: LOCKFS_BENCH_MOUNT_SCALE=\(M.scale): sizes and counts divided by \(M.scale)") }
         let tar = try prepareTarball()
@@ -193,7 +205,9 @@ final class MountRun {
         let plainWrite = try Shell.sh("dd if=\(q(source)) of=\(q(plain + "/big.bin")) bs=1M conv=fsync status=none").seconds
         let mountWrite = try Shell.sh("dd if=\(q(source)) of=\(q(mnt + "/big.bin")) bs=1M conv=fsync status=none").seconds
         let mountWriteSync = try sync()
-        record("seq_write", "mbps", plain: bigBytes / 1e6 / plainWrite, mount: bigBytes / 1e6 / mountWrite, lowerIsBetter: false)
+        let gocryptWrite = try gocrypt.map { try Shell.sh("dd if=\(q(source)) of=\(q($0 + "/big.bin")) bs=1M conv=fsync status=none").seconds }
+        record("seq_write", "mbps", plain: bigBytes / 1e6 / plainWrite, mount: bigBytes / 1e6 / mountWrite,
+               gocryptfs: gocryptWrite.map { bigBytes / 1e6 / $0 }, lowerIsBetter: false)
         report("mount_seq_write_server_mbps", bigBytes / 1e6 / (mountWrite + mountWriteSync), "MB/s")
         report("mount_seq_write_sync_s", mountWriteSync, "s", digits: 2)
         try Shell.sh("cmp \(q(source)) \(q(mnt + "/big.bin"))")  // not timed: what was written reads back
@@ -204,7 +218,8 @@ final class MountRun {
             for _ in 0..<M.warmRounds { best = min(best, try Shell.sh("dd if=\(q(path)) of=/dev/null bs=1M status=none").seconds) }
             return bigBytes / 1e6 / best
         }
-        record("seq_read_warm", "mbps", plain: try bestRead(plain + "/big.bin"), mount: try bestRead(mnt + "/big.bin"), lowerIsBetter: false)
+        record("seq_read_warm", "mbps", plain: try bestRead(plain + "/big.bin"), mount: try bestRead(mnt + "/big.bin"),
+               gocryptfs: try gocrypt.map { try bestRead($0 + "/big.bin") }, lowerIsBetter: false)
 
         // 3. Cold sequential read: plain after dropping the page cache; lockfs on a second device with an empty cache.
         try Shell.run(lockfs, ["login", "--home", home2, "--server", server.baseURL, "--user", user,
@@ -216,16 +231,22 @@ final class MountRun {
         let plainCold = try Shell.sh("dd if=\(q(plain + "/big.bin")) of=/dev/null bs=1M status=none").seconds
         dropCaches()
         let mountCold = try Shell.sh("dd if=\(q(mnt2 + "/big.bin")) of=/dev/null bs=1M status=none").seconds
-        record("seq_read_cold", "mbps", plain: bigBytes / 1e6 / plainCold, mount: bigBytes / 1e6 / mountCold, lowerIsBetter: false)
+        let gocryptCold = try gocrypt.map { g -> Double in
+            dropCaches()
+            return try Shell.sh("dd if=\(q(g + "/big.bin")) of=/dev/null bs=1M status=none").seconds
+        }
+        record("seq_read_cold", "mbps", plain: bigBytes / 1e6 / plainCold, mount: bigBytes / 1e6 / mountCold,
+               gocryptfs: gocryptCold.map { bigBytes / 1e6 / $0 }, lowerIsBetter: false)
         try unmount(home2, mnt2)   // the second device would otherwise pull (and compete with) everything below
-        try Shell.sh("rm -f \(q(plain + "/big.bin")) \(q(mnt + "/big.bin")) \(q(source))")
+        try Shell.sh("rm -f \(q(plain + "/big.bin")) \(q(mnt + "/big.bin")) \(q(source))\(gocrypt.map { " " + q($0 + "/big.bin") } ?? "")")
 
         // 4. Untar of a large source tree (a plain .tar: no xz in the timing).
         if let tar {
             let plainUntar = try untar(tar, into: plain + "/src")
             let mountUntar = try untar(tar, into: mnt + "/src")
             let untarSync = try sync()
-            record("untar", "s", plain: plainUntar, mount: mountUntar, lowerIsBetter: true)
+            let gocryptUntar = try gocrypt.map { try untar(tar, into: $0 + "/src") }
+            record("untar", "s", plain: plainUntar, mount: mountUntar, gocryptfs: gocryptUntar, lowerIsBetter: true)
             report("mount_untar_sync_s", untarSync, "s", digits: 2)
             let files = Double(try Shell.sh("find \(q(plain + "/src")) -type f | wc -l", capture: true).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
@@ -236,17 +257,20 @@ final class MountRun {
             // 5. ls -lR (one pass; lockfs's attribute and entry timeouts are 1 s, so it is past them).
             sleep(2)
             record("ls_lR", "s", plain: try Shell.sh("ls -lR \(q(plain + "/src")) > /dev/null").seconds,
-                   mount: try Shell.sh("ls -lR \(q(mnt + "/src")) > /dev/null").seconds, lowerIsBetter: true)
+                   mount: try Shell.sh("ls -lR \(q(mnt + "/src")) > /dev/null").seconds,
+                   gocryptfs: try gocrypt.map { try Shell.sh("ls -lR \(q($0 + "/src")) > /dev/null").seconds }, lowerIsBetter: true)
 
             // 6. Read every file (find + cat), warm: the files were just written on this device.
             let readAll = { (root: String) in try Shell.sh("find \(self.q(root)) -type f -print0 | xargs -0 cat > /dev/null").seconds }
             let plainRead = try readAll(plain + "/src"), mountRead = try readAll(mnt + "/src")
-            record("read_all", "s", plain: plainRead, mount: mountRead, lowerIsBetter: true)
+            record("read_all", "s", plain: plainRead, mount: mountRead, gocryptfs: try gocrypt.map { try readAll($0 + "/src") },
+                   lowerIsBetter: true)
             report("plain_read_all_mbps", bytes / 1e6 / plainRead, "MB/s")
             report("mount_read_all_mbps", bytes / 1e6 / mountRead, "MB/s")
 
             // 7. Stat storm: lstat of every path, several passes (Python loop; the walk is not timed).
-            record("stat_storm", "stats_per_s", plain: try statStorm(plain + "/src"), mount: try statStorm(mnt + "/src"), lowerIsBetter: false)
+            record("stat_storm", "stats_per_s", plain: try statStorm(plain + "/src"), mount: try statStorm(mnt + "/src"),
+                   gocryptfs: try gocrypt.map { try statStorm($0 + "/src") }, lowerIsBetter: false)
         } else {
             Bench.note("mount: no source tarball; untar, ls -lR, read-all and the stat storm are skipped")
         }
@@ -255,12 +279,12 @@ final class MountRun {
         let plainSmall = try smallFiles(plain + "/small"), mountSmall = try smallFiles(mnt + "/small")
         let smallSync = try sync()
         record("small_create", "files_per_s", plain: Double(M.smallFiles) / plainSmall, mount: Double(M.smallFiles) / mountSmall,
-               lowerIsBetter: false)
+               gocryptfs: try gocrypt.map { Double(M.smallFiles) / (try smallFiles($0 + "/small")) }, lowerIsBetter: false)
         report("mount_small_create_sync_s", smallSync, "s", digits: 2)
 
         // 9. rm -rf of everything (the tree and the small files).
         let rm = { (root: String) in try Shell.sh("cd \(self.q(root)) && rm -rf -- *").seconds }
-        record("rm_rf", "s", plain: try rm(plain), mount: try rm(mnt), lowerIsBetter: true)
+        record("rm_rf", "s", plain: try rm(plain), mount: try rm(mnt), gocryptfs: try gocrypt.map { try rm($0) }, lowerIsBetter: true)
         report("mount_rm_rf_sync_s", try sync(), "s", digits: 2)
 
         try unmount(home, mnt)
@@ -377,12 +401,13 @@ final class MountRun {
 
     // MARK: Output
 
-    func record(_ workload: String, _ unit: String, plain: Double, mount: Double, lowerIsBetter: Bool) {
-        figures.append((workload, unit, plain, mount, lowerIsBetter))
+    func record(_ workload: String, _ unit: String, plain: Double, mount: Double, gocryptfs: Double? = nil, lowerIsBetter: Bool) {
+        figures.append((workload, unit, plain, mount, gocryptfs, lowerIsBetter))
         let u = unit == "mbps" ? "MB/s" : unit == "s" ? "s" : unit.replacingOccurrences(of: "_per_", with: "/")
         let digits = unit == "s" ? 2 : 0
         report("plain_\(workload)_\(unit)", plain, u, digits: digits)
         report("mount_\(workload)_\(unit)", mount, u, digits: digits)
+        if let gocryptfs { report("gocryptfs_\(workload)_\(unit)", gocryptfs, u, digits: digits) }
     }
 
     func report(_ name: String, _ value: Double, _ unit: String, digits: Int = 0) {
@@ -396,13 +421,14 @@ final class MountRun {
         }
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
         Bench.note("")
-        Bench.note("mount: lockfs vs plain directory (same run; \"slower\" = lockfs time / plain time)")
-        Bench.note(pad("workload", 16) + pad("unit", 13) + pad("plain", 10) + pad("lockfs", 10) + pad("lockfs/plain", 14) + "slower")
+        Bench.note("mount: lockfs (and gocryptfs) vs plain directory (same run; \"slower\" = time / plain time)")
+        Bench.note(pad("workload", 16) + pad("unit", 13) + pad("plain", 10) + pad("lockfs", 10) + pad("gocryptfs", 11)
+                   + pad("lockfs slower", 15) + "gocryptfs slower")
         for f in figures {
-            let ratio = f.mount / f.plain
-            let slower = f.lowerIsBetter ? ratio : f.plain / f.mount
+            let slower = { (v: Double) in fmt(f.lowerIsBetter ? v / f.plain : f.plain / v) + "×" }
             let u = f.unit == "mbps" ? "MB/s" : f.unit.replacingOccurrences(of: "_per_", with: "/")
-            Bench.note(pad(f.workload, 16) + pad(u, 13) + pad(fmt(f.plain), 10) + pad(fmt(f.mount), 10) + pad(fmt(ratio), 14) + fmt(slower) + "×")
+            Bench.note(pad(f.workload, 16) + pad(u, 13) + pad(fmt(f.plain), 10) + pad(fmt(f.mount), 10)
+                       + pad(f.gocryptfs.map(fmt) ?? "-", 11) + pad(slower(f.mount), 15) + (f.gocryptfs.map(slower) ?? "-"))
         }
         Bench.note("targets: seq_read_warm ≥ 1000 MB/s; untar ≤ 4× slower; ls_lR ≤ 2× slower")
     }
