@@ -176,7 +176,10 @@ final class MountRun {
             try Data("mount bench password\n".utf8).write(to: URL(fileURLWithPath: passfile))
             for d in [dir, gocryptCipher] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
             try Shell.run(gocryptfs, ["-q", "-init", "-passfile", passfile, gocryptCipher])
-            try Shell.run(gocryptfs, ["-q", "-passfile", passfile, gocryptCipher, dir])
+            // system(3), not Foundation's Process: gocryptfs forks its daemon and exits, and
+            // Process never saw that exit (its parent stayed a zombie, waitUntilExit hung).
+            let status = system("\(q(gocryptfs)) -q -passfile \(q(passfile)) \(q(gocryptCipher)) \(q(dir)) > /dev/null 2>&1 < /dev/null")
+            guard status == 0 else { throw BenchFailure("gocryptfs did not mount (status \(status))") }
             cleanup.mount(dir)
             gocrypt = dir
             Bench.note("mount: gocryptfs \(dir) (cipher dir \(gocryptCipher), same disk)")
