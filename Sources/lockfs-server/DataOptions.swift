@@ -1,11 +1,14 @@
 import ArgumentParser
 import Foundation
 import LockServer
+import Logging
 
 /// `--data DIR`: where the embedded stores live.
 struct DataOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The server's data directory (metadata.sqlite, blobs/).", valueName: "DIR"))
     var data: String?
+
+    @OptionGroup var metadataOptions: MetadataOptions
 
     /// --data, else $LOCKFS_SERVER_DATA, else $XDG_DATA_HOME/lockfs-server (~/.local/share/lockfs-server).
     var directory: URL {
@@ -16,17 +19,28 @@ struct DataOptions: ParsableArguments {
         return URL(fileURLWithPath: base).appendingPathComponent("lockfs-server")
     }
 
-    /// Opens the embedded stores, creating the directory (0700) on first use.
-    func openStores() throws -> (SQLiteMetadataStore, FileBlobStore) {
+    /// Opens the stores (PostgreSQL with --metadata, else the embedded
+    /// SQLite), creating the directory (0700) on first use.
+    func openStores(logger: Logger = .adminCommands) async throws -> (any MetadataStore, FileBlobStore) {
         let dir = directory
+        let postgres = try await metadataOptions.openPostgres(logger: logger)
         do {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            let store = try SQLiteMetadataStore(path: dir.appendingPathComponent("metadata.sqlite").path)
+            let store: any MetadataStore = try postgres ?? SQLiteMetadataStore(path: dir.appendingPathComponent("metadata.sqlite").path)
             let blobs = try FileBlobStore(root: dir.appendingPathComponent("blobs"))
             return (store, blobs)
         } catch {
             throw ValidationError("cannot open the data directory \(dir.path): \(error)")
         }
+    }
+}
+
+extension Logger {
+    /// The admin commands log errors only: their output is for people and scripts.
+    static var adminCommands: Logger {
+        var logger = Logger(label: "lockfs-server")
+        logger.logLevel = .error
+        return logger
     }
 }
 
