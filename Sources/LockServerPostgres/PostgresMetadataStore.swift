@@ -26,6 +26,8 @@ import Synchronization
 public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
     /// The NOTIFY channel of appends; the payload is the account id.
     public static let journalChannel = "lockfs_journal"
+    /// The LISTEN connection's application_name (pg_stat_activity).
+    public static let listenApplicationName = "lockfs-server listen"
     /// The advisory lock key held while migrating ("lockfs" in ASCII).
     static let migrationLockKey: Int64 = 0x6c6f_636b_6673
 
@@ -40,7 +42,7 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
     /// The first connection is made directly, so a wrong password, a missing
     /// database or an unreachable host gives its own message here.
     /// - Throws: `PostgresSettingsError` with a readable message.
-    public static func open(_ settings: PostgresSettings, logger: Logger = Logger(label: "lockfs.postgres")) async throws -> PostgresMetadataStore {
+    public static func open(_ settings: PostgresSettings, logger: Logger = defaultLogger) async throws -> PostgresMetadataStore {
         let connection: PostgresConnection
         do {
             connection = try await PostgresConnection.connect(configuration: settings.connectionConfiguration(), id: 0, logger: logger)
@@ -56,6 +58,13 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
             throw PostgresSettingsError("cannot migrate the lockfs schema in \(settings): \(Self.describe(error))")
         }
         return try PostgresMetadataStore(settings: settings, logger: logger)
+    }
+
+    /// Warnings and errors only.
+    public static var defaultLogger: Logger {
+        var logger = Logger(label: "lockfs.postgres")
+        logger.logLevel = .warning
+        return logger
     }
 
     private init(settings: PostgresSettings, logger: Logger) throws {
@@ -352,7 +361,7 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
         while !Task.isCancelled {
             do {
                 let connection = try await PostgresConnection.connect(
-                    configuration: settings.connectionConfiguration(),
+                    configuration: settings.connectionConfiguration(name: Self.listenApplicationName),
                     id: listenConnectionIDs.add(1, ordering: .relaxed).newValue, logger: logger)
                 do {
                     try await connection.listen(on: Self.journalChannel) { notifications in

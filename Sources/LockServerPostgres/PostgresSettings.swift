@@ -163,6 +163,7 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
         case .socket(let directory, let port):
             config = .init(unixSocketPath: "\(directory)/.s.PGSQL.\(port)", username: user, password: password, database: database)
         }
+        config.options.additionalStartupParameters = [("application_name", "lockfs-server")]
         config.options.maximumConnections = maxConnections
         config.options.connectTimeout = connectTimeout
         config.options.connectionIdleTimeout = .seconds(60)
@@ -170,7 +171,8 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
         return config
     }
 
-    func connectionConfiguration() throws -> PostgresConnection.Configuration {
+    /// A single connection's configuration; `name` shows in pg_stat_activity.application_name.
+    func connectionConfiguration(name: String = "lockfs-server") throws -> PostgresConnection.Configuration {
         var config: PostgresConnection.Configuration
         switch endpoint {
         case .tcp(let host, let port):
@@ -183,6 +185,7 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
         case .socket(let directory, let port):
             config = .init(unixSocketPath: "\(directory)/.s.PGSQL.\(port)", username: user, password: password, database: database)
         }
+        config.options.additionalStartupParameters = [("application_name", name)]
         config.options.connectTimeout = TimeAmount.nanoseconds(
             connectTimeout.components.seconds * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000)
         return config

@@ -76,7 +76,7 @@ public final class PostgresTestServer: @unchecked Sendable {
                                                             "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8",
                                                             "--locale=C", "--no-sync"], timeout: .seconds(120))
         guard initdb.status == 0 else {
-            throw TestFailure("initdb failed (exit \(initdb.status)): \(initdb.stdout.suffix(1000)) \(initdb.stderr.suffix(2000))")
+            throw TestFailure("initdb failed (exit \(initdb.status)): \(initdb.stdout.suffix(2000))")
         }
         var lastError = ""
         for _ in 0..<5 {
@@ -195,30 +195,55 @@ public final class PostgresTestServer: @unchecked Sendable {
     }
 
     /// Runs a PostgreSQL tool as the cluster's owner (`postgres` when we are root).
+    ///
+    /// Not with Foundation's Process: `pg_ctl start` leaves a daemon that
+    /// would inherit Process's exit-watching socket (and any other open
+    /// descriptor of this process), so Process would never see the tool
+    /// exit. posix_spawn closes every descriptor above stderr in the child.
     static func runAsOwner(_ tool: String, _ args: [String], timeout: Duration) async throws -> ProcessResult {
-        if getuid() == 0 {
-            return try await runProcess(URL(fileURLWithPath: "/usr/sbin/runuser"), ["-u", "postgres", "--", tool] + args,
-                                        timeout: timeout)
+        let argv = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--", tool] + args : [tool] + args
+        let dir = try makeTemporaryDirectory("pgtool")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("output").path
+        let status: Int32 = await withCheckedContinuation { c in
+            DispatchQueue.global().async { c.resume(returning: spawnAndWait(argv, output: out)) }
         }
-        return try await runProcess(URL(fileURLWithPath: tool), args, timeout: timeout)
+        let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        return ProcessResult(status: status, stdout: text, stderr: "")
+    }
+
+    /// posix_spawn with stdin from /dev/null, stdout and stderr to `output`,
+    /// no other descriptors; waits and returns the exit status (-1 if it could not start).
+    static func spawnAndWait(_ argv: [String], output: String) -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        addCloseFrom(&actions, 3)
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for a in cArgs { free(a) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, argv[0], &actions, nil, &cArgs, environ)
+        guard rc == 0 else { return -1 }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // WIFEXITED / WEXITSTATUS by hand (macros do not import).
+        return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+
+    /// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+), which Swift's Glibc module does not import.
+    private static func addCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ fd: Int32) {
+        typealias Fn = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return }
+        _ = unsafeBitCast(symbol, to: Fn.self)(actions, fd)
     }
 
     /// Synchronous variant for the exit handler.
     static func runSync(_ tool: String, _ args: [String]) -> Int32 {
-        let p = Process()
-        if getuid() == 0 {
-            p.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-            p.arguments = ["-u", "postgres", "--", tool] + args
-        } else {
-            p.executableURL = URL(fileURLWithPath: tool)
-            p.arguments = args
-        }
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        p.standardInput = FileHandle.nullDevice
-        guard (try? p.run()) != nil else { return -1 }
-        p.waitUntilExit()
-        return p.terminationStatus
+        let argv = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--", tool] + args : [tool] + args
+        return spawnAndWait(argv, output: "/dev/null")
     }
 
     /// Clusters left by test processes that died without cleaning up.
