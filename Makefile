@@ -11,7 +11,7 @@ VENV     := .build/venv
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := libfuse3-dev fuse3 libsodium-dev libsqlite3-dev libcurl4-openssl-dev \
-                pkg-config python3 python3-venv rsync git curl
+                pkg-config python3 python3-venv rsync git curl postgresql
 # Python packages for the independent cross-check of the crypto vectors
 # (and of the SigV4 vectors: botocore), and moto's S3 server for the
 # S3 blob store's tests.

@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // C libraries, through pkg-config. Each shim.h only includes the
@@ -79,6 +80,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // The scale-out metadata store: PostgreSQL behind MetadataStore.
+        .target(
+            name: "LockServerPostgres",
+            dependencies: [
+                "LockServer", "LockWire", "LockCrypto",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings),
+
         // Test support: golden vectors and seeded data (no fakes yet).
         .target(name: "LockTesting", swiftSettings: swiftSettings),
 
@@ -93,7 +106,7 @@ let package = Package(
         .executableTarget(
             name: "lockfs-server",
             dependencies: [
-                "LockCrypto", "LockWire", "LockServer", "LockServerS3",
+                "LockCrypto", "LockWire", "LockServer", "LockServerS3", "LockServerPostgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -125,7 +138,7 @@ let package = Package(
         .testTarget(
             name: "LockServerTests",
             dependencies: [
-                "LockServer", "LockServerS3", "LockWire", "LockCrypto", "LockTesting",
+                "LockServer", "LockServerS3", "LockServerPostgres", "LockWire", "LockCrypto", "LockTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],

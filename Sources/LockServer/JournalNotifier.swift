@@ -8,6 +8,10 @@ import Synchronization
 /// nothing new it waits for a generation past that one, so an append that
 /// lands between the query and the wait is never missed. Waiting costs one
 /// suspended continuation, not a thread or a connection to the store.
+///
+/// A store shared by several processes feeds appends made elsewhere in here
+/// too (`JournalEventSource`); when it may have missed some, `notifyAll()`
+/// bumps every account's generation at once, so every reader re-queries.
 public final class JournalNotifier: Sendable {
     private struct Waiter {
         let account: AccountID
@@ -16,9 +20,13 @@ public final class JournalNotifier: Sendable {
 
     private struct State {
         var generations: [AccountID: UInt64] = [:]
+        /// Added to every account's generation: bumped by `notifyAll()`.
+        var epoch: UInt64 = 0
         var waiters: [UInt64: Waiter] = [:]
         var nextWaiter: UInt64 = 0
         var closed = false
+
+        func generation(of account: AccountID) -> UInt64 { (generations[account] ?? 0) &+ epoch }
     }
 
     private let state = Mutex(State())
@@ -27,7 +35,7 @@ public final class JournalNotifier: Sendable {
 
     /// The account's current generation.
     public func generation(of account: AccountID) -> UInt64 {
-        state.withLock { $0.generations[account] ?? 0 }
+        state.withLock { $0.generation(of: account) }
     }
 
     /// Number of long-polls waiting now (a metric).
@@ -36,10 +44,21 @@ public final class JournalNotifier: Sendable {
     /// Records an append to `account` and wakes its waiters.
     public func notify(_ account: AccountID) {
         let woken: [CheckedContinuation<Void, Never>] = state.withLock { s in
-            let g = (s.generations[account] ?? 0) + 1
-            s.generations[account] = g
+            s.generations[account, default: 0] += 1
             let ids = s.waiters.filter { $0.value.account == account }.map(\.key)
             return ids.compactMap { s.waiters.removeValue(forKey: $0)?.continuation }
+        }
+        for c in woken { c.resume() }
+    }
+
+    /// Records that any account may have new entries (events were possibly
+    /// missed, e.g. while a shared store's event connection was down) and
+    /// wakes every waiter once; each re-queries the store.
+    public func notifyAll() {
+        let woken: [CheckedContinuation<Void, Never>] = state.withLock { s in
+            s.epoch += 1
+            defer { s.waiters.removeAll() }
+            return s.waiters.values.map(\.continuation)
         }
         for c in woken { c.resume() }
     }
@@ -73,7 +92,7 @@ public final class JournalNotifier: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { s -> Bool in
-                    if s.closed || (s.generations[account] ?? 0) > after || Task.isCancelled { return true }
+                    if s.closed || s.generation(of: account) > after || Task.isCancelled { return true }
                     s.waiters[id] = Waiter(account: account, continuation: c)
                     return false
                 }

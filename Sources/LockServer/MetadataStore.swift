@@ -24,6 +24,19 @@ public struct Account: Sendable, Equatable {
     /// Bytes of sealed chunks stored, and the limit (nil: the server's default).
     public let storedBytes: Int64
     public let quota: Int64?
+
+    public init(id: AccountID, name: String, vaultID: VaultID, kdf: [UInt8], keyring: [UInt8], loginSalt: [UInt8],
+                loginHash: [UInt8], storedBytes: Int64, quota: Int64?) {
+        self.id = id
+        self.name = name
+        self.vaultID = vaultID
+        self.kdf = kdf
+        self.keyring = keyring
+        self.loginSalt = loginSalt
+        self.loginHash = loginHash
+        self.storedBytes = storedBytes
+        self.quota = quota
+    }
 }
 
 /// What `lockfs-server user list` shows.
@@ -32,6 +45,13 @@ public struct AccountSummary: Sendable, Equatable {
     public let devices: Int
     public let storedBytes: Int64
     public let entries: Int64
+
+    public init(name: String, devices: Int, storedBytes: Int64, entries: Int64) {
+        self.name = name
+        self.devices = devices
+        self.storedBytes = storedBytes
+        self.entries = entries
+    }
 }
 
 /// A pending invitation to register NAME.
@@ -71,6 +91,14 @@ public struct DeviceRecord: Sendable, Equatable {
     public let name: String
     public let createdAt: Date
     public let lastSeenAt: Date?
+
+    public init(id: DeviceID, account: AccountID, name: String, createdAt: Date, lastSeenAt: Date?) {
+        self.id = id
+        self.account = account
+        self.name = name
+        self.createdAt = createdAt
+        self.lastSeenAt = lastSeenAt
+    }
 }
 
 /// A device to enrol, with the hash of its bearer token.
@@ -90,13 +118,19 @@ public struct StoredEntry: Sendable, Equatable {
     public let seq: JournalSeq
     public let head: ChainHead
     public let bytes: [UInt8]
+
+    public init(seq: JournalSeq, head: ChainHead, bytes: [UInt8]) {
+        self.seq = seq
+        self.head = head
+        self.bytes = bytes
+    }
 }
 
 /// The server's metadata: accounts, devices, which chunks each account
 /// has, the journal and checkpoints.
 ///
-/// `SQLiteMetadataStore` is the embedded default; a PostgreSQL store follows
-/// (issue 7). One conformance suite runs on every implementation. Every
+/// `SQLiteMetadataStore` is the embedded default; `PostgresMetadataStore`
+/// (module LockServerPostgres) is for several instances on one database. One conformance suite runs on every implementation. Every
 /// method is scoped to one account: nothing here lets one account reach
 /// another's data.
 public protocol MetadataStore: Sendable {
@@ -152,4 +186,20 @@ public protocol MetadataStore: Sendable {
     func putCheckpoint(account: AccountID, vault: VaultID, seq: JournalSeq, head: ChainHead, bytes: [UInt8]) async throws
     /// The checkpoint with the highest seq, if any.
     func latestCheckpoint(account: AccountID) async throws -> [UInt8]?
+}
+
+/// A metadata store that several server processes share can tell each of
+/// them about appends made by the others, so long-polls on every instance
+/// wake (docs/design.md, "Server").
+///
+/// A store adopts this optionally; `ServerAPI.application` runs it as a
+/// service beside the HTTP server. Routes stay store-agnostic: they notify
+/// the in-process `JournalNotifier` for their own appends as always.
+public protocol JournalEventSource: Sendable {
+    /// Feeds appends into `notifier` until cancelled or shut down
+    /// gracefully: `notify(account)` for each append on the shared storage
+    /// (from any process), and `notifyAll()` whenever events may have been
+    /// missed (at start and after each reconnect), so that no waiter sleeps
+    /// through an append. Reconnects on its own; returns only when stopped.
+    func runJournalEvents(into notifier: JournalNotifier) async
 }

@@ -5,6 +5,7 @@ import HummingbirdTLS
 import NIOCore
 import Logging
 import NIOSSL
+import ServiceLifecycle
 
 /// Where and how an instance listens.
 public struct ListenSettings: Sendable {
@@ -43,12 +44,28 @@ extension ServerAPI {
         } else {
             server = http1
         }
+        // A shared store's cross-instance wake-ups run beside the server.
+        var services: [any Service] = []
+        if let events = store as? any JournalEventSource {
+            services.append(JournalEventsService(source: events, notifier: notifier))
+        }
         return Application(
             router: router(), server: server,
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "lockfs-server",
                                  backlog: 4096),
+            services: services,
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? listen.port) },
             logger: logger)
     }
 }
 
+
+/// Runs a store's `JournalEventSource` as a service until graceful shutdown.
+struct JournalEventsService: Service {
+    let source: any JournalEventSource
+    let notifier: JournalNotifier
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await source.runJournalEvents(into: notifier) }
+    }
+}

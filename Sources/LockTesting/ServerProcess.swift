@@ -114,7 +114,8 @@ public final class ServerProcess: @unchecked Sendable {
         p.executableURL = Self.binary
         // Options go after the subcommand path: insert --data after the verbs.
         let verbs = args.prefix { !$0.hasPrefix("-") }.count
-        p.arguments = Array(args.prefix(min(2, verbs))) + ["--data", dataDirectory.path] + Array(args.dropFirst(min(2, verbs)))
+        p.arguments = Array(args.prefix(min(2, verbs))) + ["--data", dataDirectory.path] + storeArguments
+            + Array(args.dropFirst(min(2, verbs)))
         var env = ProcessInfo.processInfo.environment
         env["SWIFT_BACKTRACE"] = "enable=no"
         for (k, v) in environment { env[k] = v }
@@ -137,6 +138,16 @@ public final class ServerProcess: @unchecked Sendable {
             }
         }
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// The `serve` flags that say where the metadata lives (--metadata and
+    /// its --pg-… settings): admin commands must open the same store.
+    var storeArguments: [String] {
+        var out: [String] = []
+        for (i, a) in arguments.enumerated() where ["--metadata", "--pg-passfile"].contains(a) && i + 1 < arguments.count {
+            out += [a, arguments[i + 1]]
+        }
+        return out
     }
 
     /// The server's log so far (for failure messages).

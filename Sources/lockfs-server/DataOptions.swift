@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LockServer
 import LockServerS3
+import Logging
 
 /// `--data DIR`: where the embedded stores live.
 struct DataOptions: ParsableArguments {
@@ -46,6 +47,8 @@ struct DataOptions: ParsableArguments {
         do { try await s3.checkBucket() } catch let e as ServerError { throw ValidationError(e.message) }
     }
 
+    @OptionGroup var metadataOptions: MetadataOptions
+
     /// --data, else $LOCKFS_SERVER_DATA, else $XDG_DATA_HOME/lockfs-server (~/.local/share/lockfs-server).
     var directory: URL {
         let env = ProcessInfo.processInfo.environment
@@ -55,17 +58,28 @@ struct DataOptions: ParsableArguments {
         return URL(fileURLWithPath: base).appendingPathComponent("lockfs-server")
     }
 
-    /// Opens the stores (blobs in S3 with --blobs), creating the directory (0700) on first use.
-    func openStores() throws -> (SQLiteMetadataStore, any BlobStore) {
+    /// Opens the stores (PostgreSQL with --metadata, else the embedded SQLite;
+    /// blobs in S3 with --blobs, else DIR/blobs), creating the directory (0700) on first use.
+    func openStores(logger: Logger = .adminCommands) async throws -> (any MetadataStore, any BlobStore) {
         let dir = directory
+        let postgres = try await metadataOptions.openPostgres(logger: logger)
         do {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            let store = try SQLiteMetadataStore(path: dir.appendingPathComponent("metadata.sqlite").path)
+            let store: any MetadataStore = try postgres ?? SQLiteMetadataStore(path: dir.appendingPathComponent("metadata.sqlite").path)
             let blobs: any BlobStore = try s3Store() ?? FileBlobStore(root: dir.appendingPathComponent("blobs"))
             return (store, blobs)
         } catch {
             throw ValidationError("cannot open the data directory \(dir.path): \(error)")
         }
+    }
+}
+
+extension Logger {
+    /// The admin commands log errors only: their output is for people and scripts.
+    static var adminCommands: Logger {
+        var logger = Logger(label: "lockfs-server")
+        logger.logLevel = .error
+        return logger
     }
 }
 

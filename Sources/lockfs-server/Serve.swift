@@ -7,7 +7,7 @@ import Logging
 /// `lockfs-server serve`: run the server until SIGTERM or SIGINT.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the server (embedded SQLite + local blobs) until SIGTERM.")
+        abstract: "Run the server (SQLite or PostgreSQL metadata + local blobs) until SIGTERM.")
 
     @OptionGroup var data: DataOptions
 
@@ -48,7 +48,7 @@ struct Serve: AsyncParsableCommand {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         var logger = Logger(label: "lockfs-server")
         logger.logLevel = Logger.Level(rawValue: logLevel)!
-        let (store, blobs) = try data.openStores()
+        let (store, blobs) = try await data.openStores(logger: logger)
         try await data.checkBlobStore(blobs)
         var settings = ServerSettings()
         settings.openRegistration = openRegistration

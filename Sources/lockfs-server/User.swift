@@ -16,7 +16,7 @@ struct User: AsyncParsableCommand {
 
         func run() async throws {
             do { try ServerAPI.validate(user: name) } catch let e as ServerError { throw ValidationError(e.message) }
-            let (store, _) = try data.openStores()
+            let (store, _) = try await data.openStores()
             let (code, hash) = Credentials.newInvite()
             do {
                 try await store.createInvite(NewInvite(user: name, codeHash: hash, expiresAt: Date().addingTimeInterval(7 * 86400)))
@@ -34,7 +34,7 @@ struct User: AsyncParsableCommand {
         @OptionGroup var data: DataOptions
 
         func run() async throws {
-            let (store, _) = try data.openStores()
+            let (store, _) = try await data.openStores()
             let accounts = try await store.accounts()
             if accounts.isEmpty { print("no accounts (invite one: lockfs-server user add NAME)"); return }
             print("NAME".padding(toLength: 24, withPad: " ", startingAt: 0) + "DEVICES  ENTRIES   STORED")
@@ -59,7 +59,7 @@ struct User: AsyncParsableCommand {
                 print("Remove \(name) and every file, entry and device of it? This cannot be undone. Type the name to confirm: ", terminator: "")
                 guard readLine() == name else { throw ValidationError("not removed") }
             }
-            let (store, blobs) = try data.openStores()
+            let (store, blobs) = try await data.openStores()
             guard let vault = try await store.removeAccount(named: name) else { throw ValidationError("no account named \(name)") }
             try await blobs.deleteAll(vault: vault)
             print("removed \(name)")
@@ -79,7 +79,7 @@ struct Device: AsyncParsableCommand {
         @Argument var name: String
 
         func run() async throws {
-            let (store, _) = try data.openStores()
+            let (store, _) = try await data.openStores()
             guard let account = try await store.account(named: name) else { throw ValidationError("no account named \(name)") }
             let formatter = ISO8601DateFormatter()
             print("ID                                NAME                    ENROLLED              LAST SEEN")
@@ -97,7 +97,7 @@ struct Device: AsyncParsableCommand {
         @Argument(help: "The device id (or a unique prefix of it) from `device list`.") var id: String
 
         func run() async throws {
-            let (store, _) = try data.openStores()
+            let (store, _) = try await data.openStores()
             guard let account = try await store.account(named: name) else { throw ValidationError("no account named \(name)") }
             let matches = try await store.devices(account: account.id).filter { $0.id.hex.hasPrefix(id.lowercased()) }
             guard matches.count == 1, !id.isEmpty else {

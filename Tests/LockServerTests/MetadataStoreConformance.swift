@@ -2,6 +2,7 @@ import Foundation
 import LockTesting
 import LockCrypto
 import LockServer
+import LockServerPostgres
 import LockWire
 import Testing
 
@@ -22,7 +23,7 @@ struct MetadataStoreFactory: Sendable, CustomTestStringConvertible {
     /// Every implementation; each conformance test runs once per entry.
     static let all: [MetadataStoreFactory] = [
         .sqlite,
-        // .postgres,  // issue 7: add the PostgreSQL store here (one line).
+        .postgres,
     ]
 
     /// SQLite in a fresh temporary directory.
@@ -33,6 +34,20 @@ struct MetadataStoreFactory: Sendable, CustomTestStringConvertible {
             store: try SQLiteMetadataStore(path: path),
             reopen: { try SQLiteMetadataStore(path: path) },
             cleanup: { try? FileManager.default.removeItem(at: dir) })
+    }
+
+    /// PostgreSQL: a fresh database in the test process's throwaway cluster
+    /// (PostgresTests.swift); a second instance is a second store (own pool) on it.
+    static let postgres = MetadataStoreFactory(name: "PostgresMetadataStore") {
+        let (server, database, settings) = try await PostgresFixture.freshDatabase("conformance")
+        let store = try await PostgresMetadataStore.open(settings)
+        return MetadataStoreUnderTest(
+            store: store,
+            reopen: { try await PostgresMetadataStore.open(settings) },
+            cleanup: {
+                await store.close()
+                try? await server.dropDatabase(database)
+            })
     }
 
     /// Makes a fresh store, runs `body` on it, and removes its storage.
