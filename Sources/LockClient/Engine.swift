@@ -758,29 +758,19 @@ public final class Engine: Sendable {
         if let local = try readIfLocal(ino, offset: offset, size: size) { return local }
         let n = try node(ino, includingDeleted: true)
         guard case .file(let manifest) = n.content else { throw LockError.isDirectory }
-        let end = min(offset + size, manifest.size)
-        guard offset < end else { return [] }
+        let spans = Self.spans(of: manifest, offset: offset, size: size)
+        guard let last = spans.last else { return [] }
         var out: [UInt8] = []
-        out.reserveCapacity(end - offset)
-        var chunkStart = 0
-        var lastIndex = 0
-        for (i, c) in manifest.chunks.enumerated() {
-            let chunkEnd = chunkStart + c.length
-            defer { chunkStart = chunkEnd }
-            if chunkEnd <= offset { continue }
-            if chunkStart >= end { break }
-            let lo = max(offset, chunkStart) - chunkStart
-            let hi = min(end, chunkEnd) - chunkStart
-            if let part = cache.read(c.id, range: lo..<hi) {
+        for s in spans {
+            if let part = cache.read(s.chunk.id, range: s.range) {
                 out += part
             } else {
-                let plain = try await chunkPlaintext(c.id)
-                guard plain.count == c.length else { throw LockError.integrity("chunk \(c.id) has the wrong length") }
-                out += plain[lo..<hi]
+                let plain = try await chunkPlaintext(s.chunk.id)
+                guard plain.count == s.chunk.length else { throw LockError.integrity("chunk \(s.chunk.id) has the wrong length") }
+                out += plain[s.range]
             }
-            lastIndex = i
         }
-        readAhead(n.id, manifest, offset: offset, end: end, after: lastIndex)
+        readAhead(n.id, manifest, offset: offset, size: out.count, after: last.index)
         return out
     }
 
@@ -790,27 +780,36 @@ public final class Engine: Sendable {
         let n = try node(ino, includingDeleted: true)
         if let st = state.withLock({ $0.staging[n.id] }) { return try st.file.read(offset: offset, count: size) }
         guard case .file(let manifest) = n.content else { throw LockError.isDirectory }
-        let end = min(offset + size, manifest.size)
-        guard offset < end else { return [] }
+        let spans = Self.spans(of: manifest, offset: offset, size: size)
+        guard let last = spans.last else { return [] }
         var out: [UInt8] = []
-        out.reserveCapacity(end - offset)
+        for s in spans {
+            guard let part = cache.read(s.chunk.id, range: s.range) else { return nil }
+            out += part
+        }
+        readAhead(n.id, manifest, offset: offset, size: out.count, after: last.index)
+        return out
+    }
+
+    /// The chunks a read of `size` bytes at `offset` touches: each with its
+    /// index in the manifest and the byte range of it that is read.
+    static func spans(of manifest: Manifest, offset: Int, size: Int) -> [(index: Int, chunk: Manifest.Chunk, range: Range<Int>)] {
+        let end = min(offset + size, manifest.size)
+        var spans: [(index: Int, chunk: Manifest.Chunk, range: Range<Int>)] = []
         var chunkStart = 0
-        var lastIndex = 0
         for (i, c) in manifest.chunks.enumerated() {
             let chunkEnd = chunkStart + c.length
             defer { chunkStart = chunkEnd }
             if chunkEnd <= offset { continue }
             if chunkStart >= end { break }
-            guard let part = cache.read(c.id, range: (max(offset, chunkStart) - chunkStart)..<(min(end, chunkEnd) - chunkStart)) else { return nil }
-            out += part
-            lastIndex = i
+            spans.append((i, c, (max(offset, chunkStart) - chunkStart)..<(min(end, chunkEnd) - chunkStart)))
         }
-        readAhead(n.id, manifest, offset: offset, end: end, after: lastIndex)
-        return out
+        return spans
     }
 
     /// On a sequential read, fetches the next `readAhead` chunks in the background.
-    func readAhead(_ id: NodeID, _ manifest: Manifest, offset: Int, end: Int, after lastIndex: Int) {
+    func readAhead(_ id: NodeID, _ manifest: Manifest, offset: Int, size: Int, after lastIndex: Int) {
+        let end = offset + size
         let sequential = state.withLock { s -> Bool in
             defer { s.lastReadEnd[id] = end }
             return s.lastReadEnd[id] == offset || offset == 0
