@@ -186,14 +186,14 @@ public final class Engine: Sendable {
         let outboxFiles = Self.scanOutbox(home.outboxDirectory)
         let outboxRows = try index.outboxChunkSizes()
         for (id, size) in outboxFiles + outboxRows where needed.contains(id) { s.outboxChunks[id] = size }
-        for (id, _) in outboxFiles where !needed.contains(id) {
+        // Unneeded chunks the server has go to the cache (the mover had not run); the rest are dropped.
+        for (id, _) in outboxFiles where !needed.contains(id) && !s.serverChunks.contains(id) {
             let hex = id.hex
             Glibc.unlink(home.outboxDirectory.path + "/" + hex.prefix(2) + "/" + hex)
         }
-        // Small chunks the server has: to the cache (the mover had not run); the rest: dropped.
-        let unneeded = outboxRows.map(\.0).filter { !needed.contains($0) }
+        let unneeded = Set((outboxFiles + outboxRows).map(\.0)).subtracting(needed)
         s.cacheMoves = unneeded.filter { s.serverChunks.contains($0) }
-        try index.deleteOutboxChunks(unneeded.filter { !s.serverChunks.contains($0) })
+        try index.deleteOutboxChunks(outboxRows.map(\.0).filter { unneeded.contains($0) && !s.serverChunks.contains($0) })
         s.cacheMoverRunning = !s.cacheMoves.isEmpty
         Self.rebase(&s, device: credentials.device)
         state = Mutex(s)
@@ -1107,12 +1107,11 @@ public final class Engine: Sendable {
                 if !known {
                     do {
                         let sealed = try keys.sealChunk(slice)
+                        // Kept sealed only (reads open it from the outbox): its plaintext reaches
+                        // the cache once uploaded (cleanOutbox), off the close's path.
                         if sealed.bytes.count <= inlineLimit {
-                            // Kept sealed in the index only: reads open it from there, and
-                            // it reaches the cache once uploaded (cleanOutbox), off this path.
                             r.inline = sealed
                         } else {
-                            if !cache.contains(cid) { try? cache.store(cid, Array(slice)) }
                             r.fileSize = sealed.bytes.count
                             r.errno = Self.writeOutboxFile(outboxPath(cid), sealed.bytes)
                         }
@@ -1189,9 +1188,8 @@ public final class Engine: Sendable {
 
     /// Deletes outbox chunks the server is known to have and no pending operation needs.
     ///
-    /// Small chunks kept in the index move to the cache first (the file
-    /// was just written here: it stays local, like any recently used file),
-    /// in the background.
+    /// They move to the cache first (the file was just written here: it
+    /// stays local, like any recently used file), in the background.
     func cleanOutbox() {
         let done: [ChunkID] = state.withLock { s in
             let needed = Set(s.pending.flatMap { $0.operation.chunkIDs })
@@ -1200,19 +1198,17 @@ public final class Engine: Sendable {
             return gone
         }
         guard !done.isEmpty else { return }
-        var inIndex: [ChunkID] = []
-        for id in done where Glibc.unlink(outboxPath(id)) != 0 { inIndex.append(id) }
-        guard !inIndex.isEmpty else { return }
         let start = state.withLock { s -> Bool in
-            s.cacheMoves += inIndex
+            s.cacheMoves += done
             defer { s.cacheMoverRunning = true }
             return !s.cacheMoverRunning
         }
         if start { Task.detached(priority: .background) { [self] in await moveToCache() } }
     }
 
-    /// Moves uploaded small chunks from the index to the cache, a thousand at
-    /// a time, when local changes pause (a burst of writes goes first).
+    /// Moves uploaded chunks from the outbox (files and index rows) to the
+    /// cache, a thousand at a time, when local changes pause (a burst of
+    /// writes goes first).
     func moveToCache() async {
         while true {
             try? await waitForPause(.milliseconds(500), atMost: .seconds(30))
@@ -1224,11 +1220,12 @@ public final class Engine: Sendable {
             }
             guard !batch.isEmpty else { return }
             for id in batch where !cache.contains(id) {
-                if let sealed = try? index.outboxChunk(id), let plain = try? keys.openChunk(SealedChunk(id: id, bytes: sealed)) {
+                if let sealed = try? outboxChunk(id), let plain = try? keys.openChunk(SealedChunk(id: id, bytes: sealed)) {
                     try? cache.store(id, plain)
                 }
             }
             evictIfNeeded()
+            for id in batch { Glibc.unlink(outboxPath(id)) }
             do { try index.deleteOutboxChunks(batch) } catch { noteFailure("outbox: \(error)") }
         }
     }

@@ -49,12 +49,16 @@ import Testing
         #expect(try await d[1].engine.text("small.txt") == small)
         #expect(try await d[1].engine.text("large.bin") == large)
 
-        // Once on the server: outbox files deleted; index rows moved to the cache (in the background).
-        #expect(Self.outboxFiles(d[0].home).isEmpty)
+        // Once on the server, both kinds move to the cache (in the background, when changes pause).
         let deadline = ContinuousClock.now + .seconds(10)
-        while try !again.index.outboxChunkSizes().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        while try !again.index.outboxChunkSizes().isEmpty || !Self.outboxFiles(d[0].home).isEmpty, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         #expect(try again.index.outboxChunkSizes().isEmpty)
+        #expect(Self.outboxFiles(d[0].home).isEmpty)
         #expect(again.cache.contains(smallID))
+        let largeIDs = try #require(try again.node(again.resolve("large.bin")).manifest?.chunks.map(\.id))
+        #expect(largeIDs.allSatisfy { again.cache.contains($0) })
     }
 
     @Test func anOutboxFileNoOperationNeedsIsDroppedAtStart() async throws {
