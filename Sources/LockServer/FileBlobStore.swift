@@ -62,6 +62,25 @@ public final class FileBlobStore: BlobStore {
         }
     }
 
+    /// How many live processes have the store under `root` open: their
+    /// temporary directories' locks are held (`lockfs-server migrate`
+    /// refuses to copy a store that a server or an admin command uses).
+    public static func processesUsing(root: URL) -> Int {
+        let tmpRoot = root.appendingPathComponent(".tmp")
+        var count = 0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: tmpRoot.path)) ?? [] {
+            let fd = open(tmpRoot.appendingPathComponent(name).appendingPathComponent(".lock").path, O_RDWR | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+                count += 1
+            } else {
+                flock(fd, LOCK_UN)
+            }
+        }
+        return count
+    }
+
     /// Temporary files of puts under `root` (for tests and `fsck`-like checks):
     /// everything in `.tmp` except the per-process lock files and directories.
     public static func temporaryFiles(under root: URL) -> [String] {

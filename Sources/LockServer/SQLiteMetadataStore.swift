@@ -361,3 +361,47 @@ public final class SQLiteMetadataStore: MetadataStore {
                      lastSeenAt: (r["last_seen_at"] as Double?).map { Date(timeIntervalSince1970: $0) })
     }
 }
+
+// MARK: - Export (lockfs-server migrate)
+
+extension SQLiteMetadataStore: MetadataExporting {
+    /// Every row from one read transaction (a consistent snapshot even if
+    /// another process writes meanwhile).
+    public func exportSnapshot() async throws -> MetadataSnapshot {
+        try await pool.read { db in
+            func date(_ value: Double) -> Date { MetadataSnapshot.date(microseconds: Int64((value * 1_000_000).rounded())) }
+            func bytes(_ row: Row, _ column: String) -> [UInt8] { Array(row[column] as Data) }
+            var s = MetadataSnapshot()
+            s.settings = try Row.fetchAll(db, sql: "SELECT key, value FROM settings ORDER BY key").map {
+                MetadataSnapshot.Setting(key: $0["key"], value: bytes($0, "value"))
+            }
+            s.accounts = try Row.fetchAll(db, sql: "SELECT * FROM accounts ORDER BY id").map {
+                MetadataSnapshot.AccountRow(account: try Self.account(from: $0), createdAt: date($0["created_at"]))
+            }
+            s.invites = try Row.fetchAll(db, sql: "SELECT user, code_hash, expires_at FROM invites ORDER BY user").map {
+                MetadataSnapshot.InviteRow(user: $0["user"], codeHash: bytes($0, "code_hash"), expiresAt: date($0["expires_at"]))
+            }
+            s.devices = try Row.fetchAll(db, sql: "SELECT * FROM devices ORDER BY id").map {
+                MetadataSnapshot.DeviceRow(id: try DeviceID(bytes: bytes($0, "id")), account: AccountID($0["account_id"]), name: $0["name"],
+                                           tokenHash: bytes($0, "token_hash"), createdAt: date($0["created_at"]),
+                                           lastSeenAt: ($0["last_seen_at"] as Double?).map(date), revokedAt: ($0["revoked_at"] as Double?).map(date))
+            }
+            s.chunks = try Row.fetchAll(db, sql: "SELECT account_id, id, size FROM chunks ORDER BY account_id, id").map {
+                MetadataSnapshot.ChunkRow(account: AccountID($0["account_id"]), id: try ChunkID(bytes: bytes($0, "id")), size: $0["size"])
+            }
+            s.entries = try Row.fetchAll(db, sql: "SELECT * FROM entries ORDER BY account_id, seq").map {
+                MetadataSnapshot.EntryRow(account: AccountID($0["account_id"]), seq: JournalSeq(UInt64($0["seq"] as Int64)),
+                                          head: try ChainHead(bytes: bytes($0, "head")), body: bytes($0, "body"),
+                                          device: try DeviceID(bytes: bytes($0, "device_id")), createdAt: date($0["created_at"]))
+            }
+            s.entryRefs = try Row.fetchAll(db, sql: "SELECT account_id, chunk_id, seq FROM entry_refs ORDER BY account_id, chunk_id, seq").map {
+                MetadataSnapshot.EntryRefRow(account: AccountID($0["account_id"]), chunk: try ChunkID(bytes: bytes($0, "chunk_id")),
+                                             seq: JournalSeq(UInt64($0["seq"] as Int64)))
+            }
+            s.checkpoints = try Row.fetchAll(db, sql: "SELECT account_id, seq, body FROM checkpoints ORDER BY account_id, seq").map {
+                MetadataSnapshot.CheckpointRow(account: AccountID($0["account_id"]), seq: JournalSeq(UInt64($0["seq"] as Int64)), body: bytes($0, "body"))
+            }
+            return s
+        }
+    }
+}

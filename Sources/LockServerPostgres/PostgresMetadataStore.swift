@@ -34,7 +34,7 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
     public let settings: PostgresSettings
     private let client: PostgresClient
     private let runTask: Task<Void, Never>
-    private let logger: Logger
+    let logger: Logger
     private let listenConnectionIDs = Atomic<Int>(1_000_000)
 
     /// Connects, migrates the schema to the current version, and starts the pool.
@@ -415,7 +415,7 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
     /// Runs `body` on a pooled connection. Waiting for the connection is
     /// bounded by `acquireTimeout`; once `body` has started it is never
     /// abandoned (its outcome is reported, not guessed).
-    private func withConnection<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
+    func withConnection<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
         let race = LeaseRace()
         do {
             return try await withThrowingTaskGroup(of: R?.self) { group in
@@ -450,7 +450,7 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
 
     /// Runs `body` in a transaction (read committed): COMMIT if it returns,
     /// ROLLBACK if it throws; the error thrown is `body`'s own.
-    private func transaction<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
+    func transaction<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
         try await withConnection { c in
             try await c.query("BEGIN", logger: self.logger)
             do {

@@ -107,6 +107,30 @@ public final class S3BlobStore: BlobStore {
     /// at a time. Single DELETEs, not DeleteObjects: every S3-compatible store
     /// has them, and removing an account is rare.
     public func deleteAll(vault: VaultID) async throws {
+        try await forEachPage(of: vault) { names in
+            try await self.forEach(names) { name in
+                _ = try await self.send("DELETE", key: name, accept: [200, 204, 404], what: "delete \(name)")
+            }
+        }
+    }
+
+    /// The chunks of `vault` in the bucket (a listing, one request per 1,000
+    /// objects): what `lockfs-server migrate` need not copy again.
+    /// Objects under the vault's prefix whose name is not a chunk id are ignored.
+    /// - Throws: `ServerError.unavailable` when the store fails.
+    public func storedChunks(vault: VaultID) async throws -> Set<ChunkID> {
+        let prefix = location.prefix + vault.hex + "/"
+        var out: Set<ChunkID> = []
+        try await forEachPage(of: vault) { names in
+            for name in names where name.hasPrefix(prefix) {
+                if let id = ChunkID(hex: name.dropFirst(prefix.count)) { out.insert(id) }
+            }
+        }
+        return out
+    }
+
+    /// Calls `body` with the object names of each listing page under `PREFIX` + `VAULTHEX/`.
+    private func forEachPage(of vault: VaultID, _ body: ([String]) async throws -> Void) async throws {
         let prefix = location.prefix + vault.hex + "/"
         var token: String? = nil
         repeat {
@@ -114,9 +138,7 @@ public final class S3BlobStore: BlobStore {
             if let token { query.append(("continuation-token", token)) }
             let page = try await send("GET", key: "", query: query, accept: [200], what: "list \(prefix)")
             let listing = ListObjectsV2Page(xml: String(decoding: page.body, as: UTF8.self))
-            try await forEach(listing.keys) { name in
-                _ = try await self.send("DELETE", key: name, accept: [200, 204, 404], what: "delete \(name)")
-            }
+            try await body(listing.keys)
             token = listing.isTruncated ? listing.nextContinuationToken : nil
             if listing.isTruncated && token == nil {
                 throw ServerError.unavailable("object store: a truncated listing of \(prefix) came without a continuation token")

@@ -65,12 +65,42 @@ struct DataOptions: ParsableArguments {
         let postgres = try await metadataOptions.openPostgres(logger: logger)
         do {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try DataDirectoryLock.holdShared(in: dir)
             let store: any MetadataStore = try postgres ?? SQLiteMetadataStore(path: dir.appendingPathComponent("metadata.sqlite").path)
             let blobs: any BlobStore = try s3Store() ?? FileBlobStore(root: dir.appendingPathComponent("blobs"))
             return (store, blobs)
         } catch {
             throw ValidationError("cannot open the data directory \(dir.path): \(error)")
         }
+    }
+}
+
+/// `DIR/lockfs-server.lock`: every command that opens DIR's stores holds a
+/// shared `flock` on it until it exits; `migrate` holds it exclusively. So
+/// a migration never runs beside a server or an admin command on DIR, and
+/// they refuse to start while one runs. Several servers may share DIR.
+enum DataDirectoryLock {
+    static let name = "lockfs-server.lock"
+
+    /// Takes the shared lock for the rest of the process (the descriptor stays open).
+    static func holdShared(in dir: URL) throws {
+        guard try lock(in: dir, exclusive: false) else {
+            throw ValidationError("\(dir.path) is being migrated (lockfs-server migrate holds \(name)); "
+                                  + "wait for it to end, then use the migrated stores (--metadata, --blobs)")
+        }
+    }
+
+    /// Takes the exclusive lock for the rest of the process; false if
+    /// another process holds the lock.
+    static func lock(in dir: URL, exclusive: Bool) throws -> Bool {
+        let path = dir.appendingPathComponent(name).path
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ValidationError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0 else {
+            close(fd)
+            return false
+        }
+        return true  // held until the process exits
     }
 }
 

@@ -17,5 +17,5 @@ struct ServerCommand: AsyncParsableCommand {
             lockfs-server \(Build.version)
             libsodium \(Sodium.versionString), SQLite \(SQLiteMetadataStore.sqliteVersion)
             """,
-        subcommands: [Serve.self, User.self, Device.self])
+        subcommands: [Serve.self, User.self, Device.self, Migrate.self])
 }
