@@ -79,7 +79,9 @@ FORCE:
 test-vectors: $(VENV)/.ready
 	$(VENV)/bin/python Tests/Vectors/crosscheck.py
 
-bench: release
+# The venv: the server part's scale-out phase runs moto's S3 server (and a
+# throwaway PostgreSQL cluster, from DEB_PACKAGES).
+bench: release $(VENV)/.ready
 	@missing=""; ls /usr/src/linux-source-*.tar.xz >/dev/null 2>&1 || missing=" linux-source"; \
 	command -v gocryptfs >/dev/null || missing="$$missing gocryptfs"; \
 	if [ -n "$$missing" ]; then \

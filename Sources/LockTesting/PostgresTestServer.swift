@@ -28,6 +28,9 @@ public final class PostgresTestServer: @unchecked Sendable {
     let dataDirectory: String
     private let lock = NSLock()
     private var nextDatabase = 0
+    /// Whether commits are flushed to disk (fsync, synchronous_commit): off for
+    /// tests (speed), on for benchmarks that compare with SQLite's synced commits.
+    public let durable: Bool
 
     /// One cluster for the whole test process, started on first use.
     public static func shared() async throws -> PostgresTestServer {
@@ -50,7 +53,8 @@ public final class PostgresTestServer: @unchecked Sendable {
     }
 
     /// Makes, starts and returns a new cluster.
-    public static func start() async throws -> PostgresTestServer {
+    /// - Parameter durable: flush every commit to disk as a production server does (default: no, for speed).
+    public static func start(durable: Bool = false) async throws -> PostgresTestServer {
         let bin = try findBinaries()
         removeStaleClusters()
         let root = URL(fileURLWithPath: "/tmp/lockfs-pgtest-\(UUID().uuidString.prefix(8))")
@@ -81,7 +85,7 @@ public final class PostgresTestServer: @unchecked Sendable {
         var lastError = ""
         for _ in 0..<5 {
             let port = try freePort()
-            let server = PostgresTestServer(root: root, bin: bin, data: data, port: port, password: password)
+            let server = PostgresTestServer(root: root, bin: bin, data: data, port: port, password: password, durable: durable)
             do {
                 try await server.startServer()
                 running.withLock { $0.append(server) }
@@ -94,7 +98,8 @@ public final class PostgresTestServer: @unchecked Sendable {
         throw TestFailure("PostgreSQL did not start: \(lastError)")
     }
 
-    private init(root: URL, bin: String, data: String, port: Int, password: String) {
+    private init(root: URL, bin: String, data: String, port: Int, password: String, durable: Bool) {
+        self.durable = durable
         self.root = root
         self.binDirectory = bin
         self.dataDirectory = data
@@ -106,7 +111,7 @@ public final class PostgresTestServer: @unchecked Sendable {
     /// `pg_ctl start` (waits until it accepts connections).
     public func startServer() async throws {
         let options = "-p \(port) -k \(socketDirectory) -c listen_addresses=127.0.0.1 -c max_connections=400 "
-            + "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB"
+            + (durable ? "-c shared_buffers=32MB" : "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB")
         let r = try await Self.runAsOwner(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-l", root.appendingPathComponent("postgres.log").path,
                                                                     "-o", options, "-w", "-t", "60", "start"], timeout: .seconds(90))
         guard r.status == 0 else { throw TestFailure("pg_ctl start failed (exit \(r.status)): \(r.stdout) \(r.stderr) \(log.suffix(2000))") }

@@ -5,7 +5,8 @@ import LockTesting
 
 /// `make bench`: single-core throughput of the client's write path, then
 /// the figures of a real release `lockfs-server` over loopback
-/// (ServerBench.swift), then the client engine's against such a server
+/// (ServerBench.swift; the same workloads on PostgreSQL and on PostgreSQL +
+/// S3 with one and two instances in ScaleOutBench.swift), then the client engine's against such a server
 /// (EngineBench.swift), then a real mount against a plain directory
 /// with shell workloads (MountBench.swift).
 ///

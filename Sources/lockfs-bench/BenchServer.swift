@@ -36,7 +36,10 @@ final class BenchServer: @unchecked Sendable {
     }
 
     /// Starts the server and waits (20 s at most) for its "listening on" line.
-    static func start() async throws -> BenchServer {
+    /// - Parameters:
+    ///   - arguments: extra `serve` flags (`--metadata`, `--blobs`, …).
+    ///   - environment: extra variables (nil removes one), e.g. S3 credentials.
+    static func start(arguments: [String] = [], environment: [String: String?] = [:]) async throws -> BenchServer {
         let binary = try binary()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lockfs-bench-\(UUID().uuidString)")
         let data = dir.appendingPathComponent("data")
@@ -47,7 +50,10 @@ final class BenchServer: @unchecked Sendable {
 
         let p = Process()
         p.executableURL = binary
-        p.arguments = ["serve", "--data", data.path, "--listen", "127.0.0.1:0", "--open-registration", "--log-level", "warning"]
+        p.arguments = ["serve", "--data", data.path, "--listen", "127.0.0.1:0", "--open-registration", "--log-level", "warning"] + arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        p.environment = env
         p.standardOutput = try FileHandle(forWritingTo: out)
         p.standardError = try FileHandle(forWritingTo: err)
         p.standardInput = FileHandle.nullDevice

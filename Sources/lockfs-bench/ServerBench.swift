@@ -25,7 +25,7 @@ enum ServerBench {
     static let longPolls = 1_000
 
     /// The phases, in order; `lockfs-bench server PHASE…` runs some only (for diagnosis).
-    static let phases = ["upload", "download", "small", "appends", "longpolls"]
+    static let phases = ["upload", "download", "small", "appends", "longpolls", "scaleout"]
 
     static func run(phases selected: [String] = []) async throws {
         if let unknown = selected.first(where: { !phases.contains($0) }) {
@@ -62,7 +62,8 @@ enum ServerBench {
                 case "download": try await run.download()
                 case "small": try await run.smallChunks()
                 case "appends": try await run.appends()
-                default: try await run.longPolls()
+                case "longpolls": try await run.longPolls()
+                default: try await run.scaleOut(http: http)
                 }
             }
             if let hwm = server.statusKB("VmHWM") {

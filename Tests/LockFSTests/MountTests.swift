@@ -15,13 +15,18 @@ let fuseAvailable = FileManager.default.fileExists(atPath: "/dev/fuse") && FileM
 /// A vault on a real server with devices mounted through the real `lockfs`
 /// binary, each with its own --home. Unmounts everything when stopped.
 final class MountedVault: @unchecked Sendable {
+    /// The server the vault was made on (the first of `servers`).
     let server: ServerProcess
+    /// Instances of one deployment (ScaleOutCluster); device i logs in to servers[i % count].
+    let servers: [ServerProcess]
     let dir: URL
     let passwordFile: String
     private(set) var mounts: [(home: String, point: String)] = []
 
-    init() async throws {
-        server = try await ServerProcess.start()
+    /// A vault on `servers` (default: one new server of its own).
+    init(servers given: [ServerProcess]? = nil) async throws {
+        if let given { servers = given } else { servers = [try await ServerProcess.start()] }
+        server = servers[0]
         dir = try makeTemporaryDirectory("mount")
         chmod(dir.path, 0o755)
         passwordFile = dir.appendingPathComponent("password").path
@@ -43,7 +48,7 @@ final class MountedVault: @unchecked Sendable {
     @discardableResult
     func mount(_ i: Int, extra: [String] = []) async throws -> String {
         if !FileManager.default.fileExists(atPath: home(i) + "/device.json") {
-            let r = try await lockfs(["login", "--home", home(i), "--server", server.baseURL, "--user", "max",
+            let r = try await lockfs(["login", "--home", home(i), "--server", servers[i % servers.count].baseURL, "--user", "max",
                                       "--password-file", passwordFile, "--device-name", "d\(i)"])
             guard r.status == 0 else { throw TestFailure("login failed: \(r.stderr)") }
         }
@@ -80,7 +85,7 @@ final class MountedVault: @unchecked Sendable {
             p.waitUntilExit()
         }
         mounts = []
-        server.stop()
+        for s in servers { s.stop() }
     }
 }
 
