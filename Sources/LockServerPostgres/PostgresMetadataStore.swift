@@ -416,6 +416,37 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
     /// bounded by `acquireTimeout`; once `body` has started it is never
     /// abandoned (its outcome is reported, not guessed).
     func withConnection<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
+        try await Self.withDeadline(settings.acquireTimeout + settings.operationTimeout) {
+            try await self.leasedConnection(body)
+        }
+    }
+
+    /// Runs `operation` in a task of its own and returns its result, or throws
+    /// `unavailable` once `limit` has passed without one — without waiting for
+    /// it (a task group would wait for a child stuck in a query that never
+    /// completes; this one is cancelled and left behind).
+    static func withDeadline<R: Sendable>(_ limit: Duration, _ operation: @escaping @Sendable () async throws -> R) async throws -> R {
+        let once = LeaseRace()
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<R, any Error>) in
+            let work = Task {
+                do {
+                    let r = try await operation()
+                    if once.claim(.started) { continuation.resume(returning: r) }
+                } catch {
+                    if once.claim(.started) { continuation.resume(throwing: error) }
+                }
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                if once.claim(.timedOut) {
+                    work.cancel()
+                    continuation.resume(throwing: ServerError.unavailable("the metadata database did not answer within \(limit); try again"))
+                }
+            }
+        }
+    }
+
+    private func leasedConnection<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
         let race = LeaseRace()
         do {
             return try await withThrowingTaskGroup(of: R?.self) { group in

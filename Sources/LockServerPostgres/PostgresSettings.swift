@@ -40,6 +40,11 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
     public var acquireTimeout: Duration = .seconds(5)
     /// How long opening one connection may take.
     public var connectTimeout: Duration = .seconds(5)
+    /// How long one store operation may take once it has a connection. Past
+    /// it the request gets a retryable `ServerError.unavailable` and the
+    /// operation is left to finish or fail on its own: a query in flight when
+    /// PostgreSQL went away was seen to never complete (tests, pg_ctl stop).
+    public var operationTimeout: Duration = .seconds(30)
 
     public init(endpoint: Endpoint, user: String, database: String, tls: TLSMode = .prefer, password: String? = nil) {
         self.endpoint = endpoint

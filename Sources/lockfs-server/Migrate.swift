@@ -68,6 +68,8 @@ struct Migrate: AsyncParsableCommand {
             var settings = try PostgresSettings(url: url)
             settings.password = try PostgresPassfile.resolve(for: settings, explicitPath: pgPassfile)
             settings.maxConnections = 2
+            // The whole import is one transaction and the export one read: no per-request bound.
+            settings.operationTimeout = .seconds(24 * 3600)
             return settings
         } catch let e as PostgresSettingsError {
             throw ValidationError(e.description)

@@ -288,6 +288,7 @@ enum PostgresFixture {
         let database = try await server.createDatabase("restart")
         var settings = P.settings(server, database)
         settings.acquireTimeout = .seconds(2)
+        settings.operationTimeout = .seconds(3)
         let store = try await PostgresMetadataStore.open(settings)
         let (alice, keys, device) = try await F.register(store, "alice")
         _ = try await F.appendChain(store, alice, keys, count: 3)
