@@ -51,11 +51,15 @@ test: deps test-swift test-vectors
 # convergence) or by the real mounts (LockFSTests, which need /dev/fuse and
 # run one at a time: the "within 2 s" of sync is measured there).
 # The venv first: the S3 store's tests run against its moto_server.
+# Each run is bounded (TEST_TIMEOUT seconds): a hung test fails the run with a
+# message instead of holding CI until its own limit.
+TEST_TIMEOUT ?= 1200
+BOUNDED = timeout --kill-after=10 $(TEST_TIMEOUT)
 test-swift: $(VENV)/.ready
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --skip LockClientTests --skip LockFSTests
-	$(SWIFT) test --skip-build --filter LockClientTests
-	$(SWIFT) test --skip-build --no-parallel --filter LockFSTests
+	$(BOUNDED) $(SWIFT) test --skip-build --skip LockClientTests --skip LockFSTests || { echo "server suites failed or ran over $(TEST_TIMEOUT) s" >&2; exit 1; }
+	$(BOUNDED) $(SWIFT) test --skip-build --filter LockClientTests || { echo "client suites failed or ran over $(TEST_TIMEOUT) s" >&2; exit 1; }
+	$(BOUNDED) $(SWIFT) test --skip-build --no-parallel --filter LockFSTests || { echo "mount suites failed or ran over $(TEST_TIMEOUT) s" >&2; exit 1; }
 
 ## soak: the convergence test with many more rounds and seeds (SOAK_ROUNDS, SOAK_SEEDS).
 SOAK_ROUNDS ?= 3000
