@@ -31,14 +31,7 @@ struct DataOptions: ParsableArguments {
             if s3Credentials != nil { throw ValidationError("--s3-credentials goes with --blobs s3://…") }
             return nil
         }
-        do {
-            let location = try S3Location(parsing: blobs)
-            let credentials = if let s3Credentials { try S3Credentials.fromFile(s3Credentials) }
-                else { try S3Credentials.fromEnvironment(ProcessInfo.processInfo.environment) }
-            return S3BlobStore(location: location, credentials: credentials)
-        } catch {  // S3ConfigError (typed throws)
-            throw ValidationError(error.message)
-        }
+        return try makeS3Store(url: blobs, credentialsFile: s3Credentials)
     }
 
     /// Checks that the blob store answers (for S3: the bucket exists and the credentials are accepted).
@@ -119,4 +112,17 @@ func parseSize(_ text: String) -> Int64? {
     let t = text.uppercased().replacingOccurrences(of: "IB", with: "").replacingOccurrences(of: "B", with: "")
     if let last = t.last, let unit = units[last], let n = Double(t.dropLast()), n >= 0 { return Int64(n * Double(unit)) }
     return Int64(t).flatMap { $0 >= 0 ? $0 : nil }
+}
+
+/// The S3 store at `url` (s3://BUCKET[/PREFIX]?endpoint=…&region=…), its key from
+/// `credentialsFile` or else the AWS_* variables; a mistake is a ValidationError.
+func makeS3Store(url: String, credentialsFile: String?) throws -> S3BlobStore {
+    do {
+        let location = try S3Location(parsing: url)
+        let credentials = if let credentialsFile { try S3Credentials.fromFile(credentialsFile) }
+            else { try S3Credentials.fromEnvironment(ProcessInfo.processInfo.environment) }
+        return S3BlobStore(location: location, credentials: credentials)
+    } catch {  // S3ConfigError (typed throws)
+        throw ValidationError(error.message)
+    }
 }

@@ -29,14 +29,9 @@ struct MetadataOptions: ParsableArguments {
 
     /// The parsed URL with the password found as libpq would.
     func postgresSettings(_ url: String) throws -> PostgresSettings {
-        do {
-            var settings = try PostgresSettings(url: url)
-            settings.password = try PostgresPassfile.resolve(for: settings, explicitPath: pgPassfile)
-            settings.maxConnections = pgMaxConnections
-            return settings
-        } catch let e as PostgresSettingsError {
-            throw ValidationError(e.description)
-        }
+        var settings = try makePostgresSettings(url: url, passfile: pgPassfile)
+        settings.maxConnections = pgMaxConnections
+        return settings
     }
 
     /// Opens PostgreSQL when --metadata is given (nil otherwise: the caller uses SQLite).
@@ -49,5 +44,17 @@ struct MetadataOptions: ParsableArguments {
         } catch let e as PostgresSettingsError {
             throw ValidationError(e.description)
         }
+    }
+}
+
+/// The parsed postgres:// URL with the password found as libpq would (PGPASSWORD,
+/// `passfile`, PGPASSFILE, ~/.pgpass); a mistake is a ValidationError.
+func makePostgresSettings(url: String, passfile: String?) throws -> PostgresSettings {
+    do {
+        var settings = try PostgresSettings(url: url)
+        settings.password = try PostgresPassfile.resolve(for: settings, explicitPath: passfile)
+        return settings
+    } catch let e as PostgresSettingsError {
+        throw ValidationError(e.description)
     }
 }

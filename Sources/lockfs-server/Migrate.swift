@@ -64,27 +64,15 @@ struct Migrate: AsyncParsableCommand {
     }
 
     func postgresSettings(_ url: String) throws -> PostgresSettings {
-        do {
-            var settings = try PostgresSettings(url: url)
-            settings.password = try PostgresPassfile.resolve(for: settings, explicitPath: pgPassfile)
-            settings.maxConnections = 2
-            // The whole import is one transaction and the export one read: no per-request bound.
-            settings.operationTimeout = .seconds(24 * 3600)
-            return settings
-        } catch let e as PostgresSettingsError {
-            throw ValidationError(e.description)
-        }
+        var settings = try makePostgresSettings(url: url, passfile: pgPassfile)
+        settings.maxConnections = 2
+        // The whole import is one transaction and the export one read: no per-request bound.
+        settings.operationTimeout = .seconds(24 * 3600)
+        return settings
     }
 
     func s3Store(_ url: String) throws -> S3BlobStore {
-        do {
-            let location = try S3Location(parsing: url)
-            let credentials = if let s3Credentials { try S3Credentials.fromFile(s3Credentials) }
-                else { try S3Credentials.fromEnvironment(ProcessInfo.processInfo.environment) }
-            return S3BlobStore(location: location, credentials: credentials)
-        } catch {  // S3ConfigError (typed throws)
-            throw ValidationError(error.message)
-        }
+        try makeS3Store(url: url, credentialsFile: s3Credentials)
     }
 
     func run() async throws {
