@@ -67,15 +67,17 @@ public final class Index: Sendable {
     /// Makes every commit so far durable against a power cut: fsyncs the
     /// write-ahead log (checkpoints sync the database file themselves).
     public func sync() throws {
-        for file in [path + "-wal", path] {
-            let fd = open(file, O_RDONLY | O_CLOEXEC)
-            if fd < 0 {
-                if errno == ENOENT { continue }   // no WAL: everything is in the synced database file
-                throw LockError.io(errno: errno, "open \(file) to sync it")
-            }
-            defer { close(fd) }
-            guard fsync(fd) == 0 else { throw LockError.io(errno: errno, "sync \(file)") }
+        // Without a WAL (before the first write, after the last close) everything is in the
+        // database file: that one then.
+        var file = path + "-wal"
+        var fd = open(file, O_RDONLY | O_CLOEXEC)
+        if fd < 0 && errno == ENOENT {
+            file = path
+            fd = open(file, O_RDONLY | O_CLOEXEC)
         }
+        guard fd >= 0 else { throw LockError.io(errno: errno, "open \(file) to sync it") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw LockError.io(errno: errno, "sync \(file)") }
     }
 
     static var migrator: DatabaseMigrator {
