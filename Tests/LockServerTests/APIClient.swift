@@ -238,3 +238,14 @@ final class RawTCPConnection: @unchecked Sendable {
 
     deinit { close(fd) }
 }
+
+extension ServerProcess {
+    /// Waits until the server's metrics gauge shows `count` open long-polls
+    /// (a poll just sent may not be waiting yet); false after `limit`.
+    func longPollsOpen(_ count: Int, within limit: Duration = .seconds(10)) async -> Bool {
+        await PostgresFixture.eventually(within: limit) {
+            let m = try? await APIClient(baseURL: baseURL).send(.GET, "/metrics")
+            return m.map { String(decoding: $0.body, as: UTF8.self).contains("lockfs_long_polls_open \(count)") } ?? false
+        }
+    }
+}

@@ -458,11 +458,7 @@ final class WriterLog: Sendable {
             let after = head.0.rawValue
             let poll = Task { try await viaFirst.pull(after: after, wait: 20) }
             // The poll is open on the first instance.
-            let open = await P.eventually(within: .seconds(10)) {
-                let m = try? await APIClient(baseURL: first.baseURL).send(.GET, "/metrics")
-                return m.map { String(decoding: $0.body, as: UTF8.self).contains("lockfs_long_polls_open 1") } ?? false
-            }
-            try #require(open, "the long-poll did not open")
+            try #require(await first.longPollsOpen(1), "the long-poll did not open")
             let entry = try vault.entry(creating: "f\(round)", baseSeq: head.0, baseHead: head.1)
             let start = ContinuousClock.now
             let r = try await viaSecond.append(entry, references: [])

@@ -19,12 +19,7 @@ import Glibc
         let carol = try await vault.register(on: server)
         let poll = Task { try await carol.pull(after: 0, wait: 60) }
         // Wait until the poll is really open (the metrics gauge says so).
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            let metrics = String(decoding: try await APIClient(baseURL: server.baseURL).send(.GET, "/metrics").body, as: UTF8.self)
-            if metrics.contains("lockfs_long_polls_open 1") { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        _ = await server.longPollsOpen(1)
         let start = ContinuousClock.now
         kill(server.pid, SIGTERM)
         server.process.waitUntilExit()
