@@ -61,15 +61,22 @@ test-swift: $(VENV)/.ready
 	$(BOUNDED) $(SWIFT) test --skip-build --filter LockClientTests || { echo "client suites failed or ran over $(TEST_TIMEOUT) s" >&2; exit 1; }
 	$(BOUNDED) $(SWIFT) test --skip-build --no-parallel --filter LockFSTests || { echo "mount suites failed or ran over $(TEST_TIMEOUT) s" >&2; exit 1; }
 
-## soak: the convergence test with many more rounds and seeds (SOAK_ROUNDS, SOAK_SEEDS).
-SOAK_ROUNDS ?= 3000
-SOAK_SEEDS ?= 1 2 3 4 5 6 7 8 9 10
+## soak: the convergence simulation at length: SOAK_SESSIONS short sessions (60 rounds,
+## three to five devices) and SOAK_LONG_SESSIONS of SOAK_LONG_ROUNDS rounds, from SOAK_SEED.
+SOAK_SEED ?= 1
+SOAK_SESSIONS ?= 2000
+SOAK_LONG_SESSIONS ?= 10
+SOAK_LONG_ROUNDS ?= 3000
 soak: deps
 	$(SWIFT) build --build-tests
-	@for seed in $(SOAK_SEEDS); do \
-	  echo "soak: seed $$seed, $(SOAK_ROUNDS) rounds"; \
-	  LOCKFS_SOAK_ROUNDS=$(SOAK_ROUNDS) LOCKFS_SOAK_SEED=$$seed $(SWIFT) test --skip-build --filter ConvergenceTests || exit 1; \
-	done
+	@start=$$(date +%s); \
+	echo "soak: $(SOAK_SESSIONS) sessions of 60 rounds from seed $(SOAK_SEED)"; \
+	LOCKFS_SOAK_ROUNDS=60 LOCKFS_SOAK_SESSIONS=$(SOAK_SESSIONS) LOCKFS_SOAK_SEED=$(SOAK_SEED) \
+	  $(SWIFT) test --skip-build --filter ConvergenceTests || exit 1; \
+	echo "soak: $(SOAK_LONG_SESSIONS) sessions of $(SOAK_LONG_ROUNDS) rounds from seed $$(( $(SOAK_SEED) + 100000 ))"; \
+	LOCKFS_SOAK_ROUNDS=$(SOAK_LONG_ROUNDS) LOCKFS_SOAK_SESSIONS=$(SOAK_LONG_SESSIONS) LOCKFS_SOAK_SEED=$$(( $(SOAK_SEED) + 100000 )) \
+	  $(SWIFT) test --skip-build --filter ConvergenceTests || exit 1; \
+	echo "soak: $$(( $(SOAK_SESSIONS) * 60 + $(SOAK_LONG_SESSIONS) * $(SOAK_LONG_ROUNDS) )) rounds green in $$(( $$(date +%s) - start )) s"
 
 # Made again when PY_PACKAGES changes (the list is kept in the stamp).
 $(VENV)/.ready: $(if $(filter-out $(PY_PACKAGES),$(shell cat $(VENV)/.ready 2>/dev/null))$(filter-out $(shell cat $(VENV)/.ready 2>/dev/null),$(PY_PACKAGES)),FORCE)

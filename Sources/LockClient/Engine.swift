@@ -173,7 +173,7 @@ public final class Engine: Sendable {
         try index.setMeta("vault", keys.vaultID.bytes)
 
         let snap = try index.load()
-        let base = Tree(loading: snap.nodes)
+        let base = Tree(loading: snap.nodes, aliases: snap.aliases)
         var s = State(base: base, local: base, pending: snap.pending, inflight: snap.inflight, cursor: snap.cursor,
                       head: snap.head ?? ChainHead.genesis(of: keys.vaultID), deviceStamps: snap.deviceStamps,
                       lastStamp: try index.metaInt("last_stamp") ?? 0, pins: snap.pins)
@@ -378,7 +378,12 @@ public final class Engine: Sendable {
                 throw LockError.integrity("journal entry \(seq) was written on a history this device never saw: the server forked the journal")
             }
             let batch: OperationBatch
-            do { batch = try entry.open(keys: keys) } catch {
+            do { batch = try entry.open(keys: keys) } catch WireError.unsupportedVersion(let record, let found)
+                where record == OperationBatch.recordName && found > OperationBatch.wireVersion {
+                // Authentic, but made for replay rules this build does not know: nothing
+                // more can be applied until this device runs a newer lockfs.
+                throw LockError.upgradeRequired("journal entry \(seq) (operation batch version \(found))")
+            } catch {
                 throw LockError.integrity("journal entry \(seq) failed authentication (\(error))")
             }
             let stamp = batch.createdAt.nanoseconds
@@ -393,7 +398,8 @@ public final class Engine: Sendable {
             if stamp > (stamps[batch.device] ?? Int64.min) {
                 stamps[batch.device] = stamp
                 changedStamps[batch.device] = stamp
-                base.apply(batch.operations, context: ReplayContext(device: batch.device, createdAt: batch.createdAt, seq: seq, baseSeq: baseSeq))
+                base.apply(batch.operations, context: ReplayContext(device: batch.device, createdAt: batch.createdAt, seq: seq, baseSeq: baseSeq,
+                                                                    rules: batch.version))
             } // else: a retried append that landed twice; the first copy counted.
             if batch.device == device, inflight.contains(where: { $0.stamp == stamp }) {
                 confirmed.append(stamp)
@@ -406,7 +412,8 @@ public final class Engine: Sendable {
         }
         let changed = base.takeChanges()
         let changedNodes = changed.compactMap { base.node($0) }
-        try index.commit(Index.AppliedPage(nodes: changedNodes, heads: heads, deviceStamps: changedStamps, confirmedStamps: confirmed))
+        try index.commit(Index.AppliedPage(nodes: changedNodes, aliases: base.takeAliases(), heads: heads, deviceStamps: changedStamps,
+                                           confirmedStamps: confirmed))
         var view = ViewChanges()
         let (drained, wakeUploader) = state.withLock { s -> (Bool, Bool) in
             // Where each changed node was in the view before: a name it left must be forgotten.

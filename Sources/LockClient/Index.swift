@@ -42,6 +42,7 @@ public struct InflightBatch: Sendable, Equatable {
 ///     device_stamps(device, stamp) the last batch stamp applied per device (dedup of retried appends)
 ///     pins(node)                  pinned files and folders (sticky)
 ///     outbox(id, sealed)          small sealed chunks of pending operations (v2)
+///     aliases(node, target)       folders merged into another by the replay rules (v3)
 ///
 /// Durability (docs/design.md, "Durability"): `synchronous = NORMAL`. A
 /// commit is in the write-ahead log before it returns — it survives a crash
@@ -118,6 +119,9 @@ public final class Index: Sendable {
         m.registerMigration("v2: small outbox chunks in the index") { db in
             try db.execute(sql: "CREATE TABLE outbox (id BLOB NOT NULL UNIQUE, sealed BLOB NOT NULL)")
         }
+        m.registerMigration("v3: merged folders") { db in
+            try db.execute(sql: "CREATE TABLE aliases (node BLOB PRIMARY KEY, target BLOB NOT NULL) WITHOUT ROWID")
+        }
         return m
     }
 
@@ -149,6 +153,7 @@ public final class Index: Sendable {
 
     public struct Snapshot: Sendable {
         public var nodes: [Node]
+        public var aliases: [NodeID: NodeID]
         public var cursor: UInt64
         public var head: ChainHead?
         public var pending: [PendingOperation]
@@ -164,6 +169,10 @@ public final class Index: Sendable {
             var nodes: [Node] = []
             for row in try Row.fetchAll(db, sql: "SELECT record, deleted, mod_seq, mod_device, other_seq, fresh FROM nodes") {
                 nodes.append(try Self.decodeNode(row))
+            }
+            var aliases: [NodeID: NodeID] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT node, target FROM aliases") {
+                aliases[try NodeID(bytes: Array(row["node"] as Data))] = try NodeID(bytes: Array(row["target"] as Data))
             }
             let cursor = try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'cursor'").map { UInt64(bigEndianBytes: Array($0)) } ?? 0
             let head = try Data.fetchOne(db, sql: "SELECT head FROM heads WHERE seq = ?", arguments: [Int64(cursor)])
@@ -187,7 +196,7 @@ public final class Index: Sendable {
                 inodes.append((UInt64(row["ino"] as Int64), try NodeID(bytes: Array(row["node"] as Data))))
             }
             let pins = Set(try Data.fetchAll(db, sql: "SELECT node FROM pins").map { try NodeID(bytes: Array($0)) })
-            return Snapshot(nodes: nodes, cursor: cursor, head: head, pending: pending, inflight: inflight,
+            return Snapshot(nodes: nodes, aliases: aliases, cursor: cursor, head: head, pending: pending, inflight: inflight,
                             deviceStamps: stamps, inodes: inodes, pins: pins)
         }
     }
@@ -235,6 +244,7 @@ public final class Index: Sendable {
     /// the page confirmed (removed from the outbox).
     public struct AppliedPage: Sendable {
         public var nodes: [Node]
+        public var aliases: [NodeID: NodeID] = [:]
         public var heads: [(UInt64, ChainHead)]
         public var deviceStamps: [DeviceID: Int64]
         public var confirmedStamps: [Int64]
@@ -243,6 +253,9 @@ public final class Index: Sendable {
     public func commit(_ page: AppliedPage) throws {
         try pool.write { db in
             for n in page.nodes { try Self.saveNode(db, n) }
+            for (node, target) in page.aliases {
+                try db.execute(sql: "INSERT OR REPLACE INTO aliases (node, target) VALUES (?, ?)", arguments: [Data(node.bytes), Data(target.bytes)])
+            }
             for (seq, head) in page.heads {
                 try db.execute(sql: "INSERT OR REPLACE INTO heads (seq, head) VALUES (?, ?)", arguments: [Int64(seq), Data(head.bytes)])
             }

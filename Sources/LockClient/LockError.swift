@@ -27,6 +27,8 @@ public enum LockError: Error, Sendable, Equatable {
     case unauthorized(String)
     /// The server said no (a message for the user).
     case remote(String)
+    /// The vault holds data written by a newer lockfs than this one (what, for the user).
+    case upgradeRequired(String)
 }
 
 extension LockError {

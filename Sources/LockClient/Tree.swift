@@ -53,12 +53,15 @@ public struct ReplayContext: Sendable {
     public var seq: UInt64
     /// The last sequence number the writer had seen when it made the operations.
     public var baseSeq: UInt64
+    /// The replay rules the batch was made for (its version byte; docs/design.md, "Replay rules").
+    public var rules: UInt8
 
-    public init(device: DeviceID, createdAt: Timestamp, seq: UInt64, baseSeq: UInt64) {
+    public init(device: DeviceID, createdAt: Timestamp, seq: UInt64, baseSeq: UInt64, rules: UInt8 = OperationBatch.wireVersion) {
         self.device = device
         self.createdAt = createdAt
         self.seq = seq
         self.baseSeq = baseSeq
+        self.rules = rules
     }
 }
 
@@ -66,18 +69,27 @@ public struct ReplayContext: Sendable {
 ///
 /// Every client replays the same journal entries in the same order with
 /// these rules, so all converge on the same tree without asking the server
-/// (docs/design.md, "Replay rules"). The rules never lose written content:
-/// - a create whose node exists is a duplicate and is ignored; a name taken
-///   by another node gets a conflict name; a parent that was deleted comes back;
-/// - a write whose base revision is stale lands as a conflict copy beside the
-///   file (a sibling named "NAME (conflict from DEVICE DATE)"); a write to a
-///   deleted file brings it back (and its folders);
-/// - a move into a deleted folder, or one that would make a cycle, is dropped;
-///   a name taken in the target gets a conflict name;
-/// - a delete whose base is stale (content the deleter had not seen) is
-///   dropped; deleting a folder keeps everything in it that another device
-///   changed after the deleter's base sequence number (with its folders);
-/// - attribute changes are last-writer-wins.
+/// (docs/design.md, "Replay rules"). The rules never lose written content.
+/// Rules 2 (batches of version 2, what this client writes):
+/// - an operation that names the version it acts on (write, delete, set
+///   attributes: their `base`) acts on the node that holds that version now:
+///   the node itself, or the conflict copy the writer's earlier write became;
+/// - a create whose node exists is a duplicate and is ignored; a folder
+///   whose name a live folder has merges into it (its id becomes an alias);
+///   another taken name gets a conflict name; a deleted parent comes back;
+/// - a write whose base is stale lands as a conflict copy beside the file
+///   ("NAME (conflict from DEVICE DATE)"); a write to a deleted file brings it
+///   back (and its folders);
+/// - a move that would make a cycle is dropped; a move into a deleted folder
+///   brings the folder back; a name taken in the target gets a conflict name;
+/// - a file delete whose base is stale (content the deleter had not seen) is
+///   dropped; a folder delete takes only an empty folder: whatever is still
+///   in it at replay is something the deleter did not see there;
+/// - attribute changes are last-writer-wins; only a change made on the
+///   current version makes a revision later writes may name as fresh.
+/// Rules 1 (version-1 batches) differ: no aliases or redirection, attribute
+/// revisions are always fresh, and a folder delete takes what is in it
+/// except what other devices changed after the deleter's base.
 public struct Tree: Sendable {
     /// `modSeq` of changes not yet in the journal.
     public static let pendingSeq = UInt64.max
@@ -87,8 +99,14 @@ public struct Tree: Sendable {
     public private(set) var nodes: [NodeID: Node]
     /// Live children by name.
     public private(set) var children: [NodeID: [String: NodeID]]
+    /// Folders merged into another (rules 2): alias → the folder that stayed.
+    public private(set) var aliases: [NodeID: NodeID] = [:]
+    /// Which node holds each fresh revision (rules 2 follow a version there).
+    private var holders: [RevisionID: NodeID] = [:]
     /// Nodes changed since the last `takeChanges()`.
     public private(set) var changed: Set<NodeID> = []
+    /// Aliases made since the last `takeChanges()`.
+    public private(set) var newAliases: [NodeID: NodeID] = [:]
 
     public init() {
         let rootAttributes = try! NodeAttributes(mode: 0o755, mtime: Timestamp(nanoseconds: 0))
@@ -98,23 +116,38 @@ public struct Tree: Sendable {
         children = [.root: [:]]
     }
 
-    /// A tree from stored nodes (the index); the root is made if absent.
-    public init(loading stored: [Node]) {
+    /// A tree from stored nodes and aliases (the index); the root is made if absent.
+    public init(loading stored: [Node], aliases: [NodeID: NodeID] = [:]) {
         self.init()
         for n in stored { nodes[n.id] = n }
         for n in stored where !n.deleted && n.id != .root { children[n.parent, default: [:]][n.name] = n.id }
         for n in stored where n.isDirectory && !n.deleted { if children[n.id] == nil { children[n.id] = [:] } }
+        for n in stored { for r in n.freshRevisions { holders[r] = n.id } }
+        self.aliases = aliases
     }
 
-    public func node(_ id: NodeID) -> Node? { nodes[id] }
-    public func liveNode(_ id: NodeID) -> Node? { nodes[id].flatMap { $0.deleted ? nil : $0 } }
-    public func child(of parent: NodeID, named name: String) -> NodeID? { children[parent]?[name] }
-    public func childNames(of parent: NodeID) -> [String: NodeID] { children[parent] ?? [:] }
+    /// The node an id stands for: itself, or the folder it was merged into.
+    public func resolved(_ id: NodeID) -> NodeID {
+        var cur = id
+        for _ in 0..<64 { guard let next = aliases[cur] else { return cur }; cur = next }
+        return cur
+    }
 
-    /// Returns and clears the set of changed nodes.
+    public func node(_ id: NodeID) -> Node? { nodes[resolved(id)] }
+    public func liveNode(_ id: NodeID) -> Node? { nodes[resolved(id)].flatMap { $0.deleted ? nil : $0 } }
+    public func child(of parent: NodeID, named name: String) -> NodeID? { children[resolved(parent)]?[name] }
+    public func childNames(of parent: NodeID) -> [String: NodeID] { children[resolved(parent)] ?? [:] }
+
+    /// Returns and clears the set of changed nodes (and the new aliases: `takeAliases`).
     public mutating func takeChanges() -> Set<NodeID> {
         defer { changed = [] }
         return changed
+    }
+
+    /// Returns and clears the aliases made since the last call.
+    public mutating func takeAliases() -> [NodeID: NodeID] {
+        defer { newAliases = [:] }
+        return newAliases
     }
 
     /// The path of a live node from the root ("/a/b"), for messages and tests.
@@ -140,17 +173,25 @@ public struct Tree: Sendable {
 
     /// Applies one operation with the rules above.
     public mutating func apply(_ op: LockWire.Operation, context c: ReplayContext) {
+        let v2 = c.rules >= 2
         switch op {
         case let .create(id, parent, name, revision, attributes, content):
-            guard nodes[id] == nil, id != .root else { return }
-            var home = parent
-            if !reviveFolder(parent, context: c) { home = .root }
+            guard nodes[id] == nil, aliases[id] == nil, id != .root else { return }
+            var home = resolved(parent)
+            if !reviveFolder(home, context: c) { home = .root }
+            if v2, content == .directory, let other = children[home]?[name.value], let o = nodes[other], o.isDirectory {
+                // Two devices made the same folder: one folder, holding what both put in it.
+                aliases[id] = other
+                newAliases[id] = other
+                return
+            }
             let finalName = freeName(name.value, in: home, context: c, tag: revision)
             put(Node(id: id, parent: home, name: finalName, revision: revision, attributes: attributes, content: content,
                      deleted: false, modSeq: c.seq, modDevice: c.device, freshRevisions: [revision]))
 
         case let .write(id, base, revision, mtime, manifest):
-            guard var n = nodes[id], n.kind == .file else { return }
+            let target = v2 ? holder(of: base, else: id) : id
+            guard var n = nodes[target], n.kind == .file else { return }
             if n.deleted {
                 // Content written into a deleted file brings it (and its folders) back.
                 n.content = .file(manifest)
@@ -168,7 +209,7 @@ public struct Tree: Sendable {
                 put(n)
             } else {
                 // Stale base: keep the current version, and this one beside it.
-                let copyID = Self.conflictNodeID(of: id, revision: revision)
+                let copyID = Self.conflictNodeID(of: target, revision: revision)
                 guard nodes[copyID] == nil else { return }
                 let name = freeName(Self.conflictName(n.name, context: c), in: n.parent, context: c, tag: revision)
                 put(Node(id: copyID, parent: n.parent, name: name, revision: revision,
@@ -177,6 +218,7 @@ public struct Tree: Sendable {
             }
 
         case let .move(id, parent, name):
+            let id = resolved(id), parent = resolved(parent)
             guard id != .root, var n = liveNode(id) else { return }
             // A target folder deleted elsewhere comes back (as for a create into it).
             guard reviveFolder(parent, context: c) else { dropMove(n, context: c); return }
@@ -195,22 +237,42 @@ public struct Tree: Sendable {
             put(n)
 
         case let .delete(id, base):
-            guard id != .root, let n = liveNode(id) else { return }
+            let target = v2 ? holder(of: base, else: resolved(id)) : id
+            guard target != .root, let n = liveNode(target) else { return }
             if n.isDirectory {
-                deleteFolder(n, context: c)
+                if !v2 {
+                    deleteFolder(n, context: c)
+                } else if (children[target] ?? [:]).isEmpty {
+                    // The deleter emptied it (rm -rf deletes what is inside first); anything
+                    // still here is something it did not see here: the folder stays for it.
+                    tombstone(n)
+                }
             } else if n.freshRevisions.contains(base) {
                 tombstone(n)
             }
 
-        case let .setAttributes(id, _, revision, attributes):
-            guard var n = liveNode(id) else { return }
+        case let .setAttributes(id, base, revision, attributes):
+            let target = v2 ? holder(of: base, else: resolved(id)) : id
+            guard var n = liveNode(target) else { return }
             n.attributes = attributes
-            n.revision = revision
-            n.freshRevisions.append(revision)
-            if n.freshRevisions.count > Self.freshRevisionLimit { n.freshRevisions.removeFirst() }
+            if !v2 || n.freshRevisions.contains(base) {
+                n.revision = revision
+                n.freshRevisions.append(revision)
+                if n.freshRevisions.count > Self.freshRevisionLimit { n.freshRevisions.removeFirst() }
+            } // else: made on a version that is not current; later writes on it are stale.
             n.touch(by: c.device, seq: c.seq)
             put(n)
         }
+    }
+
+    /// The node holding the version `base` names: `id` when it is fresh
+    /// there, else the node where it is fresh now (the conflict copy that
+    /// the writer's earlier write became), else `id` (stale).
+    private func holder(of base: RevisionID, else id: NodeID) -> NodeID {
+        let id = resolved(id)
+        if let n = nodes[id], n.freshRevisions.contains(base) { return id }
+        if let other = holders[base], nodes[other]?.freshRevisions.contains(base) == true { return other }
+        return id
     }
 
     // MARK: Rule helpers
@@ -229,10 +291,12 @@ public struct Tree: Sendable {
     }
 
     private mutating func put(_ n: Node) {
-        if let old = nodes[n.id], !old.deleted, old.id != .root, children[old.parent]?[old.name] == n.id {
-            children[old.parent]?[old.name] = nil
+        if let old = nodes[n.id] {
+            if !old.deleted, old.id != .root, children[old.parent]?[old.name] == n.id { children[old.parent]?[old.name] = nil }
+            for r in old.freshRevisions where holders[r] == n.id && !n.freshRevisions.contains(r) { holders[r] = nil }
         }
         nodes[n.id] = n
+        for r in n.freshRevisions { holders[r] = n.id }
         if !n.deleted && n.id != .root { children[n.parent, default: [:]][n.name] = n.id }
         if n.isDirectory && !n.deleted && children[n.id] == nil { children[n.id] = [:] }
         changed.insert(n.id)

@@ -26,6 +26,7 @@ public enum Errno {
         case .io(let code, _): return code == 0 ? EIO : code
         case .notLoggedIn, .unauthorized: return EACCES
         case .remote: return EIO
+        case .upgradeRequired: return EIO
         }
     }
 

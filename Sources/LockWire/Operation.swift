@@ -156,23 +156,37 @@ public enum Operation: Hashable, Sendable {
 
 /// The plaintext of a journal entry: who wrote a batch of operations, when.
 ///
-///     0   1   version 0x01
+/// The version byte also names the replay rules the writer made the batch
+/// for (docs/design.md, "Replay rules"): every client replays a batch by the
+/// rules of its version, so clients converge whenever they were upgraded.
+/// 0x01: the first rules; 0x02: folder deletes take only empty folders,
+/// operations follow the version their writer saw into its conflict copy,
+/// same-named folders made concurrently merge.
+///
+///     0   1   version 0x01 or 0x02
 ///     1   16  device id
 ///     17  8   created at (i64 BE, ns since the epoch)
 ///     25  4   operation count n (u32 BE, 1…100,000)
 ///     29  …   n operations
 public struct OperationBatch: WireRecord {
-    public static let wireVersion: UInt8 = 1
+    /// The version this client writes (the newest replay rules).
+    public static let wireVersion: UInt8 = 2
+    /// The versions this client reads.
+    public static let readableVersions: ClosedRange<UInt8> = 1...2
     public static let recordName = "operation batch"
 
+    /// The record's version: the replay rules it was made for.
+    public let version: UInt8
     public let device: DeviceID
     public let createdAt: Timestamp
     public let operations: [Operation]
 
-    public init(device: DeviceID, createdAt: Timestamp, operations: [Operation]) throws {
+    public init(device: DeviceID, createdAt: Timestamp, operations: [Operation], version: UInt8 = OperationBatch.wireVersion) throws {
         guard (1...WireLimits.operationsPerEntry).contains(operations.count) else {
             throw WireError.lengthOutOfRange(field: "operations", length: operations.count, limit: WireLimits.operationsPerEntry)
         }
+        guard Self.readableVersions.contains(version) else { throw WireError.unsupportedVersion(record: Self.recordName, found: version) }
+        self.version = version
         self.device = device
         self.createdAt = createdAt
         self.operations = operations
@@ -185,7 +199,7 @@ public struct OperationBatch: WireRecord {
     }
 
     public func encode(to w: inout WireWriter) {
-        w.u8(Self.wireVersion)
+        w.u8(version)
         w.id(device)
         w.i64(createdAt.nanoseconds)
         w.u32(UInt32(operations.count))
@@ -193,7 +207,7 @@ public struct OperationBatch: WireRecord {
     }
 
     public init(from r: inout WireReader) throws {
-        try r.version(Self.wireVersion)
+        let version = try r.version(in: Self.readableVersions)
         let device: DeviceID = try r.id()
         let createdAt = Timestamp(nanoseconds: try r.i64())
         let n = try r.count(field: "operations", limit: WireLimits.operationsPerEntry, minimumItemSize: 33)
@@ -201,6 +215,6 @@ public struct OperationBatch: WireRecord {
         var ops: [Operation] = []
         ops.reserveCapacity(n)
         for _ in 0..<n { ops.append(try Operation(from: &r)) }
-        try self.init(device: device, createdAt: createdAt, operations: ops)
+        try self.init(device: device, createdAt: createdAt, operations: ops, version: version)
     }
 }

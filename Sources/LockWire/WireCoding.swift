@@ -62,6 +62,13 @@ public struct WireReader {
         guard v == expected else { throw WireError.unsupportedVersion(record: record, found: v) }
     }
 
+    /// Reads a version byte that must be one of `accepted`, and returns it.
+    public mutating func version(in accepted: ClosedRange<UInt8>) throws -> UInt8 {
+        let v = try u8()
+        guard accepted.contains(v) else { throw WireError.unsupportedVersion(record: record, found: v) }
+        return v
+    }
+
     /// u16 length ‖ bytes, with `range` the allowed lengths.
     public mutating func bytes16(field: String, allowed range: ClosedRange<Int>) throws -> [UInt8] {
         let n = Int(try u16())

@@ -100,6 +100,8 @@ enum ExitCodes {
             return (tryLater, "the account's quota on the server is full; delete files or ask the server's admin for more")
         case .remote(let message):
             return (other, "the server refused: \(message)")
+        case .upgradeRequired(let what):
+            return (config, "\(what) was written by a newer lockfs than this one: upgrade lockfs on this device")
         case .notFound:
             return (other, "no such file or folder in the vault")
         case .exists:

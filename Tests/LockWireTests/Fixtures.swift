@@ -32,7 +32,10 @@ enum Fixture {
         .delete(node: id16(0x11), base: id16(0x21)),
     ]
 
-    static let batch = try! OperationBatch(device: id16(0x40), createdAt: time, operations: operations)
+    /// A version-1 batch (the first replay rules): its vectors are read forever.
+    static let batch = try! OperationBatch(device: id16(0x40), createdAt: time, operations: operations, version: 1)
+    /// The same operations in a version-2 batch (rules 2).
+    static let batchV2 = try! OperationBatch(device: id16(0x40), createdAt: time, operations: operations, version: 2)
 
     static var genesis: ChainHead { ChainHead.genesis(of: vault.vaultID) }
 

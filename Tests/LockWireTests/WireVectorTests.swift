@@ -22,6 +22,7 @@ import Testing
             "manifest": Fixture.manifest.encoded,
             "manifest.empty": Manifest.empty.encoded,
             "batch": Fixture.batch.encoded,
+            "batch.v2": Fixture.batchV2.encoded,
             "entry": entry.encoded,
             "checkpoint.record": Fixture.checkpoint.encoded,
             "checkpoint.sealed": try Fixture.checkpoint.sealed(keys: Fixture.vault, nonce: Fixture.nonce),

@@ -126,6 +126,9 @@ check("wire.batch header", batch[0] == 1 and batch[1:17] == ids16(0x40)
       and int.from_bytes(batch[17:25], "big") == 1_764_115_200_123_456_789
       and int.from_bytes(batch[25:29], "big") == 7)
 op = batch[29:]
+b2 = bytes.fromhex(W["batch.v2"])
+check("wire.batch v2 (rules 2: same layout, version byte 2)", b2[0] == 2 and b2[1:] == bytes.fromhex(W["batch"])[1:]
+      and bytes.fromhex(W["batch"])[0] == 1)
 name_len = int.from_bytes(op[33:35], "big")
 check("wire.create op", op[0] == 1 and op[1:17] == ids16(0x10) and op[17:33] == bytes(16)
       and op[35:35 + name_len] == b"report.pdf" and op[35 + name_len:51 + name_len] == ids16(0x20)
