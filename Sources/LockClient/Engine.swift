@@ -545,9 +545,13 @@ public final class Engine: Sendable {
     func commitLocal(_ op: LockWire.Operation, mode: UInt32? = nil, chunks: [SealedChunk] = []) throws {
         let t = now()
         let foldedMode = try state.withLock { s -> Bool in
-            // Coalesce content into a queued create/write of the same node that is the last operation on it.
-            if case let .write(node, _, revision, mtime, manifest) = op,
-               let i = s.pending.lastIndex(where: { $0.operation.node == node }), s.pending[i].state == .queued {
+            // Coalesce content into a queued create/write of the same node that is the last
+            // operation on it, when it was made on that operation's version. Made on another
+            // (the queued write became a conflict copy in the view, and this one edits the
+            // version that won), folding would drop the queued version.
+            if case let .write(node, base, revision, mtime, manifest) = op,
+               let i = s.pending.lastIndex(where: { $0.operation.node == node }), s.pending[i].state == .queued,
+               s.pending[i].operation.madeRevision == base {
                 var merged: LockWire.Operation?
                 var newAttributes: NodeAttributes?
                 switch s.pending[i].operation {

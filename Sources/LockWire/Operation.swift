@@ -101,6 +101,14 @@ public enum Operation: Hashable, Sendable {
         }
     }
 
+    /// The revision a create, write or attribute change gives its node (nil for moves and deletes).
+    public var madeRevision: RevisionID? {
+        switch self {
+        case .create(_, _, _, let r, _, _), .write(_, _, let r, _, _), .setAttributes(_, _, let r, _): r
+        case .move, .delete: nil
+        }
+    }
+
     /// The chunks this operation makes the vault reference.
     public var chunkIDs: [ChunkID] {
         switch self {

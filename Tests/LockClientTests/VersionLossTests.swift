@@ -66,6 +66,30 @@ import Testing
     }
 }
 
+/// A queued write is folded with the next write of its file only when that
+/// one was made on it (soak seeds 708 and 1760 of the first rules-2 run).
+@Suite struct WriteFoldingTests {
+    @Test func anEditOfTheWinningVersionIsNotFoldedIntoAQueuedWriteThatLost() async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine, b = d[1].engine
+        try await a.put("F", "original")
+        try await a.syncNow()
+        try await b.pullOnce()
+        try await a.put("F", "a's edit")
+        try await a.syncNow()
+        try await b.put("F", "b's edit")          // queued, made on "original"
+        try await b.pullOnce()                    // a's edit wins; b's shows as a conflict copy
+        #expect(try await b.text("F") == "a's edit")
+        try await b.put("F", "b's edit of a's")   // made on a's version
+        try await b.syncNow()
+        try await a.pullOnce()
+        var texts: Set<String> = []
+        for (path, n) in a.snapshot() where n.kind == .file { texts.insert(try await a.text(path)) }
+        #expect(texts == ["b's edit", "b's edit of a's"])
+        #expect(try await a.tree() == (try await b.tree()))
+    }
+}
+
 /// Same-named folders made on two devices offline become one (rules 2).
 @Suite struct FolderMergeTests {
     @Test func sameNamedFoldersMergeOnEveryDeviceAndAfterARestart() async throws {
