@@ -64,6 +64,9 @@ public struct EngineOptions: Sendable {
     /// How often local commits are made durable against a power cut when
     /// nothing asked for it sooner (fsync(2), unmount): ext4's default.
     public var syncInterval: Duration = .seconds(5)
+    /// How the puller and the uploader wait between failed attempts: the cap
+    /// bounds how late a server that comes back is noticed.
+    public var reconnect = Backoff.reconnect
     public init() {}
 }
 
@@ -261,7 +264,7 @@ public final class Engine: Sendable {
     }
 
     func pullLoop() async {
-        var delay = Duration.milliseconds(200)
+        var backoff = options.reconnect
         // The first pull does not wait, so status knows at once whether the server answers.
         var wait = Duration.zero
         while !Task.isCancelled {
@@ -270,19 +273,17 @@ public final class Engine: Sendable {
                 let cursor = state.withLock { $0.cursor }
                 let page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: wait)
                 try applyPage(page)
-                delay = .milliseconds(200)
+                backoff.reset()
                 wait = options.pollWait
             } catch let e as LockError {
                 if case .integrity(let why) = e { raiseAlarm(why); return }
                 noteFailure("\(e)")
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(30))
+                try? await Task.sleep(for: backoff.next())
             } catch is CancellationError {
                 return
             } catch {
                 noteFailure("\(error)")
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(30))
+                try? await Task.sleep(for: backoff.next())
             }
         }
     }
@@ -1239,16 +1240,17 @@ public final class Engine: Sendable {
     // MARK: Upload
 
     func uploadLoop(_ wakeups: AsyncStream<Void>?) async {
-        var delay = Duration.milliseconds(200)
+        var backoff = options.reconnect
         var iterator = wakeups?.makeAsyncIterator()
         while !Task.isCancelled {
             do {
                 if state.withLock({ $0.alarm }) != nil { return }
                 if try await uploadOnce() {
-                    delay = .milliseconds(200)
+                    backoff.reset()
                     try await waitForPause()
                     continue
                 }
+                backoff.reset()
                 // Nothing to do: wait for a local change, and for the ones right behind it.
                 guard await iterator?.next() != nil else { return }
                 try await waitForPause()
@@ -1257,12 +1259,10 @@ public final class Engine: Sendable {
             } catch let e as LockError {
                 if case .integrity(let why) = e { raiseAlarm(why); return }
                 noteFailure("upload: \(e)")
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(30))
+                try? await Task.sleep(for: backoff.next())
             } catch {
                 noteFailure("upload: \(error)")
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(30))
+                try? await Task.sleep(for: backoff.next())
             }
         }
     }

@@ -28,8 +28,10 @@ struct OpenEngine {
         var options = EngineOptions()
         if let cacheLimit { options.cacheLimit = cacheLimit }
         if let fetchTimeout { options.fetchTimeout = fetchTimeout }
-        // Retries within a call stop after a minute; the loops retry forever on their own.
-        let policy = RetryPolicy(attempts: 8, firstDelay: .milliseconds(200), maxDelay: .seconds(10))
+        // Retries within a call give up after 9–17 s (a read then fails with EIO unless
+        // --fetch-timeout came first); the loops retry forever on their own. Both wait at
+        // most Backoff.reconnect.cap between attempts, so a server that is back is seen at once.
+        let policy = RetryPolicy(attempts: 12)
         engine = try Engine(home: clientHome, credentials: credentials, remote: Connection(credentials, policy: policy).remote,
                             options: options)
         self.credentials = credentials
