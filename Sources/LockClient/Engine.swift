@@ -1420,18 +1420,26 @@ public final class Engine: Sendable {
     // MARK: Waiting and status
 
     /// Returns when every local change is in the journal and applied, or throws on an integrity alarm.
+    /// - Throws: `CancellationError` when the calling task is cancelled (`lockfs sync --timeout`).
     public func waitUntilSynced() async throws {
         while true {
+            try Task.checkCancellation()
             let (empty, alarm) = state.withLock { ($0.pending.isEmpty, $0.alarm) }
             if let alarm { throw LockError.integrity(alarm) }
             if empty { return }
-            await withCheckedContinuation { c in
-                let resumeNow = state.withLock { s -> Bool in
-                    if s.pending.isEmpty || s.alarm != nil { return true }
-                    s.uploadWaiters.append(c)
-                    return false
+            // Bug fix: the wait ignored cancellation, so `sync --timeout` never
+            // returned while a change stayed queued (its task group waited for it).
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { c in
+                    let resumeNow = state.withLock { s -> Bool in
+                        if s.pending.isEmpty || s.alarm != nil || Task.isCancelled { return true }
+                        s.uploadWaiters.append(c)
+                        return false
+                    }
+                    if resumeNow { c.resume() }
                 }
-                if resumeNow { c.resume() }
+            } onCancel: {
+                wakeUploadWaiters()
             }
         }
     }
