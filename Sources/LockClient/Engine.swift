@@ -388,7 +388,10 @@ public final class Engine: Sendable {
             // else. Without this check a fork or rollback that shows this seq
             // with another, well-chained entry went unnoticed, and the local
             // change stayed "sending" forever without ever reaching the journal.
-            if let mine = inflight.first(where: { $0.appendedSeq == seq }), batch.device != device || stamp != mine.stamp {
+            // This home's own entries are told by their bytes (the sealed entry
+            // kept in flight), not by the engine's device id: after a new login
+            // in this home, entries sealed before carry the previous device's id.
+            if let mine = inflight.first(where: { $0.appendedSeq == seq }), mine.entry != entry {
                 throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves another one there: the journal was forked or rolled back")
             }
             if stamp > (stamps[batch.device] ?? Int64.min) {
@@ -396,7 +399,7 @@ public final class Engine: Sendable {
                 changedStamps[batch.device] = stamp
                 base.apply(batch.operations, context: ReplayContext(device: batch.device, createdAt: batch.createdAt, seq: seq, baseSeq: baseSeq))
             } // else: a retried append that landed twice; the first copy counted.
-            if batch.device == device, inflight.contains(where: { $0.stamp == stamp }) {
+            if inflight.contains(where: { $0.stamp == stamp && $0.entry == entry }) {
                 confirmed.append(stamp)
                 inflight.removeAll { $0.stamp == stamp }
             }
