@@ -17,14 +17,7 @@ struct OpenEngine {
     init(_ home: HomeOptions, cacheLimit: Int? = nil, fetchTimeout: Duration? = nil) throws {
         let credentials = try home.credentials()
         let clientHome = home.clientHome
-        try clientHome.createDirectories()
-        let lockPath = clientHome.dataDirectory.appendingPathComponent("engine.lock").path
-        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw LockError.io(errno: errno, "open \(lockPath)") }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
-            throw CLIError.busy(clientHome.dataDirectory.path)
-        }
+        let fd = try Self.lock(clientHome)
         var options = EngineOptions()
         if let cacheLimit { options.cacheLimit = cacheLimit }
         if let fetchTimeout { options.fetchTimeout = fetchTimeout }
@@ -36,6 +29,21 @@ struct OpenEngine {
                             options: options)
         self.credentials = credentials
         lockFD = fd
+    }
+
+    /// Takes the home's `engine.lock` for the rest of this process (released
+    /// when it exits), so that no other lockfs process drives its index.
+    /// - Throws: `CLIError.busy` when another lockfs process holds this home.
+    static func lock(_ home: ClientHome) throws -> Int32 {
+        try home.createDirectories()
+        let lockPath = home.dataDirectory.appendingPathComponent("engine.lock").path
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw LockError.io(errno: errno, "open \(lockPath)") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw CLIError.busy(home.dataDirectory.path)
+        }
+        return fd
     }
 
     /// Whether another process holds the home (a running mount).
