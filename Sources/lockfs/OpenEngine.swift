@@ -10,6 +10,8 @@ import Glibc
 struct OpenEngine {
     let engine: Engine
     let credentials: DeviceCredentials
+    /// The engine's way to the server (its `remote` retries a call for up to 17 s).
+    let connection: Connection
     private let lockFD: Int32
 
     /// Opens the engine of `home`.
@@ -25,8 +27,8 @@ struct OpenEngine {
         // --fetch-timeout came first); the loops retry forever on their own. Both wait at
         // most Backoff.reconnect.cap between attempts, so a server that is back is seen at once.
         let policy = RetryPolicy(attempts: 12)
-        engine = try Engine(home: clientHome, credentials: credentials, remote: Connection(credentials, policy: policy).remote,
-                            options: options)
+        connection = Connection(credentials, policy: policy)
+        engine = try Engine(home: clientHome, credentials: credentials, remote: connection.remote, options: options)
         self.credentials = credentials
         lockFD = fd
     }
