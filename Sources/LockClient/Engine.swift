@@ -64,6 +64,9 @@ public struct EngineOptions: Sendable {
     /// How often local commits are made durable against a power cut when
     /// nothing asked for it sooner (fsync(2), unmount): ext4's default.
     public var syncInterval: Duration = .seconds(5)
+    /// How the puller and the uploader wait between failed attempts: the cap
+    /// bounds how late a server that comes back is noticed.
+    public var reconnect = Backoff.reconnect
     public init() {}
 }
 
@@ -261,7 +264,7 @@ public final class Engine: Sendable {
     }
 
     func pullLoop() async {
-        var delay = Duration.milliseconds(200)
+        var backoff = options.reconnect
         // The first pull does not wait, so status knows at once whether the server answers.
         var wait = Duration.zero
         while !Task.isCancelled {
@@ -270,19 +273,17 @@ public final class Engine: Sendable {
                 let cursor = state.withLock { $0.cursor }
                 let page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: wait)
                 try applyPage(page)
-                delay = .milliseconds(200)
+                backoff.reset()
                 wait = options.pollWait
             } catch let e as LockError {
                 if case .integrity(let why) = e { raiseAlarm(why); return }
                 noteFailure("\(e)")
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(30))
+                try? await Task.sleep(for: backoff.next())
             } catch is CancellationError {
                 return
             } catch {
                 noteFailure("\(error)")
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(30))
+                try? await Task.sleep(for: backoff.next())
             }
         }
     }
@@ -392,7 +393,10 @@ public final class Engine: Sendable {
             // else. Without this check a fork or rollback that shows this seq
             // with another, well-chained entry went unnoticed, and the local
             // change stayed "sending" forever without ever reaching the journal.
-            if let mine = inflight.first(where: { $0.appendedSeq == seq }), batch.device != device || stamp != mine.stamp {
+            // This home's own entries are told by their bytes (the sealed entry
+            // kept in flight), not by the engine's device id: after a new login
+            // in this home, entries sealed before carry the previous device's id.
+            if let mine = inflight.first(where: { $0.appendedSeq == seq }), mine.entry != entry {
                 throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves another one there: the journal was forked or rolled back")
             }
             if stamp > (stamps[batch.device] ?? Int64.min) {
@@ -401,7 +405,7 @@ public final class Engine: Sendable {
                 base.apply(batch.operations, context: ReplayContext(device: batch.device, createdAt: batch.createdAt, seq: seq, baseSeq: baseSeq,
                                                                     rules: batch.version))
             } // else: a retried append that landed twice; the first copy counted.
-            if batch.device == device, inflight.contains(where: { $0.stamp == stamp }) {
+            if inflight.contains(where: { $0.stamp == stamp && $0.entry == entry }) {
                 confirmed.append(stamp)
                 inflight.removeAll { $0.stamp == stamp }
             }
@@ -1250,16 +1254,17 @@ public final class Engine: Sendable {
     // MARK: Upload
 
     func uploadLoop(_ wakeups: AsyncStream<Void>?) async {
-        var delay = Duration.milliseconds(200)
+        var backoff = options.reconnect
         var iterator = wakeups?.makeAsyncIterator()
         while !Task.isCancelled {
             do {
                 if state.withLock({ $0.alarm }) != nil { return }
                 if try await uploadOnce() {
-                    delay = .milliseconds(200)
+                    backoff.reset()
                     try await waitForPause()
                     continue
                 }
+                backoff.reset()
                 // Nothing to do: wait for a local change, and for the ones right behind it.
                 guard await iterator?.next() != nil else { return }
                 try await waitForPause()
@@ -1268,12 +1273,10 @@ public final class Engine: Sendable {
             } catch let e as LockError {
                 if case .integrity(let why) = e { raiseAlarm(why); return }
                 noteFailure("upload: \(e)")
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(30))
+                try? await Task.sleep(for: backoff.next())
             } catch {
                 noteFailure("upload: \(error)")
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(30))
+                try? await Task.sleep(for: backoff.next())
             }
         }
     }
@@ -1431,18 +1434,26 @@ public final class Engine: Sendable {
     // MARK: Waiting and status
 
     /// Returns when every local change is in the journal and applied, or throws on an integrity alarm.
+    /// - Throws: `CancellationError` when the calling task is cancelled (`lockfs sync --timeout`).
     public func waitUntilSynced() async throws {
         while true {
+            try Task.checkCancellation()
             let (empty, alarm) = state.withLock { ($0.pending.isEmpty, $0.alarm) }
             if let alarm { throw LockError.integrity(alarm) }
             if empty { return }
-            await withCheckedContinuation { c in
-                let resumeNow = state.withLock { s -> Bool in
-                    if s.pending.isEmpty || s.alarm != nil { return true }
-                    s.uploadWaiters.append(c)
-                    return false
+            // Bug fix: the wait ignored cancellation, so `sync --timeout` never
+            // returned while a change stayed queued (its task group waited for it).
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { c in
+                    let resumeNow = state.withLock { s -> Bool in
+                        if s.pending.isEmpty || s.alarm != nil || Task.isCancelled { return true }
+                        s.uploadWaiters.append(c)
+                        return false
+                    }
+                    if resumeNow { c.resume() }
                 }
-                if resumeNow { c.resume() }
+            } onCancel: {
+                wakeUploadWaiters()
             }
         }
     }

@@ -403,6 +403,32 @@ public final class Index: Sendable {
         public var cursor: UInt64
     }
 
+    /// What `discardQueue()` dropped.
+    public struct DiscardedQueue: Sendable, Equatable {
+        /// Local operations dropped (what `lockfs status` counts as queued).
+        public var operations: Int
+        /// Of those, the ones in an entry the server had acknowledged: they
+        /// are in the journal all the same.
+        public var onServer: Int
+    }
+
+    /// Drops every local change not yet confirmed by the journal: pending
+    /// operations, sealed entries in flight and the small sealed chunks they
+    /// needed, in one transaction. The engine's next start removes outbox
+    /// files nothing needs any more. For `lockfs logout --discard-changes`.
+    public func discardQueue() throws -> DiscardedQueue {
+        try pool.write { db in
+            let operations = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM pending") ?? 0
+            let onServer = try Int.fetchOne(db, sql: """
+                SELECT COUNT(*) FROM pending WHERE batch_stamp IN (SELECT stamp FROM inflight WHERE appended_seq IS NOT NULL)
+                """) ?? 0
+            try db.execute(sql: "DELETE FROM pending")
+            try db.execute(sql: "DELETE FROM inflight")
+            try db.execute(sql: "DELETE FROM outbox")
+            return DiscardedQueue(operations: operations, onServer: onServer)
+        }
+    }
+
     public func counts() throws -> Counts {
         try pool.read { db in
             Counts(pendingOperations: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM pending") ?? 0,
@@ -414,4 +440,27 @@ public final class Index: Sendable {
 
 extension UInt64 {
     init(bigEndianBytes b: [UInt8]) { self = b.prefix(8).reduce(0) { $0 << 8 | UInt64($1) } }
+}
+
+extension ClientHome {
+    /// Local changes in this home's index that the journal has not confirmed
+    /// (what `lockfs status` shows as queued); 0 when there is no index.
+    public func queuedChanges() throws -> Int {
+        guard FileManager.default.fileExists(atPath: indexFile.path) else { return 0 }
+        return try Index(path: indexFile.path).counts().pendingOperations
+    }
+
+    /// Drops every queued local change (`Index.discardQueue`) and the sealed
+    /// chunks waiting for upload in the outbox folder, so that a later login
+    /// in this home sends none of them.
+    public func discardQueuedChanges() throws -> Index.DiscardedQueue {
+        guard FileManager.default.fileExists(atPath: indexFile.path) else { return .init(operations: 0, onServer: 0) }
+        let dropped = try Index(path: indexFile.path).discardQueue()
+        if FileManager.default.fileExists(atPath: outboxDirectory.path) {
+            do { try FileManager.default.removeItem(at: outboxDirectory) } catch {
+                throw LockError.io(errno: EIO, "remove \(outboxDirectory.path) (\(error.localizedDescription))")
+            }
+        }
+        return dropped
+    }
 }

@@ -25,6 +25,9 @@ public enum LockError: Error, Sendable, Equatable {
     case notLoggedIn
     /// The server refused the credentials (wrong password, revoked device).
     case unauthorized(String)
+    /// Local changes that are not on the server yet stand in the way (`lockfs
+    /// logout` without `--discard-changes`): how many.
+    case changesQueued(Int)
     /// The server said no (a message for the user).
     case remote(String)
     /// The vault holds data written by a newer lockfs than this one (what, for the user).

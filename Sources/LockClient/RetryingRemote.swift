@@ -6,22 +6,21 @@ public struct RetryPolicy: Sendable {
     /// Attempts per call, the first included.
     public var attempts: Int
     public var firstDelay: Duration
+    /// The longest wait between two attempts (`Backoff.cap`).
     public var maxDelay: Duration
 
-    public init(attempts: Int = 5, firstDelay: Duration = .milliseconds(200), maxDelay: Duration = .seconds(30)) {
+    public init(attempts: Int = 5, firstDelay: Duration = Backoff.reconnect.first, maxDelay: Duration = Backoff.reconnect.cap) {
         self.attempts = attempts
         self.firstDelay = firstDelay
         self.maxDelay = maxDelay
     }
 
-    /// The delay before attempt `n` (1-based, n ≥ 2): exponential with full
-    /// jitter, so many clients coming back after an outage do not retry in step.
+    /// The delay before attempt `n` (1-based, n ≥ 2): the server's
+    /// `Retry-After` if it sent one, else `Backoff` (exponential with jitter,
+    /// so many clients coming back after an outage do not retry in step).
     func delay(beforeAttempt n: Int, retryAfter: Int?) -> Duration {
         if let retryAfter { return .seconds(retryAfter) }
-        let exponent = min(n - 2, 20)
-        let cap = min(maxDelay, firstDelay * (1 << exponent))
-        let ms = cap.components.seconds * 1000 + cap.components.attoseconds / 1_000_000_000_000_000
-        return .milliseconds(Int64.random(in: (ms / 2)...max(ms / 2, ms)))
+        return Backoff(first: firstDelay, cap: maxDelay).delay(afterFailures: n - 1)
     }
 }
 

@@ -194,33 +194,72 @@ public enum VaultAccount {
         case serverUnreachable(String)
     }
 
+    /// What `logout` did.
+    public struct LogoutResult: Sendable, Equatable {
+        public var outcome: LogoutOutcome
+        /// Queued changes left in the home: the device was revoked before, so
+        /// it can never send them; a new login in this home sends them.
+        public var keptChanges = 0
+        /// What `discardChanges` dropped.
+        public var discarded: Index.DiscardedQueue?
+    }
+
     /// Logs this device out: revokes its token on the server if it can, then
-    /// deletes the credentials file whatever the server said.
+    /// deletes the credentials file whatever the server said — but never
+    /// silently drops a change made here that the server does not have.
     ///
-    /// - Throws: `LockError.io` if the file cannot be deleted; remote errors
-    ///   other than unreachable or an already revoked token (the file is
-    ///   deleted in every case but a local I/O error).
-    @discardableResult
-    public static func logout(credentials: DeviceCredentials, file: URL, remote: any Remote) async throws -> LogoutOutcome {
-        var outcome = LogoutOutcome.revoked
+    /// With changes queued in `home` (docs/operations.md, "Logging out"):
+    /// - `discardChanges`: logs out and drops them (pending operations, sealed
+    ///   entries in flight, their outbox chunks), so no later login in this
+    ///   home sends them; `discarded` says how many.
+    /// - else, if the server refuses this device's token (it was revoked), the
+    ///   device can never send them itself: the credentials are deleted and the
+    ///   changes stay in the home (`keptChanges`) for the next `login` there,
+    ///   which sends them as the new device.
+    /// - else (the server takes the token, or cannot be reached) nothing is
+    ///   changed and it throws `LockError.changesQueued`: sync first.
+    ///
+    /// The caller holds the home (no engine may run on it meanwhile).
+    /// - Throws: `LockError.changesQueued(n)`; `LockError.io` if a file cannot
+    ///   be deleted; remote errors other than unreachable or an already revoked
+    ///   token (the file is deleted in every case but a local I/O error).
+    public static func logout(credentials: DeviceCredentials, home: ClientHome, remote: any Remote,
+                              discardChanges: Bool = false) async throws -> LogoutResult {
+        let file = home.credentialsFile
+        let queued = try home.queuedChanges()
+        if queued > 0 && !discardChanges {
+            do {
+                _ = try await remote.devices()
+            } catch RemoteError.unauthorized {
+                try deleteCredentials(file)
+                return LogoutResult(outcome: .alreadyRevoked, keptChanges: queued)
+            } catch {}
+            throw LockError.changesQueued(queued)
+        }
+        var result = LogoutResult(outcome: .revoked)
         var failure: (any Error)?
         do {
             try await remote.revokeDevice(credentials.device)
         } catch RemoteError.unauthorized, RemoteError.notFound {
-            outcome = .alreadyRevoked
+            result.outcome = .alreadyRevoked
         } catch let error as RemoteError where error.isRetryable {
-            outcome = .serverUnreachable("\(error)")
+            result.outcome = .serverUnreachable("\(error)")
         } catch {
             failure = error
         }
-        if unlink(file.path) != 0 && errno != ENOENT {
-            throw LockError.io(errno: errno, "delete \(file.path)")
-        }
+        try deleteCredentials(file)
+        if discardChanges && queued > 0 { result.discarded = try home.discardQueuedChanges() }
         if let failure {
             if let e = failure as? RemoteError { throw LockError.from(e) }
             throw failure
         }
-        return outcome
+        return result
+    }
+
+    static func deleteCredentials(_ file: URL) throws {
+        if unlink(file.path) != 0 && errno != ENOENT {
+            throw LockError.io(errno: errno, "delete \(file.path)")
+        }
     }
 
     // MARK: Helpers

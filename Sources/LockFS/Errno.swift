@@ -25,6 +25,7 @@ public enum Errno {
         case .invalid: return EINVAL
         case .io(let code, _): return code == 0 ? EIO : code
         case .notLoggedIn, .unauthorized: return EACCES
+        case .changesQueued: return EBUSY
         case .remote: return EIO
         case .upgradeRequired: return EIO
         }

@@ -32,7 +32,7 @@ enum CLIError: Error {
 /// | 69 | the server cannot be reached |
 /// | 71 | this machine could not run Argon2id (memory) |
 /// | 74 | a local file could not be read or written |
-/// | 75 | temporary: the server is busy or rate limiting; try again later |
+/// | 75 | temporary: the server is busy or rate limiting, or changes are still queued; try again later |
 /// | 76 | a security check failed: the server is broken or hostile |
 /// | 77 | refused: wrong password or recovery key, bad invite, revoked device |
 /// | 78 | this home's state: not logged in, already logged in, damaged credentials |
@@ -96,6 +96,8 @@ enum ExitCodes {
             return (config, message)
         case .io(let code, let what):
             return (ioError, "\(what): \(String(cString: strerror(code)))")
+        case .changesQueued(let n):
+            return (tryLater, "\(n) change(s) made on this device have not reached the server, and logging out now would lose them: run `lockfs sync` (it waits for the server), then `lockfs logout` again; or `lockfs logout --discard-changes` to drop them")
         case .quota:
             return (tryLater, "the account's quota on the server is full; delete files or ask the server's admin for more")
         case .remote(let message):

@@ -30,5 +30,9 @@ struct Login: AsyncParsableCommand {
             throw error
         }
         print("Logged in to the vault of \(user) on \(server.server) as \"\(name)\".")
+        // A revoked device's changes, kept by its logout: the engine sends them as this device.
+        if let queued = try? home.clientHome.queuedChanges(), queued > 0 {
+            print("This home holds \(queued) change(s) made before by the device logged in here; `lockfs sync` or a mount sends them now.")
+        }
     }
 }

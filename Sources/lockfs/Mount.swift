@@ -25,13 +25,21 @@ struct Mount: AsyncParsableCommand {
     @Option(name: .customLong("fetch-timeout"), help: ArgumentHelp(
         "Seconds a read waits for content that is not local before failing with EIO (default 20).", valueName: "SECONDS"))
     var fetchTimeout: Double?
+    @Option(name: .customLong("initial-sync-timeout"), help: ArgumentHelp(
+        "Seconds mount waits for the server's journal to be applied before it returns (default 60; 0: do not wait).",
+        valueName: "SECONDS"))
+    var initialSyncTimeout: Double?
     @Option(name: .short, help: ArgumentHelp("FUSE mount options, comma-separated (allow_other, ro, …).", valueName: "OPTIONS"))
     var options: [String] = []
     @Option(name: .customLong("ready-fd"), help: .hidden) var readyFD: Int32?
 
     func validate() throws {
         if let cacheSize, parseSize(cacheSize) == nil { throw ValidationError("--cache-size must be a size such as 512M or 10G") }
+        if let initialSyncTimeout, !(initialSyncTimeout >= 0) { throw ValidationError("--initial-sync-timeout must be 0 or more seconds") }
     }
+
+    /// 60 s unless --initial-sync-timeout says otherwise.
+    var initialSyncLimit: Duration { .milliseconds(Int((initialSyncTimeout ?? 60) * 1000)) }
 
     func run() async throws {
         let path = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
@@ -57,6 +65,7 @@ struct Mount: AsyncParsableCommand {
             throw error
         }
         let engine = opened.engine
+        await catchUp(opened)
         engine.start()
         let fs = LockFileSystem(engine: engine)
         let fuseOptions = options.flatMap { $0.split(separator: ",").map(String.init) }.filter { !$0.isEmpty }
@@ -84,7 +93,52 @@ struct Mount: AsyncParsableCommand {
         if case .success(let r) = outcome, r < 0 { throw LockError.io(errno: -r, "the FUSE session ended") }
     }
 
+    /// Before the mount goes live: applies the journal up to the server's
+    /// latest entry (docs/design.md, "The first pull of a mount"), within
+    /// --initial-sync-timeout, reporting progress and the outcome to the
+    /// waiting `lockfs mount` (or, in the foreground, on stderr).
+    func catchUp(_ opened: OpenEngine) async {
+        let limit = initialSyncLimit
+        guard limit > .zero else { return }
+        // One quick retry: a server that refuses connections means offline, at once.
+        let probe = RetryingRemote(wrapping: opened.connection.http, policy: RetryPolicy(attempts: 2))
+        let fd = readyFD
+        let bar = fd == nil ? ProgressLine() : nil
+        let outcome = await opened.engine.catchUp(within: limit, through: probe) { applied, total in
+            guard total > 0 else { return }
+            if let fd {
+                Mount.report(fd, "progress \(applied) \(total)")
+            } else {
+                bar?.show("syncing", done: applied, total: total, bytes: false, note: "journal entries")
+            }
+        }
+        bar?.end()
+        let seconds = initialSyncTimeout.map { $0 == $0.rounded() ? String(Int($0)) : String($0) } ?? "60"
+        let note: String
+        switch outcome {
+        case .current:
+            return
+        case .offline(let error):
+            let why = error == .offline ? "the server cannot be reached" : (ExitCodes.failure(for: error)?.message ?? "\(error)")
+            note = "offline: \(why); mounted this device's copy of the vault, changes sync once the server answers"
+        case .partial(let applied, let total?):
+            note = "the first sync took longer than \(seconds) s: mounted with \(applied) of \(total) new journal entries applied; the rest arrive in the background"
+        case .partial(_, nil):
+            note = "the server did not answer within \(seconds) s: mounted this device's copy of the vault; it syncs in the background once the server answers"
+        case .alarm(let why):
+            note = "security check failed: \(why). Mounted this device's copy of the vault; nothing more is synced (see `lockfs status`)"
+        }
+        FileHandle.standardError.write(Data("lockfs: \(note)\n".utf8))
+        if let fd { Mount.report(fd, "note \(note)") }
+    }
+
     func ready(_ message: String) { Mount.signalReady(readyFD, message) }
+
+    /// A line to the waiting `lockfs mount` before the final "ok" or "error: …".
+    static func report(_ fd: Int32, _ line: String) {
+        let text = line + "\n"
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+    }
 
     static func signalReady(_ fd: Int32?, _ message: String) {
         guard let fd else { return }
@@ -108,6 +162,7 @@ struct Mount: AsyncParsableCommand {
         }
         if let cacheSize { args += ["--cache-size", cacheSize] }
         if let fetchTimeout { args += ["--fetch-timeout", String(fetchTimeout)] }
+        if let initialSyncTimeout { args += ["--initial-sync-timeout", String(initialSyncTimeout)] }
         for o in options { args += ["-o", o] }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -130,11 +185,29 @@ struct Mount: AsyncParsableCommand {
         let rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attr, cargs, environ)
         close(fds[1])
         guard rc == 0 else { close(fds[0]); throw LockError.io(errno: rc, "start the mount process") }
-        var answer = [UInt8]()
+        // Lines until "ok" or "error: …": "progress APPLIED TOTAL" while the first sync runs
+        // (a bar on a terminal), "note TEXT" for what the user must know (stderr).
+        let bar = ProgressLine()
+        var text = ""
+        var line = [UInt8]()
         var byte: UInt8 = 0
-        while read(fds[0], &byte, 1) == 1 { if byte == 10 { break }; answer.append(byte) }
+        while read(fds[0], &byte, 1) == 1 {
+            if byte != 10 { line.append(byte); continue }
+            let received = String(decoding: line, as: UTF8.self)
+            line = []
+            if received.hasPrefix("progress ") {
+                let n = received.split(separator: " ").dropFirst().compactMap { Int($0) }
+                if n.count == 2 { bar.show("syncing", done: n[0], total: n[1], bytes: false, note: "journal entries") }
+            } else if received.hasPrefix("note ") {
+                bar.end()
+                FileHandle.standardError.write(Data("lockfs: \(received.dropFirst("note ".count))\n".utf8))
+            } else {
+                text = received
+                break
+            }
+        }
+        bar.end()
         close(fds[0])
-        let text = String(decoding: answer, as: UTF8.self)
         guard text == "ok" else {
             var status: Int32 = 0
             waitpid(pid, &status, WNOHANG)

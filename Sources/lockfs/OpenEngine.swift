@@ -10,6 +10,8 @@ import Glibc
 struct OpenEngine {
     let engine: Engine
     let credentials: DeviceCredentials
+    /// The engine's way to the server (its `remote` retries a call for up to 17 s).
+    let connection: Connection
     private let lockFD: Int32
 
     /// Opens the engine of `home`.
@@ -17,23 +19,33 @@ struct OpenEngine {
     init(_ home: HomeOptions, cacheLimit: Int? = nil, fetchTimeout: Duration? = nil) throws {
         let credentials = try home.credentials()
         let clientHome = home.clientHome
-        try clientHome.createDirectories()
-        let lockPath = clientHome.dataDirectory.appendingPathComponent("engine.lock").path
+        let fd = try Self.lock(clientHome)
+        var options = EngineOptions()
+        if let cacheLimit { options.cacheLimit = cacheLimit }
+        if let fetchTimeout { options.fetchTimeout = fetchTimeout }
+        // Retries within a call give up after 9–17 s (a read then fails with EIO unless
+        // --fetch-timeout came first); the loops retry forever on their own. Both wait at
+        // most Backoff.reconnect.cap between attempts, so a server that is back is seen at once.
+        let policy = RetryPolicy(attempts: 12)
+        connection = Connection(credentials, policy: policy)
+        engine = try Engine(home: clientHome, credentials: credentials, remote: connection.remote, options: options)
+        self.credentials = credentials
+        lockFD = fd
+    }
+
+    /// Takes the home's `engine.lock` for the rest of this process (released
+    /// when it exits), so that no other lockfs process drives its index.
+    /// - Throws: `CLIError.busy` when another lockfs process holds this home.
+    static func lock(_ home: ClientHome) throws -> Int32 {
+        try home.createDirectories()
+        let lockPath = home.dataDirectory.appendingPathComponent("engine.lock").path
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw LockError.io(errno: errno, "open \(lockPath)") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
-            throw CLIError.busy(clientHome.dataDirectory.path)
+            throw CLIError.busy(home.dataDirectory.path)
         }
-        var options = EngineOptions()
-        if let cacheLimit { options.cacheLimit = cacheLimit }
-        if let fetchTimeout { options.fetchTimeout = fetchTimeout }
-        // Retries within a call stop after a minute; the loops retry forever on their own.
-        let policy = RetryPolicy(attempts: 8, firstDelay: .milliseconds(200), maxDelay: .seconds(10))
-        engine = try Engine(home: clientHome, credentials: credentials, remote: Connection(credentials, policy: policy).remote,
-                            options: options)
-        self.credentials = credentials
-        lockFD = fd
+        return fd
     }
 
     /// Whether another process holds the home (a running mount).

@@ -231,6 +231,25 @@ extension Engine {
         #expect(try await d[1].engine.text("live.txt") == "pushed")
     }
 
+    /// `lockfs sync --timeout` cancels the wait when the time is up: the wait
+    /// must end then, queue or not. (It ignored cancellation, and the command
+    /// hung while a change stayed queued.)
+    @Test func aWaitForSyncEndsWhenCancelled() async throws {
+        let (_, d) = try makeDevices(1)
+        d[0].remote.offlineFlag.set(true)
+        try await d[0].engine.put("stuck.txt", "queued, the server away")
+        let engine = d[0].engine
+        let wait = Task { try await engine.waitUntilSynced() }
+        try await Task.sleep(for: .milliseconds(100))
+        wait.cancel()
+        let ended = InMemoryRemote.OfflineFlag()  // a flag: set once the wait has ended
+        Task { _ = await wait.result; ended.set(true) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !ended.isOffline && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(ended.isOffline, "the cancelled wait did not end within 30 s")
+        if ended.isOffline { await #expect(throws: CancellationError.self) { try await wait.value } }
+    }
+
     @Test func aRetriedAppendThatLandedTwiceCountsOnce() async throws {
         let (server, d) = try makeDevices(2)
         try await d[0].engine.put("once.txt", "1")

@@ -35,6 +35,18 @@ struct InMemoryRemote: Remote {
         func set(_ v: Bool) { value.withLock { $0 = v } }
     }
 
+    /// When each `entries` call (a pull attempt) came, answered or not.
+    let pulls = CallLog()
+    /// When each append was accepted.
+    let appends = CallLog()
+
+    final class CallLog: Sendable {
+        let times = Mutex<[ContinuousClock.Instant]>([])
+        func record() { times.withLock { $0.append(.now) } }
+        func since(_ start: ContinuousClock.Instant) -> [ContinuousClock.Instant] { times.withLock { $0.filter { $0 >= start } } }
+        var all: [ContinuousClock.Instant] { times.withLock { $0 } }
+    }
+
     init(server: InMemoryVaultServer) {
         self.server = server
         offlineFlag = OfflineFlag()
@@ -80,11 +92,13 @@ struct InMemoryRemote: Remote {
             let seq = JournalSeq(latest + 1)
             let head = (s.entries.last?.head ?? ChainHead.genesis(of: vault)).next(seq: seq.rawValue, entry: entry.encoded)
             s.entries.append((seq, head, entry))
+            appends.record()
             return (seq, head)
         }
     }
 
     func entries(after: JournalSeq, limit: Int, wait: Duration) async throws -> EntryPage {
+        pulls.record()
         let deadline = ContinuousClock.now + wait
         while true {
             try check()

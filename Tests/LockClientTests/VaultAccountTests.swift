@@ -172,7 +172,7 @@ import Glibc
         #expect(loaded.server == laptop.server && loaded.user == laptop.user && loaded.device == laptop.device
                 && loaded.deviceName == laptop.deviceName && loaded.vault == laptop.vault && loaded.token == laptop.token
                 && loaded.caFile == nil && Self.sameMaster(loaded, laptop))
-        #expect(try await VaultAccount.logout(credentials: loaded, file: home.credentialsFile, remote: Self.remote(loaded)) == .revoked)
+        #expect(try await VaultAccount.logout(credentials: loaded, home: home, remote: Self.remote(loaded)).outcome == .revoked)
         #expect(!FileManager.default.fileExists(atPath: home.credentialsFile.path))
         #expect(throws: LockError.notLoggedIn) { _ = try DeviceCredentials.load(from: home.credentialsFile) }
         await #expect(throws: RemoteError.unauthorized) { _ = try await Self.remote(laptop).devices() }
@@ -180,7 +180,7 @@ import Glibc
         // With the server gone, logout still deletes the file and says so.
         try phone.save(to: home.credentialsFile)
         server.stop()
-        let outcome = try await VaultAccount.logout(credentials: phone, file: home.credentialsFile, remote: Self.remote(phone))
+        let outcome = try await VaultAccount.logout(credentials: phone, home: home, remote: Self.remote(phone)).outcome
         guard case .serverUnreachable = outcome else { Issue.record("expected unreachable, got \(outcome)"); return }
         #expect(!FileManager.default.fileExists(atPath: home.credentialsFile.path))
     }
