@@ -156,6 +156,9 @@ public final class Engine: Sendable {
     let uploadSignal: AsyncStream<Void>.Continuation
     let uploadWakeups: Mutex<AsyncStream<Void>?>
     let onChange: Mutex<(@Sendable (ViewChanges) -> Void)?> = Mutex(nil)
+    /// One page is applied at a time: the background puller and `pullOnce`
+    /// (`lockfs sync`, the first mount's catch-up) may pull at once.
+    let applying = Mutex(())
 
     /// Opens (creating if needed) the engine's state in `home` for `credentials`.
     public init(home: ClientHome, credentials: DeviceCredentials, remote: any Remote, options: EngineOptions = .init()) throws {
@@ -272,7 +275,7 @@ public final class Engine: Sendable {
             do {
                 let cursor = state.withLock { $0.cursor }
                 let page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: wait)
-                try applyPage(page)
+                try applyPage(page, requestedAfter: cursor)
                 backoff.reset()
                 wait = options.pollWait
             } catch let e as LockError {
@@ -307,7 +310,7 @@ public final class Engine: Sendable {
             do { page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: .zero) } catch let e as RemoteError {
                 throw e.isRetryable ? LockError.offline : LockError.from(e)
             }
-            try applyPage(page)
+            try applyPage(page, requestedAfter: cursor)
             if page.items.isEmpty || page.items.last!.seq >= page.latest { return }
         }
     }
@@ -347,20 +350,36 @@ public final class Engine: Sendable {
     /// Verifies a page of entries against the trusted chain, applies it to
     /// the tree by the replay rules, commits it to the index, and rebases the
     /// pending local operations on it.
+    /// - Parameter requested: the cursor the page was asked for after.
+    ///   Another pull may have applied part or all of it since: those
+    ///   entries must be the very ones it verified, and are skipped.
     /// - Throws: `LockError.integrity` for anything a faithful server cannot send.
-    func applyPage(_ page: EntryPage) throws {
+    func applyPage(_ page: EntryPage, requestedAfter requested: UInt64) throws {
+        try applying.withLock { _ in try applyPageSerially(page, requestedAfter: requested) }
+    }
+
+    private func applyPageSerially(_ page: EntryPage, requestedAfter requested: UInt64) throws {
         var (base, cursor, head, stamps, inflight, recent) = state.withLock {
             ($0.base, $0.cursor, $0.head, $0.deviceStamps, $0.inflight, $0.recentHeads)
         }
         state.withLock { $0.online = true; $0.lastError = nil; $0.lastSync = Date() }
-        if page.latest.rawValue < cursor {
-            throw LockError.integrity("the server's journal ends at \(page.latest) but this device verified it up to \(cursor): history was rolled back")
+        if page.latest.rawValue < requested {
+            throw LockError.integrity("the server's journal ends at \(page.latest) but this device verified it up to \(requested): history was rolled back")
         }
-        guard !page.items.isEmpty else { return }
+        // Entries another pull applied since this page was asked for.
+        var items = page.items[...]
+        while let first = items.first, first.seq.rawValue <= cursor {
+            let verified = first.seq.rawValue == cursor ? head : (recent[first.seq.rawValue] ?? (try? index.head(at: first.seq.rawValue)) ?? nil)
+            guard verified == first.head else {
+                throw LockError.integrity("the server served two different entries at \(first.seq): the journal was forked")
+            }
+            items.removeFirst()
+        }
+        guard !items.isEmpty else { return }
         var heads: [(UInt64, ChainHead)] = []
         var changedStamps: [DeviceID: Int64] = [:]
         var confirmed: [Int64] = []
-        for item in page.items {
+        for item in items {
             let seq = item.seq.rawValue
             guard seq == cursor + 1 else {
                 throw LockError.integrity("journal entry \(seq) came where \(cursor + 1) was due: entries were dropped or reordered")
