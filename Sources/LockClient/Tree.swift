@@ -87,6 +87,9 @@ public struct ReplayContext: Sendable {
 ///   in it at replay is something the deleter did not see there;
 /// - attribute changes are last-writer-wins; only a change made on the
 ///   current version makes a revision later writes may name as fresh.
+/// - a folder whose entries an operation changes (a create, a move out of
+///   or into it, a delete or a revival that happens) takes the batch's time
+///   as its mtime: a side effect that changes no conflict state.
 /// Rules 1 (version-1 batches) differ: no aliases or redirection, attribute
 /// revisions are always fresh, and a folder delete takes what is in it
 /// except what other devices changed after the deleter's base.
@@ -188,6 +191,7 @@ public struct Tree: Sendable {
             let finalName = freeName(name.value, in: home, context: c, tag: revision)
             put(Node(id: id, parent: home, name: finalName, revision: revision, attributes: attributes, content: content,
                      deleted: false, modSeq: c.seq, modDevice: c.device, freshRevisions: [revision]))
+            entriesChanged(home, context: c)
 
         case let .write(id, base, revision, mtime, manifest):
             let target = v2 ? holder(of: base, else: id) : id
@@ -215,6 +219,7 @@ public struct Tree: Sendable {
                 put(Node(id: copyID, parent: n.parent, name: name, revision: revision,
                          attributes: n.attributes.with(mtime: mtime), content: .file(manifest), deleted: false,
                          modSeq: c.seq, modDevice: c.device, freshRevisions: [revision]))
+                entriesChanged(n.parent, context: c)
             }
 
         case let .move(id, parent, name):
@@ -230,11 +235,14 @@ public struct Tree: Sendable {
                 cur = p.parent
             }
             if n.parent == parent && n.name == name.value { return }
+            let oldParent = n.parent
             children[n.parent]?[n.name] = nil
             n.parent = parent
             n.name = freeName(name.value, in: parent, context: c, tag: n.revision)
             n.touch(by: c.device, seq: c.seq)
             put(n)
+            entriesChanged(oldParent, context: c)
+            entriesChanged(parent, context: c)
 
         case let .delete(id, base):
             let target = v2 ? holder(of: base, else: resolved(id)) : id
@@ -246,9 +254,11 @@ public struct Tree: Sendable {
                     // The deleter emptied it (rm -rf deletes what is inside first); anything
                     // still here is something it did not see here: the folder stays for it.
                     tombstone(n)
+                    entriesChanged(n.parent, context: c)
                 }
             } else if n.freshRevisions.contains(base) {
                 tombstone(n)
+                entriesChanged(n.parent, context: c)
             }
 
         case let .setAttributes(id, base, revision, attributes):
@@ -329,6 +339,19 @@ public struct Tree: Sendable {
         n.deleted = false
         n.name = freeName(n.name, in: n.parent, context: c, tag: n.revision, excluding: n.id)
         put(n)
+        entriesChanged(n.parent, context: c)
+    }
+
+    /// Rules 2: a folder whose entries an operation changed (a node made,
+    /// brought back, moved in or out, deleted in it) takes the batch's time
+    /// as its mtime, as a local file system does. A side effect, the same on
+    /// every client: its revision, fresh revisions and last change stay, so
+    /// it makes no conflict and no folder delete sees a change.
+    private mutating func entriesChanged(_ folder: NodeID, context c: ReplayContext) {
+        guard c.rules >= 2, var f = nodes[folder], f.isDirectory, !f.deleted else { return }
+        f.attributes = f.attributes.with(mtime: c.createdAt)
+        nodes[folder] = f
+        changed.insert(folder)
     }
 
     /// Deletes a folder and what is in it, except what another device changed
