@@ -16,6 +16,9 @@ public struct Attributes: Sendable, Equatable {
     /// Permission bits (the kind gives the file type).
     public var mode: UInt32
     public var mtime: Timestamp
+    /// When the node last changed in any way (content, name, mode, a
+    /// folder's entries): `Node.ctime`.
+    public var ctime: Timestamp
 }
 
 /// Where an engine stands, for `lockfs status` and the status xattr.
@@ -483,7 +486,7 @@ public final class Engine: Sendable {
         let st = state.withLock { $0.staging[n.id] }
         if let st { size = st.file.size }
         return Attributes(ino: try ino(of: n.id), kind: n.kind, size: size, mode: st?.mode ?? n.attributes.mode,
-                          mtime: st?.mtime ?? n.attributes.mtime)
+                          mtime: st?.mtime ?? n.attributes.mtime, ctime: n.ctime)
     }
 
     public func getattr(_ ino: UInt64) throws -> Attributes { try attributes(try node(ino, includingDeleted: true)) }

@@ -43,6 +43,7 @@ public struct InflightBatch: Sendable, Equatable {
 ///     pins(node)                  pinned files and folders (sticky)
 ///     outbox(id, sealed)          small sealed chunks of pending operations (v2)
 ///     aliases(node, target)       folders merged into another by the replay rules (v3)
+///     nodes.ctime                 when an operation last changed the node (v4)
 ///
 /// Durability (docs/design.md, "Durability"): `synchronous = NORMAL`. A
 /// commit is in the write-ahead log before it returns — it survives a crash
@@ -122,6 +123,10 @@ public final class Index: Sendable {
         m.registerMigration("v3: merged folders") { db in
             try db.execute(sql: "CREATE TABLE aliases (node BLOB PRIMARY KEY, target BLOB NOT NULL) WITHOUT ROWID")
         }
+        m.registerMigration("v4: node change times") { db in
+            // NULL in rows stored before: the node's mtime stands in.
+            try db.execute(sql: "ALTER TABLE nodes ADD COLUMN ctime INTEGER")
+        }
         return m
     }
 
@@ -167,7 +172,7 @@ public final class Index: Sendable {
     public func load() throws -> Snapshot {
         try pool.read { db in
             var nodes: [Node] = []
-            for row in try Row.fetchAll(db, sql: "SELECT record, deleted, mod_seq, mod_device, other_seq, fresh FROM nodes") {
+            for row in try Row.fetchAll(db, sql: "SELECT record, deleted, mod_seq, mod_device, other_seq, fresh, ctime FROM nodes") {
                 nodes.append(try Self.decodeNode(row))
             }
             var aliases: [NodeID: NodeID] = [:]
@@ -227,14 +232,18 @@ public final class Index: Sendable {
                     content: r.content, deleted: (row["deleted"] as Int64) != 0,
                     modSeq: UInt64(bitPattern: row["mod_seq"] as Int64),
                     modDevice: try DeviceID(bytes: Array(row["mod_device"] as Data)),
-                    otherSeq: UInt64(bitPattern: row["other_seq"] as Int64), freshRevisions: revisions)
+                    otherSeq: UInt64(bitPattern: row["other_seq"] as Int64), freshRevisions: revisions,
+                    ctime: (row["ctime"] as Int64?).map { Timestamp(nanoseconds: $0) } ?? r.attributes.mtime)
     }
 
     static func saveNode(_ db: Database, _ n: Node) throws {
         let fresh = n.freshRevisions.flatMap(\.bytes)
-        try db.execute(sql: "INSERT OR REPLACE INTO nodes (id, record, deleted, mod_seq, mod_device, other_seq, fresh) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        try db.execute(sql: """
+                       INSERT OR REPLACE INTO nodes (id, record, deleted, mod_seq, mod_device, other_seq, fresh, ctime)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                       """,
                        arguments: [Data(n.id.bytes), Data(encodeNode(n)), n.deleted ? 1 : 0, Int64(bitPattern: n.modSeq),
-                                   Data(n.modDevice.bytes), Int64(bitPattern: n.otherSeq), Data(fresh)])
+                                   Data(n.modDevice.bytes), Int64(bitPattern: n.otherSeq), Data(fresh), n.ctime.nanoseconds])
     }
 
     // MARK: Applying verified entries

@@ -32,6 +32,10 @@ public struct Node: Sendable, Hashable {
     /// Revisions a writer may name as its base without conflict: the revision
     /// of the last content change and those of attribute changes since.
     public var freshRevisions: [RevisionID]
+    /// When an operation last changed the node (its batch's time), whatever
+    /// it changed: content, name, mode, entries (a folder). A file system's
+    /// ctime: a chmod moves it and not the mtime. The same on every client.
+    public var ctime = Timestamp(nanoseconds: 0)
 
     public var kind: NodeKind { content.kind }
     public var isDirectory: Bool { content.kind == .directory }
@@ -190,7 +194,7 @@ public struct Tree: Sendable {
             }
             let finalName = freeName(name.value, in: home, context: c, tag: revision)
             put(Node(id: id, parent: home, name: finalName, revision: revision, attributes: attributes, content: content,
-                     deleted: false, modSeq: c.seq, modDevice: c.device, freshRevisions: [revision]))
+                     deleted: false, modSeq: c.seq, modDevice: c.device, freshRevisions: [revision]), at: c.createdAt)
             entriesChanged(home, context: c)
 
         case let .write(id, base, revision, mtime, manifest):
@@ -210,7 +214,7 @@ public struct Tree: Sendable {
                 n.revision = revision
                 n.freshRevisions = [revision]
                 n.touch(by: c.device, seq: c.seq)
-                put(n)
+                put(n, at: c.createdAt)
             } else {
                 // Stale base: keep the current version, and this one beside it.
                 let copyID = Self.conflictNodeID(of: target, revision: revision)
@@ -218,7 +222,7 @@ public struct Tree: Sendable {
                 let name = freeName(Self.conflictName(n.name, context: c), in: n.parent, context: c, tag: revision)
                 put(Node(id: copyID, parent: n.parent, name: name, revision: revision,
                          attributes: n.attributes.with(mtime: mtime), content: .file(manifest), deleted: false,
-                         modSeq: c.seq, modDevice: c.device, freshRevisions: [revision]))
+                         modSeq: c.seq, modDevice: c.device, freshRevisions: [revision]), at: c.createdAt)
                 entriesChanged(n.parent, context: c)
             }
 
@@ -240,7 +244,7 @@ public struct Tree: Sendable {
             n.parent = parent
             n.name = freeName(name.value, in: parent, context: c, tag: n.revision)
             n.touch(by: c.device, seq: c.seq)
-            put(n)
+            put(n, at: c.createdAt)
             entriesChanged(oldParent, context: c)
             entriesChanged(parent, context: c)
 
@@ -253,11 +257,11 @@ public struct Tree: Sendable {
                 } else if (children[target] ?? [:]).isEmpty {
                     // The deleter emptied it (rm -rf deletes what is inside first); anything
                     // still here is something it did not see here: the folder stays for it.
-                    tombstone(n)
+                    tombstone(n, at: c.createdAt)
                     entriesChanged(n.parent, context: c)
                 }
             } else if n.freshRevisions.contains(base) {
-                tombstone(n)
+                tombstone(n, at: c.createdAt)
                 entriesChanged(n.parent, context: c)
             }
 
@@ -271,7 +275,7 @@ public struct Tree: Sendable {
                 if n.freshRevisions.count > Self.freshRevisionLimit { n.freshRevisions.removeFirst() }
             } // else: made on a version that is not current; later writes on it are stale.
             n.touch(by: c.device, seq: c.seq)
-            put(n)
+            put(n, at: c.createdAt)
         }
     }
 
@@ -300,7 +304,10 @@ public struct Tree: Sendable {
         changed.insert(n.id)
     }
 
-    private mutating func put(_ n: Node) {
+    /// Stores a node changed by an operation of time `time` (its change time).
+    private mutating func put(_ n: Node, at time: Timestamp) {
+        var n = n
+        n.ctime = time
         if let old = nodes[n.id] {
             if !old.deleted, old.id != .root, children[old.parent]?[old.name] == n.id { children[old.parent]?[old.name] = nil }
             for r in old.freshRevisions where holders[r] == n.id && !n.freshRevisions.contains(r) { holders[r] = nil }
@@ -313,9 +320,10 @@ public struct Tree: Sendable {
         if n.id != .root { changed.insert(n.parent) }
     }
 
-    private mutating func tombstone(_ n: Node) {
+    private mutating func tombstone(_ n: Node, at time: Timestamp) {
         var t = n
         t.deleted = true
+        t.ctime = time
         if children[n.parent]?[n.name] == n.id { children[n.parent]?[n.name] = nil }
         nodes[n.id] = t
         children[n.id] = nil
@@ -338,7 +346,7 @@ public struct Tree: Sendable {
         if !reviveFolder(n.parent, context: c) { n.parent = .root }
         n.deleted = false
         n.name = freeName(n.name, in: n.parent, context: c, tag: n.revision, excluding: n.id)
-        put(n)
+        put(n, at: c.createdAt)
         entriesChanged(n.parent, context: c)
     }
 
@@ -350,6 +358,7 @@ public struct Tree: Sendable {
     private mutating func entriesChanged(_ folder: NodeID, context c: ReplayContext) {
         guard c.rules >= 2, var f = nodes[folder], f.isDirectory, !f.deleted else { return }
         f.attributes = f.attributes.with(mtime: c.createdAt)
+        f.ctime = c.createdAt
         nodes[folder] = f
         changed.insert(folder)
     }
@@ -377,7 +386,7 @@ public struct Tree: Sendable {
             }
         }
         for id in order.reversed() where !keep.contains(id) {
-            if let n = liveNode(id) { tombstone(n) }
+            if let n = liveNode(id) { tombstone(n, at: c.createdAt) }
         }
     }
 

@@ -134,11 +134,14 @@ public final class LockFileSystem: Sendable {
         st.st_blksize = 1 << 20
         st.st_uid = uid
         st.st_gid = gid
-        let ts = timespec(tv_sec: Int(a.mtime.nanoseconds / 1_000_000_000), tv_nsec: Int(a.mtime.nanoseconds % 1_000_000_000))
-        st.st_mtim = ts
-        st.st_ctim = ts
-        st.st_atim = ts
+        st.st_mtim = Self.timeSpec(a.mtime)
+        st.st_ctim = Self.timeSpec(a.ctime)
+        st.st_atim = Self.timeSpec(a.mtime)
         return st
+    }
+
+    static func timeSpec(_ t: Timestamp) -> Glibc.timespec {
+        Glibc.timespec(tv_sec: Int(t.nanoseconds / 1_000_000_000), tv_nsec: Int(t.nanoseconds % 1_000_000_000))
     }
 
     func entry(_ a: Attributes) -> fuse_entry_param {

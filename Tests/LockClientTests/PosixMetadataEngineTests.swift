@@ -1,0 +1,50 @@
+import Foundation
+@testable import LockClient
+import LockCrypto
+import LockTesting
+import LockWire
+import Testing
+
+/// Issue 12, "Metadata kept as POSIX says", through the engine (no mount):
+/// change times, access times, setgid folders, local-only FIFOs and sockets.
+@Suite struct PosixMetadataEngineTests {
+    /// A second engine on `device`'s home (as after a restart).
+    func reopen(_ device: TestDevice) throws -> Engine {
+        let a = device.engine
+        let creds = DeviceCredentials(server: "memory", user: "u", device: a.device, deviceName: "d0", vault: a.keys.vaultID,
+                                      token: "t", keys: a.keys)
+        return try Engine(home: ClientHome(directory: device.home), credentials: creds, remote: device.remote, options: testOptions())
+    }
+
+    /// Waits until the clock has moved on by more than a millisecond.
+    func tick() async throws { try await Task.sleep(for: .milliseconds(5)) }
+
+    @Test func chmodMovesTheChangeTimeAndNotTheMtime() async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine
+        let ino = try await a.put("f.txt", "x")
+        let before = try a.getattr(ino)
+        try await tick()
+        _ = try a.setAttributes(ino, mode: 0o600)
+        let after = try a.getattr(ino)
+        #expect(after.mtime == before.mtime)
+        #expect(after.ctime > before.ctime)
+        // A folder's entries move both.
+        let dir = try a.mkdir(parent: 1, name: "d", mode: 0o755).ino
+        let d0 = try a.getattr(dir)
+        try await tick()
+        _ = try a.createFile(parent: dir, name: "n", mode: 0o644)
+        let d1 = try a.getattr(dir)
+        #expect(d1.mtime > d0.mtime && d1.ctime > d0.ctime)
+        // Every device computes the same times from the journal, and they are kept across a restart.
+        try await a.syncNow()
+        let b = d[1].engine
+        try await b.pullOnce()
+        let seen = try b.getattr(try b.resolve("f.txt")), here = try a.getattr(ino)
+        #expect(seen.ctime == here.ctime && seen.mtime == here.mtime && seen.ctime > seen.mtime)
+        await a.stop()
+        let again = try reopen(d[0])
+        #expect(try again.getattr(ino).ctime == here.ctime)
+        #expect(try again.getattr(again.resolve("d")).mtime == b.getattr(b.resolve("d")).mtime)
+    }
+}
