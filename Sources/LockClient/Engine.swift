@@ -19,6 +19,10 @@ public struct Attributes: Sendable, Equatable {
     /// When the node last changed in any way (content, name, mode, a
     /// folder's entries): `Node.ctime`.
     public var ctime: Timestamp
+    /// The access time set on this device (utimensat, `touch -a`, `cp -a`),
+    /// else the mtime. Local: not synced, and reads do not move it (as with
+    /// noatime).
+    public var atime: Timestamp
 }
 
 /// Where an engine stands, for `lockfs status` and the status xattr.
@@ -133,6 +137,8 @@ public final class Engine: Sendable {
         var inoByNode: [NodeID: UInt64] = [:]
         var nodeByIno: [UInt64: NodeID] = [:]
         var pins: Set<NodeID>
+        /// Access times set on this device (the index's `atimes`).
+        var accessTimes: [NodeID: Timestamp] = [:]
         var serverChunks: Set<ChunkID> = []
         /// Sealed chunks waiting for upload (outbox files and small ones in the index) → sealed size.
         var outboxChunks: [ChunkID: Int] = [:]
@@ -184,6 +190,7 @@ public final class Engine: Sendable {
                       head: snap.head ?? ChainHead.genesis(of: keys.vaultID), deviceStamps: snap.deviceStamps,
                       lastStamp: try index.metaInt("last_stamp") ?? 0, pins: snap.pins)
         s.alarm = try index.meta("alarm").map { String(decoding: $0, as: UTF8.self) }
+        s.accessTimes = snap.accessTimes
         for (ino, node) in snap.inodes { s.inoByNode[node] = ino; s.nodeByIno[ino] = node }
         for n in base.nodes.values { if let m = n.manifest { for c in m.chunks { s.serverChunks.insert(c.id) } } }
         // Sealed chunks no pending or in-flight operation needs are dropped: an outbox file
@@ -202,6 +209,10 @@ public final class Engine: Sendable {
         try index.deleteOutboxChunks(outboxRows.map(\.0).filter { unneeded.contains($0) && !s.serverChunks.contains($0) })
         s.cacheMoverRunning = !s.cacheMoves.isEmpty
         Self.rebase(&s, device: credentials.device)
+        // Access times of nodes deleted since (here or elsewhere) are forgotten.
+        let gone = s.accessTimes.keys.filter { s.local.node($0)?.deleted == true }
+        for id in gone { s.accessTimes[id] = nil }
+        try index.setAccessTimes(gone.map { ($0, nil) })
         state = Mutex(s)
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         uploadSignal = continuation
@@ -483,10 +494,11 @@ public final class Engine: Sendable {
 
     func attributes(_ n: Node) throws -> Attributes {
         var size = n.size
-        let st = state.withLock { $0.staging[n.id] }
+        let (st, atime) = state.withLock { ($0.staging[n.id], $0.accessTimes[n.id]) }
         if let st { size = st.file.size }
+        let mtime = st?.mtime ?? n.attributes.mtime
         return Attributes(ino: try ino(of: n.id), kind: n.kind, size: size, mode: st?.mode ?? n.attributes.mode,
-                          mtime: st?.mtime ?? n.attributes.mtime, ctime: n.ctime)
+                          mtime: mtime, ctime: n.ctime, atime: atime ?? mtime)
     }
 
     public func getattr(_ ino: UInt64) throws -> Attributes { try attributes(try node(ino, includingDeleted: true)) }
@@ -675,6 +687,13 @@ public final class Engine: Sendable {
     func deleteFile(_ n: Node) throws {
         try commitLocal(.delete(node: n.id, base: n.revision))
         state.withLock { $0.staging[n.id]?.unlinked = true }
+        try forgetAccessTime(n.id)
+    }
+
+    /// Drops the access time of a node deleted here.
+    func forgetAccessTime(_ id: NodeID) throws {
+        guard state.withLock({ $0.accessTimes.removeValue(forKey: id) }) != nil else { return }
+        try index.setAccessTimes([(id, nil)])
     }
 
     public func rmdir(parent: UInt64, name: String) throws {
@@ -682,6 +701,7 @@ public final class Engine: Sendable {
         guard n.isDirectory else { throw LockError.notDirectory }
         guard state.withLock({ $0.local.childNames(of: n.id).isEmpty }) else { throw LockError.notEmpty }
         try commitLocal(.delete(node: n.id, base: n.revision))
+        try forgetAccessTime(n.id)
     }
 
     public enum RenameMode: Sendable { case replace, noReplace, exchange }
@@ -730,9 +750,16 @@ public final class Engine: Sendable {
         }
     }
 
-    /// Changes mode and/or mtime (size goes through `truncate`).
-    public func setAttributes(_ ino: UInt64, mode: UInt32? = nil, mtime: Timestamp? = nil) throws -> Attributes {
+    /// Changes mode, mtime and/or atime (size goes through `truncate`).
+    ///
+    /// The atime is this device's own (the index's `atimes`): stored at
+    /// once, never synced.
+    public func setAttributes(_ ino: UInt64, mode: UInt32? = nil, mtime: Timestamp? = nil, atime: Timestamp? = nil) throws -> Attributes {
         let n = try node(ino)
+        if let atime {
+            try index.setAccessTimes([(n.id, atime)])
+            state.withLock { $0.accessTimes[n.id] = atime }
+        }
         let a = n.attributes
         // A file open with unsaved changes takes them with its content at
         // close (tar and cp -a set times and modes between write and close):

@@ -44,6 +44,7 @@ public struct InflightBatch: Sendable, Equatable {
 ///     outbox(id, sealed)          small sealed chunks of pending operations (v2)
 ///     aliases(node, target)       folders merged into another by the replay rules (v3)
 ///     nodes.ctime                 when an operation last changed the node (v4)
+///     atimes(node, atime)         access times set on this device (utimensat, touch -a); never synced (v5)
 ///
 /// Durability (docs/design.md, "Durability"): `synchronous = NORMAL`. A
 /// commit is in the write-ahead log before it returns — it survives a crash
@@ -127,6 +128,9 @@ public final class Index: Sendable {
             // NULL in rows stored before: the node's mtime stands in.
             try db.execute(sql: "ALTER TABLE nodes ADD COLUMN ctime INTEGER")
         }
+        m.registerMigration("v5: access times set on this device") { db in
+            try db.execute(sql: "CREATE TABLE atimes (node BLOB PRIMARY KEY, atime INTEGER NOT NULL) WITHOUT ROWID")
+        }
         return m
     }
 
@@ -166,6 +170,7 @@ public final class Index: Sendable {
         public var deviceStamps: [DeviceID: Int64]
         public var inodes: [(UInt64, NodeID)]
         public var pins: Set<NodeID>
+        public var accessTimes: [NodeID: Timestamp]
     }
 
     /// Everything the engine keeps in memory, read once at start.
@@ -201,8 +206,12 @@ public final class Index: Sendable {
                 inodes.append((UInt64(row["ino"] as Int64), try NodeID(bytes: Array(row["node"] as Data))))
             }
             let pins = Set(try Data.fetchAll(db, sql: "SELECT node FROM pins").map { try NodeID(bytes: Array($0)) })
+            var accessTimes: [NodeID: Timestamp] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT node, atime FROM atimes") {
+                accessTimes[try NodeID(bytes: Array(row["node"] as Data))] = Timestamp(nanoseconds: row["atime"])
+            }
             return Snapshot(nodes: nodes, aliases: aliases, cursor: cursor, head: head, pending: pending, inflight: inflight,
-                            deviceStamps: stamps, inodes: inodes, pins: pins)
+                            deviceStamps: stamps, inodes: inodes, pins: pins, accessTimes: accessTimes)
         }
     }
 
@@ -388,6 +397,23 @@ public final class Index: Sendable {
                 try db.execute(sql: "INSERT OR IGNORE INTO inodes (node) VALUES (?)", arguments: [Data(n.bytes)])
                 let ino = try Int64.fetchOne(db, sql: "SELECT ino FROM inodes WHERE node = ?", arguments: [Data(n.bytes)])!
                 return (n, UInt64(ino))
+            }
+        }
+    }
+
+    // MARK: Access times
+
+    /// Stores (or with nil forgets) the access time set on this device for each node.
+    public func setAccessTimes(_ times: [(NodeID, Timestamp?)]) throws {
+        guard !times.isEmpty else { return }
+        try pool.write { db in
+            for (node, atime) in times {
+                if let atime {
+                    try db.execute(sql: "INSERT OR REPLACE INTO atimes (node, atime) VALUES (?, ?)",
+                                   arguments: [Data(node.bytes), atime.nanoseconds])
+                } else {
+                    try db.execute(sql: "DELETE FROM atimes WHERE node = ?", arguments: [Data(node.bytes)])
+                }
             }
         }
     }

@@ -136,7 +136,7 @@ public final class LockFileSystem: Sendable {
         st.st_gid = gid
         st.st_mtim = Self.timeSpec(a.mtime)
         st.st_ctim = Self.timeSpec(a.ctime)
-        st.st_atim = Self.timeSpec(a.mtime)
+        st.st_atim = Self.timeSpec(a.atime)
         return st
     }
 
@@ -205,6 +205,17 @@ public final class LockFileSystem: Sendable {
 
     static func name(_ p: UnsafePointer<CChar>?) -> String { p.map { String(cString: $0) } ?? "" }
 
+    /// A time setattr sets: now (UTIME_NOW), the given one, or none.
+    static func time(_ toSet: Int32, set: Int32, now: Int32, _ given: Glibc.timespec) -> Timestamp? {
+        if toSet & now != 0 {
+            var t = Glibc.timespec()
+            clock_gettime(CLOCK_REALTIME, &t)
+            return Timestamp(nanoseconds: Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec))
+        }
+        guard toSet & set != 0 else { return nil }
+        return Timestamp(nanoseconds: Int64(given.tv_sec) * 1_000_000_000 + Int64(given.tv_nsec))
+    }
+
     // swiftlint:disable:next function_body_length
     static func operations() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
@@ -236,16 +247,12 @@ public final class LockFileSystem: Sendable {
             let ino = UInt64(ino)
             let setAttributes = { @Sendable (fs: LockFileSystem, r: Request) throws in
                 var mode: UInt32?
-                var mtime: Timestamp?
                 if toSet & FUSE_SET_ATTR_MODE != 0 { mode = st.st_mode & 0o7777 }
-                if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 {
-                    var now = timespec()
-                    clock_gettime(CLOCK_REALTIME, &now)
-                    mtime = Timestamp(nanoseconds: Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec))
-                } else if toSet & FUSE_SET_ATTR_MTIME != 0 {
-                    mtime = Timestamp(nanoseconds: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec))
+                let mtime = LockFileSystem.time(toSet, set: FUSE_SET_ATTR_MTIME, now: FUSE_SET_ATTR_MTIME_NOW, st.st_mtim)
+                let atime = LockFileSystem.time(toSet, set: FUSE_SET_ATTR_ATIME, now: FUSE_SET_ATTR_ATIME_NOW, st.st_atim)
+                if mode != nil || mtime != nil || atime != nil {
+                    _ = try fs.engine.setAttributes(ino, mode: mode, mtime: mtime, atime: atime)
                 }
-                if mode != nil || mtime != nil { _ = try fs.engine.setAttributes(ino, mode: mode, mtime: mtime) }
                 fs.replyAttr(r, try fs.engine.getattr(ino))
             }
             if toSet & FUSE_SET_ATTR_SIZE != 0 && handle == 0 {

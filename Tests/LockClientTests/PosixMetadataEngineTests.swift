@@ -47,4 +47,38 @@ import Testing
         #expect(try again.getattr(ino).ctime == here.ctime)
         #expect(try again.getattr(again.resolve("d")).mtime == b.getattr(b.resolve("d")).mtime)
     }
+
+    @Test func anAccessTimeSetHereIsKeptHereOnly() async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine
+        let ino = try await a.put("f.txt", "x")
+        // Not set: the mtime.
+        #expect(try a.getattr(ino).atime == a.getattr(ino).mtime)
+        let when = Timestamp(nanoseconds: 1_015_218_367_000_000_123)
+        let before = try a.getattr(ino)
+        _ = try a.setAttributes(ino, atime: when)
+        let after = try a.getattr(ino)
+        #expect(after.atime == when && after.mtime == before.mtime && after.mode == before.mode)
+        // Not an operation: nothing queued, nothing synced.
+        try await a.syncNow()
+        #expect(a.status().queuedOperations == 0)
+        let b = d[1].engine
+        try await b.pullOnce()
+        let there = try b.getattr(b.resolve("f.txt"))
+        #expect(there.atime == there.mtime)
+        // Reads do not move it; it survives a restart.
+        _ = try await a.read(ino, offset: 0, size: 10)
+        #expect(try a.getattr(ino).atime == when)
+        await a.stop()
+        var again = try reopen(d[0])
+        #expect(try again.getattr(ino).atime == when)
+        // Set with the mtime (cp -a), both are kept; a delete forgets it.
+        _ = try again.setAttributes(ino, mtime: Timestamp(nanoseconds: 5_000_000_000), atime: Timestamp(nanoseconds: 7_000_000_000))
+        #expect(try again.getattr(ino).atime == Timestamp(nanoseconds: 7_000_000_000))
+        #expect(try again.getattr(ino).mtime == Timestamp(nanoseconds: 5_000_000_000))
+        try again.unlink(parent: 1, name: "f.txt")
+        await again.stop()
+        again = try reopen(d[0])
+        #expect(again.state.withLock { $0.accessTimes.isEmpty })
+    }
 }
