@@ -659,8 +659,15 @@ public final class Engine: Sendable {
         try create(parent: parent, name: name, mode: mode, content: .file(.empty))
     }
 
+    /// Makes a folder. In a setgid folder the new folder is setgid too:
+    /// mkdir(2) drops S_ISGID from the mode it is given, and a Linux file
+    /// system (BSD group semantics) sets it from the parent; through FUSE that
+    /// is the file system's job.
     public func mkdir(parent: UInt64, name: String, mode: UInt32) throws -> Attributes {
-        try create(parent: parent, name: name, mode: mode, content: .directory)
+        let inherited = state.withLock { s in
+            s.nodeByIno[parent].flatMap { s.local.liveNode($0) }.map { $0.attributes.mode & UInt32(S_ISGID) } ?? 0
+        }
+        return try create(parent: parent, name: name, mode: mode | inherited, content: .directory)
     }
 
     public func symlink(parent: UInt64, name: String, target: String) throws -> Attributes {

@@ -81,4 +81,23 @@ import Testing
         again = try reopen(d[0])
         #expect(again.state.withLock { $0.accessTimes.isEmpty })
     }
+
+    @Test func aFolderMadeInASetgidFolderIsSetgid() async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine
+        let top = try a.mkdir(parent: 1, name: "shared", mode: 0o755).ino
+        _ = try a.setAttributes(top, mode: 0o3775)
+        #expect(try a.getattr(top).mode == 0o3775)
+        // mkdir(2) passes no S_ISGID; the folder made inherits it, not the sticky bit; a file does not.
+        let sub = try a.mkdir(parent: top, name: "sub", mode: 0o755)
+        #expect(sub.mode == 0o2755)
+        #expect(try a.mkdir(parent: sub.ino, name: "deeper", mode: 0o700).mode == 0o2700)
+        #expect(try a.createFile(parent: top, name: "f", mode: 0o644).mode == 0o644)
+        #expect(try a.mkdir(parent: 1, name: "plain", mode: 0o755).mode == 0o755)
+        try await a.syncNow()
+        let b = d[1].engine
+        try await b.pullOnce()
+        #expect(try b.getattr(b.resolve("shared")).mode == 0o3775)
+        #expect(try b.getattr(b.resolve("shared/sub/deeper")).mode == 0o2700)
+    }
 }
