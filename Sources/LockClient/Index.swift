@@ -45,6 +45,7 @@ public struct InflightBatch: Sendable, Equatable {
 ///     aliases(node, target)       folders merged into another by the replay rules (v3)
 ///     nodes.ctime                 when an operation last changed the node (v4)
 ///     atimes(node, atime)         access times set on this device (utimensat, touch -a); never synced (v5)
+///     local_nodes(id, parent, …)  FIFOs and sockets made on this device; never synced (v6)
 ///
 /// Durability (docs/design.md, "Durability"): `synchronous = NORMAL`. A
 /// commit is in the write-ahead log before it returns — it survives a crash
@@ -131,6 +132,19 @@ public final class Index: Sendable {
         m.registerMigration("v5: access times set on this device") { db in
             try db.execute(sql: "CREATE TABLE atimes (node BLOB PRIMARY KEY, atime INTEGER NOT NULL) WITHOUT ROWID")
         }
+        m.registerMigration("v6: local-only FIFOs and sockets") { db in
+            try db.execute(sql: """
+                CREATE TABLE local_nodes (
+                    id BLOB PRIMARY KEY,
+                    parent BLOB NOT NULL,
+                    name TEXT NOT NULL,
+                    kind INTEGER NOT NULL,
+                    mode INTEGER NOT NULL,
+                    mtime INTEGER NOT NULL,
+                    ctime INTEGER NOT NULL
+                ) WITHOUT ROWID
+                """)
+        }
         return m
     }
 
@@ -171,6 +185,7 @@ public final class Index: Sendable {
         public var inodes: [(UInt64, NodeID)]
         public var pins: Set<NodeID>
         public var accessTimes: [NodeID: Timestamp]
+        public var localNodes: [LocalNode]
     }
 
     /// Everything the engine keeps in memory, read once at start.
@@ -210,8 +225,15 @@ public final class Index: Sendable {
             for row in try Row.fetchAll(db, sql: "SELECT node, atime FROM atimes") {
                 accessTimes[try NodeID(bytes: Array(row["node"] as Data))] = Timestamp(nanoseconds: row["atime"])
             }
+            var localNodes: [LocalNode] = []
+            for row in try Row.fetchAll(db, sql: "SELECT id, parent, name, kind, mode, mtime, ctime FROM local_nodes") {
+                guard let kind = LocalNode.Kind(rawValue: UInt8(clamping: row["kind"] as Int64)) else { continue }
+                localNodes.append(LocalNode(id: try NodeID(bytes: Array(row["id"] as Data)), parent: try NodeID(bytes: Array(row["parent"] as Data)),
+                                            name: row["name"], kind: kind, mode: UInt32(truncatingIfNeeded: row["mode"] as Int64),
+                                            mtime: Timestamp(nanoseconds: row["mtime"]), ctime: Timestamp(nanoseconds: row["ctime"])))
+            }
             return Snapshot(nodes: nodes, aliases: aliases, cursor: cursor, head: head, pending: pending, inflight: inflight,
-                            deviceStamps: stamps, inodes: inodes, pins: pins, accessTimes: accessTimes)
+                            deviceStamps: stamps, inodes: inodes, pins: pins, accessTimes: accessTimes, localNodes: localNodes)
         }
     }
 
@@ -414,6 +436,31 @@ public final class Index: Sendable {
                 } else {
                     try db.execute(sql: "DELETE FROM atimes WHERE node = ?", arguments: [Data(node.bytes)])
                 }
+            }
+        }
+    }
+
+    // MARK: Local-only nodes
+
+    /// Stores a FIFO or socket of this device; returns its inode number
+    /// (allocated on first store, in the same transaction).
+    public func saveLocalNode(_ n: LocalNode) throws -> UInt64 {
+        try pool.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO local_nodes (id, parent, name, kind, mode, mtime, ctime) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [Data(n.id.bytes), Data(n.parent.bytes), n.name, Int64(n.kind.rawValue), Int64(n.mode),
+                                       n.mtime.nanoseconds, n.ctime.nanoseconds])
+            try db.execute(sql: "INSERT OR IGNORE INTO inodes (node) VALUES (?)", arguments: [Data(n.id.bytes)])
+            return UInt64(try Int64.fetchOne(db, sql: "SELECT ino FROM inodes WHERE node = ?", arguments: [Data(n.id.bytes)])!)
+        }
+    }
+
+    /// Forgets FIFOs and sockets of this device (and their access times).
+    public func deleteLocalNodes(_ ids: [NodeID]) throws {
+        guard !ids.isEmpty else { return }
+        try pool.write { db in
+            for id in ids {
+                try db.execute(sql: "DELETE FROM local_nodes WHERE id = ?", arguments: [Data(id.bytes)])
+                try db.execute(sql: "DELETE FROM atimes WHERE node = ?", arguments: [Data(id.bytes)])
             }
         }
     }

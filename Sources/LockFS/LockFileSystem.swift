@@ -128,6 +128,8 @@ public final class LockFileSystem: Sendable {
         case .file: st.st_mode = 0o100000 | a.mode; st.st_nlink = 1
         case .directory: st.st_mode = 0o040000 | a.mode; st.st_nlink = 2
         case .symlink: st.st_mode = 0o120000 | 0o777; st.st_nlink = 1
+        case .fifo: st.st_mode = S_IFIFO | a.mode; st.st_nlink = 1
+        case .socket: st.st_mode = S_IFSOCK | a.mode; st.st_nlink = 1
         }
         st.st_size = off_t(a.size)
         st.st_blocks = blkcnt_t((a.size + 511) / 512)
@@ -164,9 +166,11 @@ public final class LockFileSystem: Sendable {
         fuse_reply_attr(req.raw, &st, cacheSeconds)
     }
 
-    /// The value of `user.lockfs.status`: conflict, uploading, pinned, cached or online.
+    /// The value of `user.lockfs.status`: local (a FIFO or socket of this
+    /// device), conflict, uploading, pinned, cached or online.
     func status(of ino: UInt64) throws -> String {
         let info = try engine.fileState(ino)
+        if info.isLocalOnly { return "local" }
         if info.isConflictCopy { return "conflict" }
         if info.isPending { return "uploading" }
         if info.isPinned { return "pinned" }
@@ -272,8 +276,17 @@ public final class LockFileSystem: Sendable {
             LockFileSystem.sync(req) { fs, r in fuse_reply_readlink(r.raw, try fs.engine.readlink(UInt64(ino))) }
         }
         ops.mknod = { req, parent, name, mode, _ in
-            guard mode & 0o170000 == 0o100000 else { fuse_reply_err(req, Errno.notSupported); return }
-            LockFileSystem.sync(req) { fs, r in fs.replyEntry(r, try fs.engine.createFile(parent: UInt64(parent), name: LockFileSystem.name(name), mode: mode & 0o7777)) }
+            // Regular files sync; FIFOs and sockets stay on this device (LocalNode); device nodes are refused.
+            let local: LocalNode.Kind? = mode & S_IFMT == S_IFIFO ? .fifo : mode & S_IFMT == S_IFSOCK ? .socket : nil
+            guard mode & S_IFMT == S_IFREG || local != nil else { fuse_reply_err(req, Errno.notSupported); return }
+            LockFileSystem.sync(req) { fs, r in
+                let (parent, name) = (UInt64(parent), LockFileSystem.name(name))
+                if let local {
+                    fs.replyEntry(r, try fs.engine.makeLocalNode(parent: parent, name: name, kind: local, mode: mode & 0o7777))
+                } else {
+                    fs.replyEntry(r, try fs.engine.createFile(parent: parent, name: name, mode: mode & 0o7777))
+                }
+            }
         }
         ops.mkdir = { req, parent, name, mode in
             LockFileSystem.sync(req) { fs, r in fs.replyEntry(r, try fs.engine.mkdir(parent: UInt64(parent), name: LockFileSystem.name(name), mode: mode & 0o7777)) }

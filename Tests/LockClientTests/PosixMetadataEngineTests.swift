@@ -100,4 +100,75 @@ import Testing
         #expect(try b.getattr(b.resolve("shared")).mode == 0o3775)
         #expect(try b.getattr(b.resolve("shared/sub/deeper")).mode == 0o2700)
     }
+
+    @Test func fifosAndSocketsStayOnTheDeviceThatMadeThem() async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine, b = d[1].engine
+        let git = try a.mkdir(parent: 1, name: ".git", mode: 0o755).ino
+        let fifo = try a.makeLocalNode(parent: git, name: "pipe", kind: .fifo, mode: 0o644)
+        let sock = try a.makeLocalNode(parent: git, name: "fsmonitor", kind: .socket, mode: 0o755)
+        #expect(fifo.kind == .fifo && sock.kind == .socket && fifo.mode == 0o644)
+        // Shown like any entry: lookup, list, getattr, status; names are shared with synced nodes.
+        #expect(try a.lookup(parent: git, name: "pipe") == fifo)
+        #expect(try a.list(git).map(\.name) == ["fsmonitor", "pipe"])
+        #expect(try a.getattr(sock.ino).kind == .socket)
+        #expect(try a.fileState(fifo.ino).isLocalOnly)
+        #expect(throws: LockError.self) { try a.createFile(parent: git, name: "pipe", mode: 0o644) }
+        #expect(throws: LockError.self) { try a.makeLocalNode(parent: git, name: "pipe", kind: .socket, mode: 0o644) }
+        // Never an operation: only the folder is queued, and the other device sees the folder alone.
+        #expect(a.status().queuedOperations == 1)
+        try await a.syncNow()
+        try await b.pullOnce()
+        #expect(try b.list(b.resolve(".git")).isEmpty)
+        // chmod and rename stay here too; rmdir sees the folder is not empty.
+        _ = try a.setAttributes(fifo.ino, mode: 0o600)
+        #expect(try a.getattr(fifo.ino).mode == 0o600)
+        try a.rename(parent: git, name: "pipe", newParent: 1, newName: "pipe2")
+        #expect(try a.lookup(parent: 1, name: "pipe2").ino == fifo.ino)
+        #expect(throws: LockError.notEmpty) { try a.rmdir(parent: 1, name: ".git") }
+        #expect(a.status().queuedOperations == 0)
+        // Kept across a restart, with the same inode.
+        await a.stop()
+        let again = try reopen(d[0])
+        #expect(try again.lookup(parent: 1, name: "pipe2") == again.getattr(fifo.ino))
+        #expect(try again.getattr(fifo.ino).kind == .fifo && again.getattr(fifo.ino).mode == 0o600)
+        // rm -rf: the entries, then the folder.
+        for entry in try again.list(git) { try again.unlink(parent: git, name: entry.name) }
+        try again.rmdir(parent: 1, name: ".git")
+        try again.unlink(parent: 1, name: "pipe2")
+        #expect(try again.list(1).isEmpty)
+        #expect(throws: LockError.notFound) { try again.getattr(fifo.ino) }
+        try await again.syncNow()
+        try await b.pullOnce()
+        #expect(try b.list(1).isEmpty)
+    }
+
+    @Test func aRenameReplacesAndAFolderDeletedElsewhereTakesThem() async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine, b = d[1].engine
+        let ino = try await a.put("file", "synced")
+        let fifo = try a.makeLocalNode(parent: 1, name: "fifo", kind: .fifo, mode: 0o644)
+        // A FIFO renamed over a synced file deletes the file (an operation); a file renamed over a FIFO removes it.
+        try a.rename(parent: 1, name: "fifo", newParent: 1, newName: "file")
+        #expect(try a.lookup(parent: 1, name: "file").kind == .fifo)
+        #expect(a.state.withLock { s in s.nodeByIno[ino].flatMap { s.local.node($0) }?.deleted } == true)
+        _ = try await a.put("other", "x")
+        try a.rename(parent: 1, name: "other", newParent: 1, newName: "file")
+        #expect(try a.lookup(parent: 1, name: "file").kind == .file)
+        #expect(throws: LockError.notFound) { try a.getattr(fifo.ino) }
+        // No replace, no exchange.
+        _ = try a.makeLocalNode(parent: 1, name: "f2", kind: .fifo, mode: 0o644)
+        #expect(throws: LockError.exists) { try a.rename(parent: 1, name: "f2", newParent: 1, newName: "file", mode: .noReplace) }
+        #expect(throws: LockError.self) { try a.rename(parent: 1, name: "file", newParent: 1, newName: "f2", mode: .exchange) }
+        // Another device, which never saw it, deletes its (to it empty) folder: it goes too.
+        let dir = try a.mkdir(parent: 1, name: "d", mode: 0o755).ino
+        try a.rename(parent: 1, name: "f2", newParent: dir, newName: "f2")
+        try await a.syncNow()
+        try await b.pullOnce()
+        try b.rmdir(parent: 1, name: "d")
+        try await b.syncNow()
+        try await a.pullOnce()
+        #expect(throws: LockError.notFound) { try a.lookup(parent: 1, name: "d") }
+        #expect(a.state.withLock { $0.localNodes.isEmpty })
+    }
 }
