@@ -473,7 +473,9 @@ public final class Engine: Sendable {
             }
             return (s.pending.isEmpty, !confirmed.isEmpty)
         }
-        if !orphans.isEmpty { try index.deleteLocalNodes(orphans) }
+        // The page is applied already: a failure here must not count as the page's
+        // (rows left in the index are pruned again at the next start).
+        if !orphans.isEmpty { try? index.deleteLocalNodes(orphans) }
         if wakeUploader { cleanOutbox(); uploadSignal.yield() }
         if drained { wakeUploadWaiters() }
         if !view.inodes.isEmpty || !view.entries.isEmpty, let handler = onChange.withLock({ $0 }) { handler(view) }
