@@ -8,14 +8,35 @@ import Synchronization
 import Glibc
 #endif
 
+/// What a node is, as a file system shows it: a synced kind, or a
+/// local-only FIFO or socket (`LocalNode`).
+public enum FileKind: Sendable, Equatable {
+    case file, directory, symlink, fifo, socket
+
+    public init(_ kind: NodeKind) {
+        switch kind {
+        case .file: self = .file
+        case .directory: self = .directory
+        case .symlink: self = .symlink
+        }
+    }
+}
+
 /// What `getattr` and `lookup` return: a node as a file system shows it.
 public struct Attributes: Sendable, Equatable {
     public var ino: UInt64
-    public var kind: NodeKind
+    public var kind: FileKind
     public var size: Int
     /// Permission bits (the kind gives the file type).
     public var mode: UInt32
     public var mtime: Timestamp
+    /// When the node last changed in any way (content, name, mode, a
+    /// folder's entries): `Node.ctime`.
+    public var ctime: Timestamp
+    /// The access time set on this device (utimensat, `touch -a`, `cp -a`),
+    /// else the mtime. Local: not synced, and reads do not move it (as with
+    /// noatime).
+    public var atime: Timestamp
 }
 
 /// Where an engine stands, for `lockfs status` and the status xattr.
@@ -130,6 +151,10 @@ public final class Engine: Sendable {
         var inoByNode: [NodeID: UInt64] = [:]
         var nodeByIno: [UInt64: NodeID] = [:]
         var pins: Set<NodeID>
+        /// Access times set on this device (the index's `atimes`).
+        var accessTimes: [NodeID: Timestamp] = [:]
+        /// FIFOs and sockets made on this device, never synced (the index's `local_nodes`).
+        var localNodes: [NodeID: LocalNode] = [:]
         var serverChunks: Set<ChunkID> = []
         /// Sealed chunks waiting for upload (outbox files and small ones in the index) → sealed size.
         var outboxChunks: [ChunkID: Int] = [:]
@@ -184,6 +209,8 @@ public final class Engine: Sendable {
                       head: snap.head ?? ChainHead.genesis(of: keys.vaultID), deviceStamps: snap.deviceStamps,
                       lastStamp: try index.metaInt("last_stamp") ?? 0, pins: snap.pins)
         s.alarm = try index.meta("alarm").map { String(decoding: $0, as: UTF8.self) }
+        s.accessTimes = snap.accessTimes
+        for n in snap.localNodes { s.localNodes[n.id] = n }
         for (ino, node) in snap.inodes { s.inoByNode[node] = ino; s.nodeByIno[ino] = node }
         for n in base.nodes.values { if let m = n.manifest { for c in m.chunks { s.serverChunks.insert(c.id) } } }
         // Sealed chunks no pending or in-flight operation needs are dropped: an outbox file
@@ -202,6 +229,11 @@ public final class Engine: Sendable {
         try index.deleteOutboxChunks(outboxRows.map(\.0).filter { unneeded.contains($0) && !s.serverChunks.contains($0) })
         s.cacheMoverRunning = !s.cacheMoves.isEmpty
         Self.rebase(&s, device: credentials.device)
+        // Access times of nodes deleted since (here or elsewhere) are forgotten.
+        let gone = s.accessTimes.keys.filter { s.local.node($0)?.deleted == true }
+        for id in gone { s.accessTimes[id] = nil }
+        try index.setAccessTimes(gone.map { ($0, nil) })
+        try index.deleteLocalNodes(Self.pruneLocalNodes(&s))
         state = Mutex(s)
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         uploadSignal = continuation
@@ -438,6 +470,7 @@ public final class Engine: Sendable {
         try index.commit(Index.AppliedPage(nodes: changedNodes, aliases: base.takeAliases(), heads: heads, deviceStamps: changedStamps,
                                            confirmedStamps: confirmed))
         var view = ViewChanges()
+        var orphans: [NodeID] = []
         let (drained, wakeUploader) = state.withLock { s -> (Bool, Bool) in
             // Where each changed node was in the view before: a name it left must be forgotten.
             let before = changed.compactMap { id in s.local.liveNode(id).map { (id, $0.parent, $0.name) } }
@@ -451,6 +484,7 @@ public final class Engine: Sendable {
             s.inflight.removeAll { confirmed.contains($0.stamp) }
             s.pending.removeAll { p in p.batchStamp.map { confirmed.contains($0) } ?? false }
             Self.rebase(&s, device: device)
+            orphans = Self.pruneLocalNodes(&s)
             for id in changed { if let ino = s.inoByNode[id] { view.inodes.insert(ino) } }
             for (id, parent, name) in before {
                 let now = s.local.liveNode(id)
@@ -458,6 +492,9 @@ public final class Engine: Sendable {
             }
             return (s.pending.isEmpty, !confirmed.isEmpty)
         }
+        // The page is applied already: a failure here must not count as the page's
+        // (rows left in the index are pruned again at the next start).
+        if !orphans.isEmpty { try? index.deleteLocalNodes(orphans) }
         if wakeUploader { cleanOutbox(); uploadSignal.yield() }
         if drained { wakeUploadWaiters() }
         if !view.inodes.isEmpty || !view.entries.isEmpty, let handler = onChange.withLock({ $0 }) { handler(view) }
@@ -499,37 +536,45 @@ public final class Engine: Sendable {
 
     func attributes(_ n: Node) throws -> Attributes {
         var size = n.size
-        let st = state.withLock { $0.staging[n.id] }
+        let (st, atime) = state.withLock { ($0.staging[n.id], $0.accessTimes[n.id]) }
         if let st { size = st.file.size }
-        return Attributes(ino: try ino(of: n.id), kind: n.kind, size: size, mode: st?.mode ?? n.attributes.mode,
-                          mtime: st?.mtime ?? n.attributes.mtime)
+        let mtime = st?.mtime ?? n.attributes.mtime
+        return Attributes(ino: try ino(of: n.id), kind: FileKind(n.kind), size: size, mode: st?.mode ?? n.attributes.mode,
+                          mtime: mtime, ctime: n.ctime, atime: atime ?? mtime)
     }
 
-    public func getattr(_ ino: UInt64) throws -> Attributes { try attributes(try node(ino, includingDeleted: true)) }
+    public func getattr(_ ino: UInt64) throws -> Attributes {
+        if let local = localNode(ino) { return attributes(local, ino: ino) }
+        return try attributes(try node(ino, includingDeleted: true))
+    }
 
     public func lookup(parent: UInt64, name: String) throws -> Attributes {
-        let n: Node = try state.withLock { s in
+        let found: (Node?, LocalNode?, UInt64?) = try state.withLock { s in
             guard let pid = s.nodeByIno[parent], let p = s.local.liveNode(pid) else { throw LockError.notFound }
             guard p.isDirectory else { throw LockError.notDirectory }
-            guard let cid = s.local.child(of: pid, named: name), let c = s.local.liveNode(cid) else { throw LockError.notFound }
-            return c
+            if let cid = s.local.child(of: pid, named: name), let c = s.local.liveNode(cid) { return (c, nil, nil) }
+            guard let l = Self.localChild(of: pid, named: name, in: s), let ino = s.inoByNode[l.id] else { throw LockError.notFound }
+            return (nil, l, ino)
         }
-        return try attributes(n)
+        if let local = found.1, let ino = found.2 { return attributes(local, ino: ino) }
+        return try attributes(found.0!)
     }
 
     /// The entries of a folder, sorted by name.
     public func list(_ ino: UInt64) throws -> [(name: String, attributes: Attributes)] {
-        let kids: [Node] = try state.withLock { s in
+        let (kids, localKids): ([Node], [(LocalNode, UInt64)]) = try state.withLock { s in
             guard let id = s.nodeByIno[ino], let n = s.local.liveNode(id) else { throw LockError.notFound }
             guard n.isDirectory else { throw LockError.notDirectory }
-            return s.local.childNames(of: id).values.compactMap { s.local.liveNode($0) }
+            return (s.local.childNames(of: id).values.compactMap { s.local.liveNode($0) },
+                    Self.localChildren(of: id, in: s).compactMap { l in s.inoByNode[l.id].map { (l, $0) } })
         }
         let missing = state.withLock { s in kids.map(\.id).filter { s.inoByNode[$0] == nil } }
         if !missing.isEmpty {
             let allocated = try index.allocateInodes(missing)
             state.withLock { s in for (n, i) in allocated { s.inoByNode[n] = i; s.nodeByIno[i] = n } }
         }
-        return try kids.sorted { $0.name < $1.name }.map { ($0.name, try attributes($0)) }
+        let all = try kids.map { ($0.name, try attributes($0)) } + localKids.map { ($0.0.name, attributes($0.0, ino: $0.1)) }
+        return all.sorted { $0.0 < $1.0 }
     }
 
     /// The inode of a path from the vault's root ("/a/b" or "a/b").
@@ -546,7 +591,11 @@ public final class Engine: Sendable {
         return target
     }
 
-    public func xattrs(_ ino: UInt64) throws -> [ExtendedAttribute] { try node(ino).attributes.xattrs }
+    /// A node's extended attributes (none on a local-only node).
+    public func xattrs(_ ino: UInt64) throws -> [ExtendedAttribute] {
+        if localNode(ino) != nil { return [] }
+        return try node(ino).attributes.xattrs
+    }
 
     // MARK: Local changes
 
@@ -644,7 +693,9 @@ public final class Engine: Sendable {
         let pid: NodeID = try state.withLock { s in
             guard let pid = s.nodeByIno[parent], let p = s.local.liveNode(pid) else { throw LockError.notFound }
             guard p.isDirectory else { throw LockError.notDirectory }
-            if s.local.child(of: pid, named: name) != nil { throw LockError.exists }
+            if s.local.child(of: pid, named: name) != nil || Self.localChild(of: pid, named: name, in: s) != nil {
+                throw LockError.exists
+            }
             return pid
         }
         return (pid, n)
@@ -663,8 +714,15 @@ public final class Engine: Sendable {
         try create(parent: parent, name: name, mode: mode, content: .file(.empty))
     }
 
+    /// Makes a folder. In a setgid folder the new folder is setgid too:
+    /// mkdir(2) drops S_ISGID from the mode it is given, and a Linux file
+    /// system (BSD group semantics) sets it from the parent; through FUSE that
+    /// is the file system's job.
     public func mkdir(parent: UInt64, name: String, mode: UInt32) throws -> Attributes {
-        try create(parent: parent, name: name, mode: mode, content: .directory)
+        let inherited = state.withLock { s in
+            s.nodeByIno[parent].flatMap { s.local.liveNode($0) }.map { $0.attributes.mode & UInt32(S_ISGID) } ?? 0
+        }
+        return try create(parent: parent, name: name, mode: mode | inherited, content: .directory)
     }
 
     public func symlink(parent: UInt64, name: String, target: String) throws -> Attributes {
@@ -682,6 +740,7 @@ public final class Engine: Sendable {
     }
 
     public func unlink(parent: UInt64, name: String) throws {
+        if let local = localChild(parent: parent, name: name) { try removeLocalNode(local.id); return }
         let n = try child(parent: parent, name: name)
         if n.isDirectory { throw LockError.isDirectory }
         try deleteFile(n)
@@ -691,18 +750,32 @@ public final class Engine: Sendable {
     func deleteFile(_ n: Node) throws {
         try commitLocal(.delete(node: n.id, base: n.revision))
         state.withLock { $0.staging[n.id]?.unlinked = true }
+        try forgetAccessTime(n.id)
+    }
+
+    /// Drops the access time of a node deleted here.
+    func forgetAccessTime(_ id: NodeID) throws {
+        guard state.withLock({ $0.accessTimes.removeValue(forKey: id) }) != nil else { return }
+        try index.setAccessTimes([(id, nil)])
     }
 
     public func rmdir(parent: UInt64, name: String) throws {
+        if localChild(parent: parent, name: name) != nil { throw LockError.notDirectory }
         let n = try child(parent: parent, name: name)
         guard n.isDirectory else { throw LockError.notDirectory }
-        guard state.withLock({ $0.local.childNames(of: n.id).isEmpty }) else { throw LockError.notEmpty }
+        // A FIFO or socket in it counts: rm -rf removes it first, as anything else.
+        guard state.withLock({ $0.local.childNames(of: n.id).isEmpty }), !hasLocalChildren(n.id) else { throw LockError.notEmpty }
         try commitLocal(.delete(node: n.id, base: n.revision))
+        try forgetAccessTime(n.id)
     }
 
     public enum RenameMode: Sendable { case replace, noReplace, exchange }
 
     public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, mode: RenameMode = .replace) throws {
+        if let local = localChild(parent: parent, name: name) {
+            try renameLocal(local, newParent: newParent, newName: newName, mode: mode)
+            return
+        }
         let src = try child(parent: parent, name: name)
         let target = try validName(newName)
         let (dstParent, existing): (NodeID, Node?) = try state.withLock { s in
@@ -717,6 +790,16 @@ public final class Engine: Sendable {
             return (pid, s.local.child(of: pid, named: newName).flatMap { s.local.liveNode($0) })
         }
         if let existing, existing.id == src.id { return }
+        if existing == nil, let local = localChild(parent: newParent, name: newName) {
+            // A FIFO or socket at the new name: replaced as a file is; never exchanged.
+            switch mode {
+            case .noReplace: throw LockError.exists
+            case .exchange: throw LockError.invalid("a FIFO or socket cannot be exchanged")
+            case .replace:
+                if src.isDirectory { throw LockError.notDirectory }
+                try removeLocalNode(local.id)
+            }
+        }
         switch mode {
         case .noReplace:
             if existing != nil { throw LockError.exists }
@@ -732,7 +815,9 @@ public final class Engine: Sendable {
             if let existing {
                 if existing.isDirectory {
                     guard src.isDirectory else { throw LockError.isDirectory }
-                    guard state.withLock({ $0.local.childNames(of: existing.id).isEmpty }) else { throw LockError.notEmpty }
+                    guard state.withLock({ $0.local.childNames(of: existing.id).isEmpty }), !hasLocalChildren(existing.id) else {
+                        throw LockError.notEmpty
+                    }
                 } else if src.isDirectory {
                     throw LockError.notDirectory
                 }
@@ -746,9 +831,17 @@ public final class Engine: Sendable {
         }
     }
 
-    /// Changes mode and/or mtime (size goes through `truncate`).
-    public func setAttributes(_ ino: UInt64, mode: UInt32? = nil, mtime: Timestamp? = nil) throws -> Attributes {
+    /// Changes mode, mtime and/or atime (size goes through `truncate`).
+    ///
+    /// The atime is this device's own (the index's `atimes`): stored at
+    /// once, never synced.
+    public func setAttributes(_ ino: UInt64, mode: UInt32? = nil, mtime: Timestamp? = nil, atime: Timestamp? = nil) throws -> Attributes {
+        if let local = localNode(ino) { return try setLocalAttributes(local, ino: ino, mode: mode, mtime: mtime, atime: atime) }
         let n = try node(ino)
+        if let atime {
+            try index.setAccessTimes([(n.id, atime)])
+            state.withLock { $0.accessTimes[n.id] = atime }
+        }
         let a = n.attributes
         // A file open with unsaved changes takes them with its content at
         // close (tar and cp -a set times and modes between write and close):
@@ -768,6 +861,7 @@ public final class Engine: Sendable {
     }
 
     public func setXattr(_ ino: UInt64, name: String, value: [UInt8]?) throws {
+        if localNode(ino) != nil { throw LockError.notSupported("extended attributes on a FIFO or socket") }
         let n = try node(ino)
         var list = n.attributes.xattrs.filter { $0.name != name }
         if let value {
@@ -1559,9 +1653,12 @@ public final class Engine: Sendable {
         public var isPinned: Bool
         /// Every chunk is local.
         public var isCached: Bool
+        /// A FIFO or socket of this device (`LocalNode`): never synced.
+        public var isLocalOnly = false
     }
 
     public func fileState(_ ino: UInt64) throws -> FileState {
+        if localNode(ino) != nil { return FileState(isConflictCopy: false, isPending: false, isPinned: false, isCached: true, isLocalOnly: true) }
         let n = try node(ino)
         let (pending, pinned) = state.withLock { s in (s.pending.contains { $0.operation.node == n.id }, isPinned(s, n.id)) }
         return FileState(isConflictCopy: n.name.contains(" (conflict from "), isPending: pending, isPinned: pinned,

@@ -43,6 +43,9 @@ public struct InflightBatch: Sendable, Equatable {
 ///     pins(node)                  pinned files and folders (sticky)
 ///     outbox(id, sealed)          small sealed chunks of pending operations (v2)
 ///     aliases(node, target)       folders merged into another by the replay rules (v3)
+///     nodes.ctime                 when an operation last changed the node (v4)
+///     atimes(node, atime)         access times set on this device (utimensat, touch -a); never synced (v5)
+///     local_nodes(id, parent, …)  FIFOs and sockets made on this device; never synced (v6)
 ///
 /// Durability (docs/design.md, "Durability"): `synchronous = NORMAL`. A
 /// commit is in the write-ahead log before it returns — it survives a crash
@@ -122,6 +125,26 @@ public final class Index: Sendable {
         m.registerMigration("v3: merged folders") { db in
             try db.execute(sql: "CREATE TABLE aliases (node BLOB PRIMARY KEY, target BLOB NOT NULL) WITHOUT ROWID")
         }
+        m.registerMigration("v4: node change times") { db in
+            // NULL in rows stored before: the node's mtime stands in.
+            try db.execute(sql: "ALTER TABLE nodes ADD COLUMN ctime INTEGER")
+        }
+        m.registerMigration("v5: access times set on this device") { db in
+            try db.execute(sql: "CREATE TABLE atimes (node BLOB PRIMARY KEY, atime INTEGER NOT NULL) WITHOUT ROWID")
+        }
+        m.registerMigration("v6: local-only FIFOs and sockets") { db in
+            try db.execute(sql: """
+                CREATE TABLE local_nodes (
+                    id BLOB PRIMARY KEY,
+                    parent BLOB NOT NULL,
+                    name TEXT NOT NULL,
+                    kind INTEGER NOT NULL,
+                    mode INTEGER NOT NULL,
+                    mtime INTEGER NOT NULL,
+                    ctime INTEGER NOT NULL
+                ) WITHOUT ROWID
+                """)
+        }
         return m
     }
 
@@ -161,13 +184,15 @@ public final class Index: Sendable {
         public var deviceStamps: [DeviceID: Int64]
         public var inodes: [(UInt64, NodeID)]
         public var pins: Set<NodeID>
+        public var accessTimes: [NodeID: Timestamp]
+        public var localNodes: [LocalNode]
     }
 
     /// Everything the engine keeps in memory, read once at start.
     public func load() throws -> Snapshot {
         try pool.read { db in
             var nodes: [Node] = []
-            for row in try Row.fetchAll(db, sql: "SELECT record, deleted, mod_seq, mod_device, other_seq, fresh FROM nodes") {
+            for row in try Row.fetchAll(db, sql: "SELECT record, deleted, mod_seq, mod_device, other_seq, fresh, ctime FROM nodes") {
                 nodes.append(try Self.decodeNode(row))
             }
             var aliases: [NodeID: NodeID] = [:]
@@ -196,8 +221,19 @@ public final class Index: Sendable {
                 inodes.append((UInt64(row["ino"] as Int64), try NodeID(bytes: Array(row["node"] as Data))))
             }
             let pins = Set(try Data.fetchAll(db, sql: "SELECT node FROM pins").map { try NodeID(bytes: Array($0)) })
+            var accessTimes: [NodeID: Timestamp] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT node, atime FROM atimes") {
+                accessTimes[try NodeID(bytes: Array(row["node"] as Data))] = Timestamp(nanoseconds: row["atime"])
+            }
+            var localNodes: [LocalNode] = []
+            for row in try Row.fetchAll(db, sql: "SELECT id, parent, name, kind, mode, mtime, ctime FROM local_nodes") {
+                guard let kind = LocalNode.Kind(rawValue: UInt8(clamping: row["kind"] as Int64)) else { continue }
+                localNodes.append(LocalNode(id: try NodeID(bytes: Array(row["id"] as Data)), parent: try NodeID(bytes: Array(row["parent"] as Data)),
+                                            name: row["name"], kind: kind, mode: UInt32(truncatingIfNeeded: row["mode"] as Int64),
+                                            mtime: Timestamp(nanoseconds: row["mtime"]), ctime: Timestamp(nanoseconds: row["ctime"])))
+            }
             return Snapshot(nodes: nodes, aliases: aliases, cursor: cursor, head: head, pending: pending, inflight: inflight,
-                            deviceStamps: stamps, inodes: inodes, pins: pins)
+                            deviceStamps: stamps, inodes: inodes, pins: pins, accessTimes: accessTimes, localNodes: localNodes)
         }
     }
 
@@ -227,14 +263,18 @@ public final class Index: Sendable {
                     content: r.content, deleted: (row["deleted"] as Int64) != 0,
                     modSeq: UInt64(bitPattern: row["mod_seq"] as Int64),
                     modDevice: try DeviceID(bytes: Array(row["mod_device"] as Data)),
-                    otherSeq: UInt64(bitPattern: row["other_seq"] as Int64), freshRevisions: revisions)
+                    otherSeq: UInt64(bitPattern: row["other_seq"] as Int64), freshRevisions: revisions,
+                    ctime: (row["ctime"] as Int64?).map { Timestamp(nanoseconds: $0) } ?? r.attributes.mtime)
     }
 
     static func saveNode(_ db: Database, _ n: Node) throws {
         let fresh = n.freshRevisions.flatMap(\.bytes)
-        try db.execute(sql: "INSERT OR REPLACE INTO nodes (id, record, deleted, mod_seq, mod_device, other_seq, fresh) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        try db.execute(sql: """
+                       INSERT OR REPLACE INTO nodes (id, record, deleted, mod_seq, mod_device, other_seq, fresh, ctime)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                       """,
                        arguments: [Data(n.id.bytes), Data(encodeNode(n)), n.deleted ? 1 : 0, Int64(bitPattern: n.modSeq),
-                                   Data(n.modDevice.bytes), Int64(bitPattern: n.otherSeq), Data(fresh)])
+                                   Data(n.modDevice.bytes), Int64(bitPattern: n.otherSeq), Data(fresh), n.ctime.nanoseconds])
     }
 
     // MARK: Applying verified entries
@@ -379,6 +419,48 @@ public final class Index: Sendable {
                 try db.execute(sql: "INSERT OR IGNORE INTO inodes (node) VALUES (?)", arguments: [Data(n.bytes)])
                 let ino = try Int64.fetchOne(db, sql: "SELECT ino FROM inodes WHERE node = ?", arguments: [Data(n.bytes)])!
                 return (n, UInt64(ino))
+            }
+        }
+    }
+
+    // MARK: Access times
+
+    /// Stores (or with nil forgets) the access time set on this device for each node.
+    public func setAccessTimes(_ times: [(NodeID, Timestamp?)]) throws {
+        guard !times.isEmpty else { return }
+        try pool.write { db in
+            for (node, atime) in times {
+                if let atime {
+                    try db.execute(sql: "INSERT OR REPLACE INTO atimes (node, atime) VALUES (?, ?)",
+                                   arguments: [Data(node.bytes), atime.nanoseconds])
+                } else {
+                    try db.execute(sql: "DELETE FROM atimes WHERE node = ?", arguments: [Data(node.bytes)])
+                }
+            }
+        }
+    }
+
+    // MARK: Local-only nodes
+
+    /// Stores a FIFO or socket of this device; returns its inode number
+    /// (allocated on first store, in the same transaction).
+    public func saveLocalNode(_ n: LocalNode) throws -> UInt64 {
+        try pool.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO local_nodes (id, parent, name, kind, mode, mtime, ctime) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [Data(n.id.bytes), Data(n.parent.bytes), n.name, Int64(n.kind.rawValue), Int64(n.mode),
+                                       n.mtime.nanoseconds, n.ctime.nanoseconds])
+            try db.execute(sql: "INSERT OR IGNORE INTO inodes (node) VALUES (?)", arguments: [Data(n.id.bytes)])
+            return UInt64(try Int64.fetchOne(db, sql: "SELECT ino FROM inodes WHERE node = ?", arguments: [Data(n.id.bytes)])!)
+        }
+    }
+
+    /// Forgets FIFOs and sockets of this device (and their access times).
+    public func deleteLocalNodes(_ ids: [NodeID]) throws {
+        guard !ids.isEmpty else { return }
+        try pool.write { db in
+            for id in ids {
+                try db.execute(sql: "DELETE FROM local_nodes WHERE id = ?", arguments: [Data(id.bytes)])
+                try db.execute(sql: "DELETE FROM atimes WHERE node = ?", arguments: [Data(id.bytes)])
             }
         }
     }

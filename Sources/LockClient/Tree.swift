@@ -32,6 +32,10 @@ public struct Node: Sendable, Hashable {
     /// Revisions a writer may name as its base without conflict: the revision
     /// of the last content change and those of attribute changes since.
     public var freshRevisions: [RevisionID]
+    /// When an operation last changed the node (its batch's time), whatever
+    /// it changed: content, name, mode, entries (a folder). A file system's
+    /// ctime: a chmod moves it and not the mtime. The same on every client.
+    public var ctime = Timestamp(nanoseconds: 0)
 
     public var kind: NodeKind { content.kind }
     public var isDirectory: Bool { content.kind == .directory }
@@ -87,6 +91,9 @@ public struct ReplayContext: Sendable {
 ///   in it at replay is something the deleter did not see there;
 /// - attribute changes are last-writer-wins; only a change made on the
 ///   current version makes a revision later writes may name as fresh.
+/// - a folder whose entries an operation changes (a create, a move out of
+///   or into it, a delete or a revival that happens) takes the batch's time
+///   as its mtime: a side effect that changes no conflict state.
 /// Rules 1 (version-1 batches) differ: no aliases or redirection, attribute
 /// revisions are always fresh, and a folder delete takes what is in it
 /// except what other devices changed after the deleter's base.
@@ -187,7 +194,8 @@ public struct Tree: Sendable {
             }
             let finalName = freeName(name.value, in: home, context: c, tag: revision)
             put(Node(id: id, parent: home, name: finalName, revision: revision, attributes: attributes, content: content,
-                     deleted: false, modSeq: c.seq, modDevice: c.device, freshRevisions: [revision]))
+                     deleted: false, modSeq: c.seq, modDevice: c.device, freshRevisions: [revision]), at: c.createdAt)
+            entriesChanged(home, context: c)
 
         case let .write(id, base, revision, mtime, manifest):
             let target = v2 ? holder(of: base, else: id) : id
@@ -206,7 +214,7 @@ public struct Tree: Sendable {
                 n.revision = revision
                 n.freshRevisions = [revision]
                 n.touch(by: c.device, seq: c.seq)
-                put(n)
+                put(n, at: c.createdAt)
             } else {
                 // Stale base: keep the current version, and this one beside it.
                 let copyID = Self.conflictNodeID(of: target, revision: revision)
@@ -214,7 +222,8 @@ public struct Tree: Sendable {
                 let name = freeName(Self.conflictName(n.name, context: c), in: n.parent, context: c, tag: revision)
                 put(Node(id: copyID, parent: n.parent, name: name, revision: revision,
                          attributes: n.attributes.with(mtime: mtime), content: .file(manifest), deleted: false,
-                         modSeq: c.seq, modDevice: c.device, freshRevisions: [revision]))
+                         modSeq: c.seq, modDevice: c.device, freshRevisions: [revision]), at: c.createdAt)
+                entriesChanged(n.parent, context: c)
             }
 
         case let .move(id, parent, name):
@@ -230,11 +239,14 @@ public struct Tree: Sendable {
                 cur = p.parent
             }
             if n.parent == parent && n.name == name.value { return }
+            let oldParent = n.parent
             children[n.parent]?[n.name] = nil
             n.parent = parent
             n.name = freeName(name.value, in: parent, context: c, tag: n.revision)
             n.touch(by: c.device, seq: c.seq)
-            put(n)
+            put(n, at: c.createdAt)
+            entriesChanged(oldParent, context: c)
+            entriesChanged(parent, context: c)
 
         case let .delete(id, base):
             let target = v2 ? holder(of: base, else: resolved(id)) : id
@@ -245,10 +257,12 @@ public struct Tree: Sendable {
                 } else if (children[target] ?? [:]).isEmpty {
                     // The deleter emptied it (rm -rf deletes what is inside first); anything
                     // still here is something it did not see here: the folder stays for it.
-                    tombstone(n)
+                    tombstone(n, at: c.createdAt)
+                    entriesChanged(n.parent, context: c)
                 }
             } else if n.freshRevisions.contains(base) {
-                tombstone(n)
+                tombstone(n, at: c.createdAt)
+                entriesChanged(n.parent, context: c)
             }
 
         case let .setAttributes(id, base, revision, attributes):
@@ -261,7 +275,7 @@ public struct Tree: Sendable {
                 if n.freshRevisions.count > Self.freshRevisionLimit { n.freshRevisions.removeFirst() }
             } // else: made on a version that is not current; later writes on it are stale.
             n.touch(by: c.device, seq: c.seq)
-            put(n)
+            put(n, at: c.createdAt)
         }
     }
 
@@ -290,7 +304,10 @@ public struct Tree: Sendable {
         changed.insert(n.id)
     }
 
-    private mutating func put(_ n: Node) {
+    /// Stores a node changed by an operation of time `time` (its change time).
+    private mutating func put(_ n: Node, at time: Timestamp) {
+        var n = n
+        n.ctime = time
         if let old = nodes[n.id] {
             if !old.deleted, old.id != .root, children[old.parent]?[old.name] == n.id { children[old.parent]?[old.name] = nil }
             for r in old.freshRevisions where holders[r] == n.id && !n.freshRevisions.contains(r) { holders[r] = nil }
@@ -303,9 +320,10 @@ public struct Tree: Sendable {
         if n.id != .root { changed.insert(n.parent) }
     }
 
-    private mutating func tombstone(_ n: Node) {
+    private mutating func tombstone(_ n: Node, at time: Timestamp) {
         var t = n
         t.deleted = true
+        t.ctime = time
         if children[n.parent]?[n.name] == n.id { children[n.parent]?[n.name] = nil }
         nodes[n.id] = t
         children[n.id] = nil
@@ -328,7 +346,21 @@ public struct Tree: Sendable {
         if !reviveFolder(n.parent, context: c) { n.parent = .root }
         n.deleted = false
         n.name = freeName(n.name, in: n.parent, context: c, tag: n.revision, excluding: n.id)
-        put(n)
+        put(n, at: c.createdAt)
+        entriesChanged(n.parent, context: c)
+    }
+
+    /// Rules 2: a folder whose entries an operation changed (a node made,
+    /// brought back, moved in or out, deleted in it) takes the batch's time
+    /// as its mtime, as a local file system does. A side effect, the same on
+    /// every client: its revision, fresh revisions and last change stay, so
+    /// it makes no conflict and no folder delete sees a change.
+    private mutating func entriesChanged(_ folder: NodeID, context c: ReplayContext) {
+        guard c.rules >= 2, var f = nodes[folder], f.isDirectory, !f.deleted else { return }
+        f.attributes = f.attributes.with(mtime: c.createdAt)
+        f.ctime = c.createdAt
+        nodes[folder] = f
+        changed.insert(folder)
     }
 
     /// Deletes a folder and what is in it, except what another device changed
@@ -354,7 +386,7 @@ public struct Tree: Sendable {
             }
         }
         for id in order.reversed() where !keep.contains(id) {
-            if let n = liveNode(id) { tombstone(n) }
+            if let n = liveNode(id) { tombstone(n, at: c.createdAt) }
         }
     }
 

@@ -31,7 +31,7 @@ public enum Errno {
         }
     }
 
-    /// Not supported on a lockfs mount: hard links, device nodes, FIFOs, sockets.
+    /// Not supported on a lockfs mount: hard links, device nodes, ownership changes.
     public static let notSupported = EPERM
     /// No such extended attribute.
     public static let noAttribute = ENODATA

@@ -128,17 +128,22 @@ public final class LockFileSystem: Sendable {
         case .file: st.st_mode = 0o100000 | a.mode; st.st_nlink = 1
         case .directory: st.st_mode = 0o040000 | a.mode; st.st_nlink = 2
         case .symlink: st.st_mode = 0o120000 | 0o777; st.st_nlink = 1
+        case .fifo: st.st_mode = S_IFIFO | a.mode; st.st_nlink = 1
+        case .socket: st.st_mode = S_IFSOCK | a.mode; st.st_nlink = 1
         }
         st.st_size = off_t(a.size)
         st.st_blocks = blkcnt_t((a.size + 511) / 512)
         st.st_blksize = 1 << 20
         st.st_uid = uid
         st.st_gid = gid
-        let ts = timespec(tv_sec: Int(a.mtime.nanoseconds / 1_000_000_000), tv_nsec: Int(a.mtime.nanoseconds % 1_000_000_000))
-        st.st_mtim = ts
-        st.st_ctim = ts
-        st.st_atim = ts
+        st.st_mtim = Self.timeSpec(a.mtime)
+        st.st_ctim = Self.timeSpec(a.ctime)
+        st.st_atim = Self.timeSpec(a.atime)
         return st
+    }
+
+    static func timeSpec(_ t: Timestamp) -> Glibc.timespec {
+        Glibc.timespec(tv_sec: Int(t.nanoseconds / 1_000_000_000), tv_nsec: Int(t.nanoseconds % 1_000_000_000))
     }
 
     func entry(_ a: Attributes) -> fuse_entry_param {
@@ -161,9 +166,11 @@ public final class LockFileSystem: Sendable {
         fuse_reply_attr(req.raw, &st, cacheSeconds)
     }
 
-    /// The value of `user.lockfs.status`: conflict, uploading, pinned, cached or online.
+    /// The value of `user.lockfs.status`: local (a FIFO or socket of this
+    /// device), conflict, uploading, pinned, cached or online.
     func status(of ino: UInt64) throws -> String {
         let info = try engine.fileState(ino)
+        if info.isLocalOnly { return "local" }
         if info.isConflictCopy { return "conflict" }
         if info.isPending { return "uploading" }
         if info.isPinned { return "pinned" }
@@ -202,6 +209,17 @@ public final class LockFileSystem: Sendable {
 
     static func name(_ p: UnsafePointer<CChar>?) -> String { p.map { String(cString: $0) } ?? "" }
 
+    /// A time setattr sets: now (UTIME_NOW), the given one, or none.
+    static func time(_ toSet: Int32, set: Int32, now: Int32, _ given: Glibc.timespec) -> Timestamp? {
+        if toSet & now != 0 {
+            var t = Glibc.timespec()
+            clock_gettime(CLOCK_REALTIME, &t)
+            return Timestamp(nanoseconds: Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec))
+        }
+        guard toSet & set != 0 else { return nil }
+        return Timestamp(nanoseconds: Int64(given.tv_sec) * 1_000_000_000 + Int64(given.tv_nsec))
+    }
+
     // swiftlint:disable:next function_body_length
     static func operations() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
@@ -233,16 +251,12 @@ public final class LockFileSystem: Sendable {
             let ino = UInt64(ino)
             let setAttributes = { @Sendable (fs: LockFileSystem, r: Request) throws in
                 var mode: UInt32?
-                var mtime: Timestamp?
                 if toSet & FUSE_SET_ATTR_MODE != 0 { mode = st.st_mode & 0o7777 }
-                if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 {
-                    var now = timespec()
-                    clock_gettime(CLOCK_REALTIME, &now)
-                    mtime = Timestamp(nanoseconds: Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec))
-                } else if toSet & FUSE_SET_ATTR_MTIME != 0 {
-                    mtime = Timestamp(nanoseconds: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec))
+                let mtime = LockFileSystem.time(toSet, set: FUSE_SET_ATTR_MTIME, now: FUSE_SET_ATTR_MTIME_NOW, st.st_mtim)
+                let atime = LockFileSystem.time(toSet, set: FUSE_SET_ATTR_ATIME, now: FUSE_SET_ATTR_ATIME_NOW, st.st_atim)
+                if mode != nil || mtime != nil || atime != nil {
+                    _ = try fs.engine.setAttributes(ino, mode: mode, mtime: mtime, atime: atime)
                 }
-                if mode != nil || mtime != nil { _ = try fs.engine.setAttributes(ino, mode: mode, mtime: mtime) }
                 fs.replyAttr(r, try fs.engine.getattr(ino))
             }
             if toSet & FUSE_SET_ATTR_SIZE != 0 && handle == 0 {
@@ -262,8 +276,17 @@ public final class LockFileSystem: Sendable {
             LockFileSystem.sync(req) { fs, r in fuse_reply_readlink(r.raw, try fs.engine.readlink(UInt64(ino))) }
         }
         ops.mknod = { req, parent, name, mode, _ in
-            guard mode & 0o170000 == 0o100000 else { fuse_reply_err(req, Errno.notSupported); return }
-            LockFileSystem.sync(req) { fs, r in fs.replyEntry(r, try fs.engine.createFile(parent: UInt64(parent), name: LockFileSystem.name(name), mode: mode & 0o7777)) }
+            // Regular files sync; FIFOs and sockets stay on this device (LocalNode); device nodes are refused.
+            let local: LocalNode.Kind? = mode & S_IFMT == S_IFIFO ? .fifo : mode & S_IFMT == S_IFSOCK ? .socket : nil
+            guard mode & S_IFMT == S_IFREG || local != nil else { fuse_reply_err(req, Errno.notSupported); return }
+            LockFileSystem.sync(req) { fs, r in
+                let (parent, name) = (UInt64(parent), LockFileSystem.name(name))
+                if let local {
+                    fs.replyEntry(r, try fs.engine.makeLocalNode(parent: parent, name: name, kind: local, mode: mode & 0o7777))
+                } else {
+                    fs.replyEntry(r, try fs.engine.createFile(parent: parent, name: name, mode: mode & 0o7777))
+                }
+            }
         }
         ops.mkdir = { req, parent, name, mode in
             LockFileSystem.sync(req) { fs, r in fs.replyEntry(r, try fs.engine.mkdir(parent: UInt64(parent), name: LockFileSystem.name(name), mode: mode & 0o7777)) }

@@ -76,9 +76,9 @@ final class ToolBench: @unchecked Sendable {
     enum Times {
         /// Every node's: for tools that restore them all (cp -a, rsync -a, tar x).
         case all
-        /// Files' and links', not folders': lockfs, unlike ext4, leaves a
-        /// folder's mtime alone when an entry is added, removed or renamed,
-        /// so a folder whose entries change after its time is set differs.
+        /// Files' and links', not folders': a folder whose entries change
+        /// after its time is set takes the time of the change, which is not
+        /// the same instant in the plain directory and in the mount.
         case files
         /// None: for files a tool makes now (their mtimes are the time of the run).
         case none
@@ -186,7 +186,7 @@ struct ToolTests {
         // A second run after a change copies only what changed, and in place.
         try await t.run("printf 'changed\\n' > src/a.txt; touch -d @1500000000 src/a.txt; rm src/empty", in: t.scratch)
         try await t.both("rsync -a --delete (again)", "rsync -a --delete \"$S/src/\" synced/")
-        // On ext4 the rename and the delete in synced/ move its mtime after rsync set it; not here.
+        // The rename and the delete in synced/ move its mtime after rsync set it, to the time of each run.
         try await t.expectSame(["synced"], times: .files)
     }
 
