@@ -26,6 +26,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Default storage quota per account (e.g. 50G); none by default.", valueName: "SIZE"))
     var quota: String?
 
+    @Option(name: .customLong("login-refill"), help: ArgumentHelp(
+        "Seconds per login attempt regained by an account name and address after a burst of 10 (default 6).", valueName: "SECONDS"))
+    var loginRefill: Double = 6
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -34,6 +38,7 @@ struct Serve: AsyncParsableCommand {
         guard parseListen() != nil else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7440") }
         if let quota, parseSize(quota) == nil { throw ValidationError("--quota must be a size such as 500M or 20G") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        guard loginRefill > 0, loginRefill <= 86_400 else { throw ValidationError("--login-refill must be between 0 and 86400 seconds") }
     }
 
     func parseListen() -> (String, Int)? {
@@ -53,6 +58,7 @@ struct Serve: AsyncParsableCommand {
         var settings = ServerSettings()
         settings.openRegistration = openRegistration
         settings.defaultQuota = quota.flatMap(parseSize)
+        settings.loginInterval = .milliseconds(Int64(loginRefill * 1000))
         let (host, port) = parseListen()!
         let api = ServerAPI(store: store, blobs: blobs, settings: settings)
         let tls = tlsCert != nil
