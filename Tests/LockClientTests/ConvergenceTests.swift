@@ -269,12 +269,7 @@ final class Simulation {
 
     /// kill -9: the engine is dropped without stopping and opened again on its home.
     func crash(_ i: Int) throws {
-        let old = devices[i]
-        let creds = DeviceCredentials(server: "memory", user: "u", device: old.engine.device, deviceName: "d\(i)",
-                                      vault: keys.vaultID, token: "t", keys: keys)
-        devices[i] = TestDevice(engine: try Engine(home: ClientHome(directory: old.home), credentials: creds, remote: old.remote,
-                                                   options: testOptions()),
-                                remote: old.remote, home: old.home)
+        devices[i] = try devices[i].reopened()
         note(i, "kill -9, restart")
     }
 

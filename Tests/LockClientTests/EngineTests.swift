@@ -10,6 +10,14 @@ struct TestDevice {
     let engine: Engine
     let remote: InMemoryRemote
     let home: URL
+
+    /// The same device after a restart (or a kill -9): a new engine on its home.
+    func reopened() throws -> TestDevice {
+        let creds = DeviceCredentials(server: "memory", user: "u", device: engine.device, deviceName: "d", vault: engine.keys.vaultID,
+                                      token: "t", keys: engine.keys)
+        return TestDevice(engine: try Engine(home: ClientHome(directory: home), credentials: creds, remote: remote, options: testOptions()),
+                          remote: remote, home: home)
+    }
 }
 
 /// Makes `count` devices of one vault on one in-memory server.

@@ -9,12 +9,7 @@ import Testing
 /// change times, access times, setgid folders, local-only FIFOs and sockets.
 @Suite struct PosixMetadataEngineTests {
     /// A second engine on `device`'s home (as after a restart).
-    func reopen(_ device: TestDevice) throws -> Engine {
-        let a = device.engine
-        let creds = DeviceCredentials(server: "memory", user: "u", device: a.device, deviceName: "d0", vault: a.keys.vaultID,
-                                      token: "t", keys: a.keys)
-        return try Engine(home: ClientHome(directory: device.home), credentials: creds, remote: device.remote, options: testOptions())
-    }
+    func reopen(_ device: TestDevice) throws -> Engine { try device.reopened().engine }
 
     /// Waits until the clock has moved on by more than a millisecond.
     func tick() async throws { try await Task.sleep(for: .milliseconds(5)) }

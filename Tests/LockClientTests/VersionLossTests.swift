@@ -117,8 +117,7 @@ import Testing
         try await b.put("Photos/2026/after.jpg", "after the merge")
         try await b.syncNow()
         // A restarted engine keeps the merge (the alias is in its index).
-        let creds = DeviceCredentials(server: "m", user: "u", device: a.device, deviceName: "d0", vault: a.keys.vaultID, token: "t", keys: a.keys)
-        let a2 = try Engine(home: ClientHome(directory: d[0].home), credentials: creds, remote: d[0].remote, options: testOptions())
+        let a2 = try d[0].reopened().engine
         try await a2.pullOnce()
         #expect(try await a2.text("Photos/2026/after.jpg") == "after the merge")
         #expect(try await a2.tree() == (try await b.tree()))
