@@ -10,7 +10,9 @@
 /// slow work. Parsing ignores case, spaces and hyphens, and reads O as 0 and
 /// I or L as 1 (Crockford's rules). The wrapping key is
 /// crypto_kdf(key: secret, id 1, context "lockfsRK"); no password stretching
-/// is needed for 256 random bits.
+/// is needed for 256 random bits. The recovery proof sent to the server
+/// (`lockfs recover` on a machine that was never enrolled) is
+/// crypto_kdf(key: secret, id 2, context "lockfsRK"): it opens nothing.
 public struct RecoveryKey: Sendable, CustomStringConvertible {
     let secret: SecretKey<KeyPurposes.Recovery>
 
@@ -89,6 +91,10 @@ public struct RecoveryKey: Sendable, CustomStringConvertible {
 
     /// The key that wraps MK in the recovery slot.
     var keyEncryptionKey: SecretKey<KeyPurposes.KeyEncryption> { secret.derive(id: 1, context: .recovery) }
+
+    /// The secret that proves this key to the server (registered hashed at
+    /// `init`); knowing it does not help to open the recovery slot.
+    public var proof: SecretKey<KeyPurposes.RecoveryProof> { secret.derive(id: 2, context: .recovery) }
 
     public var description: String { "RecoveryKey(redacted)" }
 }

@@ -25,6 +25,9 @@ public enum KeyPurposes {
     public enum Login: KeyPurpose { public static let name = "login" }
     /// The secret behind a printed recovery key.
     public enum Recovery: KeyPurpose { public static let name = "recovery" }
+    /// Proves knowledge of the recovery key to the server; it is sent there
+    /// (the server keeps a salted hash, like the login secret's).
+    public enum RecoveryProof: KeyPurpose { public static let name = "recovery-proof" }
 }
 
 /// A 256-bit secret key in guarded memory, wiped when released.

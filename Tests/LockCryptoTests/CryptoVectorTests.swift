@@ -56,6 +56,7 @@ import LockTesting
         let recovery = RecoveryKey(secret: fixedKey(0x70))
         v["recovery.display"] = recovery.displayString
         v["recovery.kek"] = keyHex(recovery.keyEncryptionKey)
+        v["recovery.proof"] = keyHex(recovery.proof)
         v["keyring.recovery-slot"] = Hex.encode(try vault.recoverySlot(recovery, nonce: fixedNonce))
 
         let mismatches = try GoldenVectors.verify(v, file: "crypto", about:

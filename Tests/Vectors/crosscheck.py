@@ -106,6 +106,7 @@ chars = "".join(alphabet[(bits >> (5 * (55 - i))) & 31] for i in range(56))
 check("recovery.display", "-".join(chars[i:i + 4] for i in range(0, 56, 4)) == V["recovery.display"])
 rkek = kdf(secret, 1, b"lockfsRK")
 check("recovery.kek", rkek.hex() == V["recovery.kek"])
+check("recovery.proof", kdf(secret, 2, b"lockfsRK").hex() == V["recovery.proof"])
 check("keyring.recovery-slot", open_envelope(bytes.fromhex(V["keyring.recovery-slot"]), 5, rkek, VAULT) == MK)
 
 # LockWire records (Tests/Vectors/wire.json), parsed from docs/design.md's tables.
