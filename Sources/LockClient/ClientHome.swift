@@ -57,11 +57,51 @@ public struct ClientHome: Sendable, Equatable {
     public var stagingDirectory: URL { dataDirectory.appendingPathComponent("staging") }
     public var chunkCacheDirectory: URL { cacheDirectory.appendingPathComponent("chunks") }
 
-    /// Creates the directories (0700).
+    /// Creates the directories, or tightens existing ones, to 0700: they
+    /// hold MK, the decrypted tree and decrypted chunks (`PrivateFiles`).
+    /// - Throws: `LockError.invalid` for a directory another user owns.
     public func createDirectories() throws {
         for dir in [configDirectory, dataDirectory, cacheDirectory, outboxDirectory, stagingDirectory, chunkCacheDirectory] {
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
+            try PrivateFiles.directory(dir)
+        }
+    }
+}
+
+/// Directories and files that hold keys or plaintext: owned by the user who
+/// runs lockfs, and readable by nobody else (docs/security.md, "On the
+/// client"). A `--home` made by hand, or by an older lockfs, with a looser
+/// mode is tightened; one owned by another user is refused, since its owner
+/// could read or replace what lockfs keeps there.
+public enum PrivateFiles {
+    /// Creates `url` (and missing parents) 0700, or tightens it to 0700.
+    public static func directory(_ url: URL) throws {
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try tighten(url.path, to: 0o700)
+    }
+
+    /// Creates an empty file 0600 if there is none, or tightens it to 0600.
+    public static func file(_ path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw LockError.io(errno: errno, "create \(path)") }
+        close(fd)
+        try tighten(path, to: 0o600)
+    }
+
+    /// Tightens `path` to `mode` if it exists (no error if it does not).
+    public static func tightenIfPresent(_ path: String, to mode: mode_t) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        try tighten(path, to: mode)
+    }
+
+    private static func tighten(_ path: String, to mode: mode_t) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { throw LockError.io(errno: errno, "stat \(path)") }
+        guard st.st_uid == geteuid() else {
+            throw LockError.invalid("\(path) belongs to another user (uid \(st.st_uid)); lockfs keeps keys and plaintext there, so it must be yours: use another --home")
+        }
+        if st.st_mode & 0o7777 != mode && chmod(path, mode) != 0 {
+            throw LockError.io(errno: errno, "chmod \(path)")
         }
     }
 }
@@ -84,9 +124,11 @@ public struct DeviceCredentials: Sendable {
     public var keys: VaultKeys
     /// A private CA for the server's TLS certificate, if any.
     public var caFile: String?
+    /// The user allowed plain HTTP to another machine (`--insecure-http`).
+    public var insecureHTTP: Bool
 
     public init(server: String, user: String, device: DeviceID, deviceName: String, vault: VaultID,
-                token: String, keys: VaultKeys, caFile: String? = nil) {
+                token: String, keys: VaultKeys, caFile: String? = nil, insecureHTTP: Bool = false) {
         self.server = server
         self.user = user
         self.device = device
@@ -95,6 +137,7 @@ public struct DeviceCredentials: Sendable {
         self.token = token
         self.keys = keys
         self.caFile = caFile
+        self.insecureHTTP = insecureHTTP
     }
 
     /// The file's JSON shape. `masterKey` is base64 of MK; version 1.
@@ -108,6 +151,7 @@ public struct DeviceCredentials: Sendable {
         var token: String
         var masterKey: String
         var caFile: String?
+        var insecureHTTP: Bool?
     }
 
     /// Writes the file atomically with mode 0600 (a temporary file, fsync, rename).
@@ -115,12 +159,12 @@ public struct DeviceCredentials: Sendable {
         var mk = keys.master.withUnsafeBytes { Array($0) }
         defer { Sodium.wipe(&mk) }
         let file = File(version: 1, server: server, user: user, device: device.hex, deviceName: deviceName,
-                        vault: vault.hex, token: token, masterKey: Data(mk).base64EncodedString(), caFile: caFile)
+                        vault: vault.hex, token: token, masterKey: Data(mk).base64EncodedString(), caFile: caFile,
+                        insecureHTTP: insecureHTTP ? true : nil)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(file)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
+        try PrivateFiles.directory(url.deletingLastPathComponent())
         try writeFileAtomically(data, to: url, mode: 0o600)
     }
 
@@ -137,7 +181,7 @@ public struct DeviceCredentials: Sendable {
         let master = try mk.withUnsafeBytes { try SecretKey<KeyPurposes.Master>(copying: $0) }
         return DeviceCredentials(server: file.server, user: file.user, device: device, deviceName: file.deviceName,
                                  vault: vault, token: file.token, keys: VaultKeys(vaultID: vault, master: master),
-                                 caFile: file.caFile)
+                                 caFile: file.caFile, insecureHTTP: file.insecureHTTP ?? false)
     }
 }
 

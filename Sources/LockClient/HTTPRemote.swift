@@ -91,16 +91,26 @@ public struct HTTPRemote: Remote {
         try session(try await call("POST", "/login", body: Array(try request.jsonData()), contentType: Self.jsonType))
     }
 
+    public func recover(_ request: RecoverRequest) async throws -> Session {
+        try session(try await call("POST", "/recover", body: Array(try request.jsonData()), contentType: Self.jsonType))
+    }
+
     public func keyring() async throws -> Keyring { try binary(Keyring.self, try await call("GET", "/keyring")) }
 
-    public func replaceKeyring(_ keyring: Keyring, loginSecret: [UInt8]) async throws {
-        let body = KeyringReplaceRequest(keyring: keyring, loginSecret: loginSecret)
-        _ = try await call("PUT", "/keyring", body: Array(try body.jsonData()), contentType: Self.jsonType)
+    public func replaceKeyring(_ request: KeyringReplaceRequest) async throws {
+        _ = try await call("PUT", "/keyring", body: Array(try request.jsonData()), contentType: Self.jsonType)
     }
 
     public func devices() async throws -> [DeviceInfo] { try json(DeviceList.self, try await call("GET", "/devices")).devices }
 
-    public func revokeDevice(_ id: DeviceID) async throws { _ = try await call("DELETE", "/devices/\(id.hex)") }
+    public func revokeDevice(_ id: DeviceID, loginSecret: [UInt8]?) async throws {
+        if let loginSecret {
+            _ = try await call("POST", "/devices/\(id.hex)/revoke", body: Array(try RevokeDeviceRequest(loginSecret: loginSecret).jsonData()),
+                               contentType: Self.jsonType)
+        } else {
+            _ = try await call("DELETE", "/devices/\(id.hex)")
+        }
+    }
 
     // MARK: Chunks
 

@@ -45,6 +45,7 @@ extension LockError {
         case .quotaExceeded: .quota
         case .malformedResponse(let m): .integrity("the server's answer was malformed: \(m)")
         case .missingChunks: .remote("the server lacks chunks this change needs")
+        case .conflict("upgrade_required", let m): .upgradeRequired(m)
         case .conflict(let code, let m): .remote("\(code): \(m)")
         case .rejected(_, let code, let m): .remote("\(code): \(m)")
         }

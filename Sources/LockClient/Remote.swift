@@ -60,12 +60,17 @@ public protocol Remote: Sendable {
     func register(_ request: RegisterRequest) async throws -> Session
     /// Enrols a device.
     func login(_ request: LoginRequest) async throws -> Session
+    /// Enrols a device with the recovery proof instead of the password.
+    func recover(_ request: RecoverRequest) async throws -> Session
 
     func keyring() async throws -> Keyring
-    /// Replaces the keyring and login secret together (a password change).
-    func replaceKeyring(_ keyring: Keyring, loginSecret: [UInt8]) async throws
+    /// Replaces the keyring and login secret together (a password change or
+    /// a recovery), with the owner's proof.
+    func replaceKeyring(_ request: KeyringReplaceRequest) async throws
     func devices() async throws -> [DeviceInfo]
-    func revokeDevice(_ id: DeviceID) async throws
+    /// Revokes a device: this one itself with no proof (logout), another
+    /// with the current login secret.
+    func revokeDevice(_ id: DeviceID, loginSecret: [UInt8]?) async throws
 
     /// The ids among `ids` the server does not have (≤ 10,000 per call).
     func missingChunks(_ ids: [ChunkID]) async throws -> [ChunkID]

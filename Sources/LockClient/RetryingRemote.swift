@@ -58,11 +58,12 @@ public struct RetryingRemote: Remote {
     public func register(_ request: RegisterRequest) async throws -> Session { try await retrying { try await base.register(request) } }
     public func login(_ request: LoginRequest) async throws -> Session { try await retrying { try await base.login(request) } }
     public func keyring() async throws -> Keyring { try await retrying { try await base.keyring() } }
-    public func replaceKeyring(_ keyring: Keyring, loginSecret: [UInt8]) async throws {
-        try await retrying { try await base.replaceKeyring(keyring, loginSecret: loginSecret) }
-    }
+    public func recover(_ request: RecoverRequest) async throws -> Session { try await retrying { try await base.recover(request) } }
+    public func replaceKeyring(_ request: KeyringReplaceRequest) async throws { try await retrying { try await base.replaceKeyring(request) } }
     public func devices() async throws -> [DeviceInfo] { try await retrying { try await base.devices() } }
-    public func revokeDevice(_ id: DeviceID) async throws { try await retrying { try await base.revokeDevice(id) } }
+    public func revokeDevice(_ id: DeviceID, loginSecret: [UInt8]?) async throws {
+        try await retrying { try await base.revokeDevice(id, loginSecret: loginSecret) }
+    }
     public func missingChunks(_ ids: [ChunkID]) async throws -> [ChunkID] { try await retrying { try await base.missingChunks(ids) } }
     public func putChunk(_ chunk: SealedChunk) async throws { try await retrying { try await base.putChunk(chunk) } }
     public func putChunks(_ chunks: [SealedChunk]) async throws { try await retrying { try await base.putChunks(chunks) } }

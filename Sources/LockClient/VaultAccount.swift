@@ -42,7 +42,8 @@ public enum VaultAccount {
         let keyring = try Keyring.make(keys: keys, password: passwordKeys, parameters: parameters, recovery: recovery)
         var secret = passwordKeys.loginSecret.withUnsafeBytes { Array($0) }
         defer { Sodium.wipe(&secret) }
-        let request = RegisterRequest(user: user, invite: invite, loginSecret: secret, keyring: keyring, deviceName: deviceName)
+        let request = RegisterRequest(user: user, invite: invite, loginSecret: secret, keyring: keyring, deviceName: deviceName,
+                                      recoveryProof: recovery.proof.withUnsafeBytes { Array($0) })
         let session: Session
         do {
             session = try await remote.register(request)
@@ -112,22 +113,28 @@ public enum VaultAccount {
                                      vault: session.vault, token: session.token, keys: keys, caFile: caFile)
         } catch {
             // Do not leave a token behind that no device holds.
-            try? await device.revokeDevice(session.device)
+            try? await device.revokeDevice(session.device, loginSecret: nil)
             throw error
         }
     }
 
     /// Changes the password: checks the current one against the server's
     /// keyring, rewraps MK for the new one (new salt and parameters), and
-    /// replaces the keyring and login secret together. The recovery slot is
-    /// kept, so the recovery key still works; the old password stops working
-    /// for new logins. Devices already enrolled keep their tokens.
+    /// replaces the keyring and login secret together, proving the current
+    /// password to the server (its login secret). The recovery slot is kept,
+    /// so the recovery key still works; the old password stops working for
+    /// new logins. Devices already enrolled keep their tokens.
     ///
-    /// - Parameter remote: the server with this device's token.
+    /// - Parameters:
+    ///   - remote: the server with this device's token.
+    ///   - registerRecovery: the recovery key, to register its proof on a
+    ///     server that has none for this account (vaults made before lockfs
+    ///     0.2); it must open the keyring to this device's MK.
     /// - Throws: `LockError.unauthorized("the current password is wrong")`;
     ///   `.integrity` if the keyring opens to another key than this device's
     ///   or belongs to another vault; `.offline`; `.unauthorized` for a revoked device.
     public static func changePassword(credentials: DeviceCredentials, old: String, new: String, remote: any Remote,
+                                      registerRecovery: RecoveryKey? = nil,
                                       strength: KDFParameters.Strength = .moderate) async throws {
         let keyring = try await verifiedKeyring(credentials, remote: remote)
         let oldKeys = try PasswordKeys.derive(password: old, parameters: keyring.parameters)
@@ -140,7 +147,11 @@ public enum VaultAccount {
             throw LockError.integrity("the server's keyring was altered")
         }
         try requireSameMaster(opened, credentials.keys)
-        try await replacePassword(keyring: keyring, keys: credentials.keys, new: new, remote: remote, strength: strength)
+        if let registerRecovery { try requireSameMaster(try openRecoverySlot(keyring, registerRecovery), credentials.keys) }
+        var current = oldKeys.loginSecret.withUnsafeBytes { Array($0) }
+        defer { Sodium.wipe(&current) }
+        try await replacePassword(keyring: keyring, keys: credentials.keys, new: new, proof: .password(current),
+                                  registerRecovery: registerRecovery, remote: remote, strength: strength)
     }
 
     /// Sets a new password with the recovery key, from a device that is still
@@ -148,27 +159,73 @@ public enum VaultAccount {
     ///
     /// The recovery key must open the server's keyring to the MK this device
     /// holds; then MK is rewrapped for the new password as in
-    /// `changePassword`. The server API has no route that works without a
-    /// device token (it never sees the recovery key, so it cannot check it),
-    /// so with no enrolled device left the recovery key cannot be used
-    /// (docs/security.md, "Device credentials").
+    /// `changePassword`, and the recovery proof convinces the server, which
+    /// signs every other device out (whoever forgot the password may have
+    /// lost a device too; log the others in again).
     ///
     /// - Throws: `CryptoError.recoveryKeyTypo` / `.malformedRecoveryKey` are
     ///   the caller's (parsing); `LockError.unauthorized("the recovery key is wrong")`;
-    ///   `.integrity`; `.offline`.
+    ///   `.unauthorized` when the server has no recovery proof for a vault
+    ///   made before lockfs 0.2; `.integrity`; `.offline`.
     public static func recover(credentials: DeviceCredentials, recoveryKey: RecoveryKey, newPassword: String,
                                remote: any Remote, strength: KDFParameters.Strength = .moderate) async throws {
         let keyring = try await verifiedKeyring(credentials, remote: remote)
-        let opened: VaultKeys
+        try requireSameMaster(try openRecoverySlot(keyring, recoveryKey), credentials.keys)
+        try await replacePassword(keyring: keyring, keys: credentials.keys, new: newPassword,
+                                  proof: .recovery(recoveryKey.proof.withUnsafeBytes { Array($0) }),
+                                  registerRecovery: nil, remote: remote, strength: strength)
+    }
+
+    /// Recovery on a machine that was never enrolled (every device and the
+    /// password lost): proves the recovery key to the server, which enrols
+    /// this device; opens MK from the keyring's recovery slot; sets the new
+    /// password (which signs every other device out); returns this device's
+    /// credentials. If a step after the enrolment fails, the new device is
+    /// revoked again (best effort) and nothing is saved.
+    ///
+    /// - Parameters:
+    ///   - remote: the server, without a token.
+    ///   - authenticated: the same server with a device token.
+    /// - Throws: `LockError.unauthorized` for a wrong user name or recovery
+    ///   key (one answer), or an account whose server has no recovery proof
+    ///   (made before lockfs 0.2); `.integrity` for a keyring that does not
+    ///   belong to the vault or whose recovery slot the key does not open
+    ///   after the server accepted its proof; `.offline`.
+    public static func recoverWithoutDevice(server: String, user: String, recoveryKey: RecoveryKey, newPassword: String,
+                                            deviceName: String, caFile: String? = nil, remote: any Remote,
+                                            authenticated: (String) -> any Remote,
+                                            strength: KDFParameters.Strength = .moderate) async throws -> DeviceCredentials {
+        let proof = recoveryKey.proof.withUnsafeBytes { Array($0) }
+        let session: Session
         do {
-            opened = try keyring.unlock(recovery: recoveryKey)
-        } catch CryptoError.wrongRecoveryKey {
-            throw LockError.unauthorized("the recovery key is wrong (it is not this vault's)")
-        } catch CryptoError.authenticationFailed {
-            throw LockError.integrity("the server's keyring was altered")
+            session = try await remote.recover(RecoverRequest(user: user, recoveryProof: proof, deviceName: deviceName))
+        } catch RemoteError.forbidden {
+            throw LockError.unauthorized("wrong user name or recovery key (or the account was made before lockfs 0.2 and its server cannot check recovery keys; see docs/operations.md, \"Recovery\")")
+        } catch let error as RemoteError {
+            throw LockError.from(error)
         }
-        try requireSameMaster(opened, credentials.keys)
-        try await replacePassword(keyring: keyring, keys: credentials.keys, new: newPassword, remote: remote, strength: strength)
+        let device = authenticated(session.token)
+        do {
+            let keyring = try await mapped { try await device.keyring() }
+            guard keyring.vaultID == session.vault else {
+                throw LockError.integrity("the server's keyring belongs to another vault than the recovery named")
+            }
+            let keys: VaultKeys
+            do {
+                keys = try keyring.unlock(recovery: recoveryKey)
+            } catch CryptoError.wrongRecoveryKey {
+                throw LockError.integrity("the server accepted the recovery key but its keyring does not open with it: the server is broken or hostile")
+            } catch CryptoError.authenticationFailed {
+                throw LockError.integrity("the server's keyring was altered")
+            }
+            try await replacePassword(keyring: keyring, keys: keys, new: newPassword, proof: .recovery(proof),
+                                      registerRecovery: nil, remote: device, strength: strength)
+            return DeviceCredentials(server: server, user: user, device: session.device, deviceName: deviceName,
+                                     vault: session.vault, token: session.token, keys: keys, caFile: caFile)
+        } catch {
+            try? await device.revokeDevice(session.device, loginSecret: nil)
+            throw error
+        }
     }
 
     /// The account's enrolled devices. - Throws: `.offline`, `.unauthorized`.
@@ -176,11 +233,32 @@ public enum VaultAccount {
         try await mapped { try await remote.devices() }
     }
 
-    /// Revokes a device: its token stops working at once. It keeps what it
-    /// already has on disk (its MK included); see docs/security.md.
-    /// - Throws: `LockError.notFound` if the account has no such device; `.offline`.
-    public static func revoke(_ device: DeviceID, remote: any Remote) async throws {
-        try await mapped { try await remote.revokeDevice(device) }
+    /// Revokes another device: its token stops working at once. The server
+    /// wants a fresh password proof (a stolen token alone cannot sign the
+    /// owner's devices out); the password is checked here first against the
+    /// keyring, so a typo gets a clear answer. The revoked device keeps what
+    /// it already has on disk (its MK included); see docs/security.md.
+    /// - Throws: `LockError.unauthorized("the password is wrong")`;
+    ///   `LockError.notFound` if the account has no such device; `.offline`.
+    public static func revoke(_ device: DeviceID, password: String, credentials: DeviceCredentials, remote: any Remote) async throws {
+        let keyring = try await verifiedKeyring(credentials, remote: remote)
+        let keys = try PasswordKeys.derive(password: password, parameters: keyring.parameters)
+        do {
+            _ = try keyring.unlock(password: keys)
+        } catch CryptoError.wrongPassword {
+            throw LockError.unauthorized("the password is wrong")
+        } catch CryptoError.authenticationFailed {
+            throw LockError.integrity("the server's keyring was altered")
+        }
+        var secret = keys.loginSecret.withUnsafeBytes { Array($0) }
+        defer { Sodium.wipe(&secret) }
+        do {
+            try await remote.revokeDevice(device, loginSecret: secret)
+        } catch RemoteError.forbidden(let m) {
+            throw LockError.unauthorized("the server refused the password (\(m))")
+        } catch let error as RemoteError {
+            throw LockError.from(error)
+        }
     }
 
     /// What `logout` managed to do on the server.
@@ -239,7 +317,7 @@ public enum VaultAccount {
         var result = LogoutResult(outcome: .revoked)
         var failure: (any Error)?
         do {
-            try await remote.revokeDevice(credentials.device)
+            try await remote.revokeDevice(credentials.device, loginSecret: nil)
         } catch RemoteError.unauthorized, RemoteError.notFound {
             result.outcome = .alreadyRevoked
         } catch let error as RemoteError where error.isRetryable {
@@ -304,14 +382,34 @@ public enum VaultAccount {
         }
     }
 
-    /// Rewraps MK for `new` with fresh parameters and replaces keyring and login secret.
-    static func replacePassword(keyring: Keyring, keys: VaultKeys, new: String, remote: any Remote,
-                                strength: KDFParameters.Strength) async throws {
+    /// Opens the recovery slot. - Throws: `LockError.unauthorized` for a key of another vault.
+    static func openRecoverySlot(_ keyring: Keyring, _ recovery: RecoveryKey) throws -> VaultKeys {
+        do {
+            return try keyring.unlock(recovery: recovery)
+        } catch CryptoError.wrongRecoveryKey {
+            throw LockError.unauthorized("the recovery key is wrong (it is not this vault's)")
+        } catch CryptoError.authenticationFailed {
+            throw LockError.integrity("the server's keyring was altered")
+        }
+    }
+
+    /// Rewraps MK for `new` with fresh parameters and replaces keyring and
+    /// login secret, with `proof` for the server.
+    static func replacePassword(keyring: Keyring, keys: VaultKeys, new: String, proof: OwnerProof, registerRecovery: RecoveryKey?,
+                                remote: any Remote, strength: KDFParameters.Strength) async throws {
         let parameters = KDFParameters.generate(strength)
         let newKeys = try PasswordKeys.derive(password: new, parameters: parameters)
         let rewrapped = try keyring.rewrapped(keys: keys, password: newKeys, parameters: parameters)
         var secret = newKeys.loginSecret.withUnsafeBytes { Array($0) }
         defer { Sodium.wipe(&secret) }
-        try await mapped { try await remote.replaceKeyring(rewrapped, loginSecret: secret) }
+        let request = KeyringReplaceRequest(keyring: rewrapped, loginSecret: secret, proof: proof,
+                                            setRecoveryProof: registerRecovery.map { $0.proof.withUnsafeBytes { Array($0) } })
+        do {
+            try await remote.replaceKeyring(request)
+        } catch RemoteError.forbidden(let m) {
+            throw LockError.unauthorized("the server refused the change: \(m)")
+        } catch let error as RemoteError {
+            throw LockError.from(error)
+        }
     }
 }

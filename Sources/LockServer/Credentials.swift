@@ -40,6 +40,25 @@ public enum Credentials {
         Sodium.constantTimeEqual(loginHash(secret: secret, salt: salt), hash)
     }
 
+    /// The stored form of a recovery proof: a random 16-byte salt ‖
+    /// BLAKE2b-256 keyed with the salt over "lockfs recovery v1" ‖ proof.
+    /// Fast for the same reason as `loginHash`: the proof is derived from 256
+    /// random bits, so a stolen verifier cannot be brute-forced.
+    public static func recoveryVerifier(proof: [UInt8]) -> [UInt8] {
+        let salt = Sodium.randomBytes(16)
+        return salt + recoveryHash(proof: proof, salt: salt)
+    }
+
+    /// Whether `proof` matches a stored recovery verifier, in constant time.
+    public static func verifyRecovery(proof: [UInt8], verifier: [UInt8]) -> Bool {
+        guard verifier.count == 48 else { return false }
+        return Sodium.constantTimeEqual(recoveryHash(proof: proof, salt: Array(verifier.prefix(16))), Array(verifier.suffix(32)))
+    }
+
+    private static func recoveryHash(proof: [UInt8], salt: [UInt8]) -> [UInt8] {
+        salt.withUnsafeBytes { Hash.blake2b256(Array("lockfs recovery v1".utf8) + proof, key: $0) }
+    }
+
     private static let inviteAlphabet = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ".utf8)
 
     /// A one-time invite: 80 random bits as 16 Crockford base32 characters

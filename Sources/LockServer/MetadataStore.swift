@@ -24,9 +24,12 @@ public struct Account: Sendable, Equatable {
     /// Bytes of sealed chunks stored, and the limit (nil: the server's default).
     public let storedBytes: Int64
     public let quota: Int64?
+    /// Salt ‖ keyed hash of the recovery proof (docs/security.md, "Recovery
+    /// key"); nil for accounts made before the server checked recovery keys.
+    public let recoveryVerifier: [UInt8]?
 
     public init(id: AccountID, name: String, vaultID: VaultID, kdf: [UInt8], keyring: [UInt8], loginSalt: [UInt8],
-                loginHash: [UInt8], storedBytes: Int64, quota: Int64?) {
+                loginHash: [UInt8], storedBytes: Int64, quota: Int64?, recoveryVerifier: [UInt8]? = nil) {
         self.id = id
         self.name = name
         self.vaultID = vaultID
@@ -36,6 +39,7 @@ public struct Account: Sendable, Equatable {
         self.loginHash = loginHash
         self.storedBytes = storedBytes
         self.quota = quota
+        self.recoveryVerifier = recoveryVerifier
     }
 }
 
@@ -74,13 +78,39 @@ public struct NewAccount: Sendable {
     public let keyring: [UInt8]
     public let loginSalt: [UInt8]
     public let loginHash: [UInt8]
-    public init(name: String, vaultID: VaultID, kdf: [UInt8], keyring: [UInt8], loginSalt: [UInt8], loginHash: [UInt8]) {
+    public let recoveryVerifier: [UInt8]?
+    public init(name: String, vaultID: VaultID, kdf: [UInt8], keyring: [UInt8], loginSalt: [UInt8], loginHash: [UInt8],
+                recoveryVerifier: [UInt8]? = nil) {
         self.name = name
         self.vaultID = vaultID
         self.kdf = kdf
         self.keyring = keyring
         self.loginSalt = loginSalt
         self.loginHash = loginHash
+        self.recoveryVerifier = recoveryVerifier
+    }
+}
+
+/// A new keyring and login secret (a password change or a recovery).
+public struct KeyringChange: Sendable {
+    public let keyring: [UInt8]
+    public let kdf: [UInt8]
+    public let loginSalt: [UInt8]
+    public let loginHash: [UInt8]
+    /// A new recovery verifier; nil keeps the account's.
+    public let recoveryVerifier: [UInt8]?
+    /// Revoke every other device of the account than this one, in the same
+    /// transaction (a recovery signs the others out).
+    public let revokeAllBut: DeviceID?
+
+    public init(keyring: [UInt8], kdf: [UInt8], loginSalt: [UInt8], loginHash: [UInt8],
+                recoveryVerifier: [UInt8]? = nil, revokeAllBut: DeviceID? = nil) {
+        self.keyring = keyring
+        self.kdf = kdf
+        self.loginSalt = loginSalt
+        self.loginHash = loginHash
+        self.recoveryVerifier = recoveryVerifier
+        self.revokeAllBut = revokeAllBut
     }
 }
 
@@ -153,8 +183,10 @@ public protocol MetadataStore: Sendable {
     func accounts() async throws -> [AccountSummary]
     /// Removes the account and everything of it; returns its vault id (to delete blobs), nil if none.
     func removeAccount(named name: String) async throws -> VaultID?
-    /// Replaces the keyring, KDF parameters and login hash together (password change).
-    func replaceKeyring(account: AccountID, keyring: [UInt8], kdf: [UInt8], loginSalt: [UInt8], loginHash: [UInt8]) async throws
+    /// Replaces the keyring, KDF parameters and login hash together (a
+    /// password change), and the recovery verifier if the change has one;
+    /// revokes the other devices in the same transaction if it says so.
+    func replaceKeyring(account: AccountID, _ change: KeyringChange, now: Date) async throws
 
     // Devices
     func addDevice(_ device: NewDevice, account: AccountID, now: Date) async throws
@@ -186,6 +218,14 @@ public protocol MetadataStore: Sendable {
     func putCheckpoint(account: AccountID, vault: VaultID, seq: JournalSeq, head: ChainHead, bytes: [UInt8]) async throws
     /// The checkpoint with the highest seq, if any.
     func latestCheckpoint(account: AccountID) async throws -> [UInt8]?
+}
+
+extension MetadataStore {
+    /// A password change: keyring, parameters and login hash only.
+    public func replaceKeyring(account: AccountID, keyring: [UInt8], kdf: [UInt8], loginSalt: [UInt8], loginHash: [UInt8]) async throws {
+        try await replaceKeyring(account: account, KeyringChange(keyring: keyring, kdf: kdf, loginSalt: loginSalt, loginHash: loginHash),
+                                 now: Date())
+    }
 }
 
 /// A metadata store that several server processes share can tell each of

@@ -53,10 +53,12 @@ public struct ServerAPI: Sendable {
         v1.get("accounts/:user/prelogin") { _, context in try await self.prelogin(context.parameters.require("user")) }
         v1.post("register") { request, context in try await self.register(request, context) }
         v1.post("login") { request, context in try await self.login(request, context) }
+        v1.post("recover") { request, context in try await self.recover(request, context) }
 
         let authed = v1.group().add(middleware: AuthMiddleware(store: store))
         authed.get("devices") { _, context in try await self.devices(context) }
-        authed.delete("devices/:id") { _, context in try await self.revoke(context) }
+        authed.delete("devices/:id") { _, context in try await self.revokeSelf(context) }
+        authed.post("devices/:id/revoke") { request, context in try await self.revoke(request, context) }
         authed.get("keyring") { _, context in Self.binaryResponse(try context.caller().account.keyring) }
         authed.put("keyring") { request, context in try await self.replaceKeyring(request, context) }
         authed.get("account") { _, context in try await self.accountInfo(context) }
@@ -77,12 +79,7 @@ public struct ServerAPI: Sendable {
         if let account = try await store.account(named: user) {
             return try Self.json(PreLoginResponse(kdf: KDFParameters(encoded: account.kdf)))
         }
-        // Unknown names get stable, plausible parameters, so that pre-login
-        // does not reveal which accounts exist.
-        let secret = try await serverSecret()
-        let salt = secret.withUnsafeBytes { Array(Hash.blake2b256(Array("lockfs fake prelogin v1".utf8) + Array(user.utf8), key: $0).prefix(16)) }
-        let params = try KDFParameters(opsLimit: 3, memLimit: 256 << 20, salt: salt)
-        return try Self.json(PreLoginResponse(kdf: params))
+        return try Self.json(PreLoginResponse(kdf: Self.fakeParameters(user: user, secret: try await serverSecret(), now: Date())))
     }
 
     func register(_ request: Request, _ context: ServerContext) async throws -> Response {
@@ -96,6 +93,8 @@ public struct ServerAPI: Sendable {
         guard let keyringBytes = Data(base64Encoded: body.keyring).map(Array.init) else {
             throw ServerError.badRequest("keyring must be base64")
         }
+        guard let recoveryText = body.recoveryProof else { throw Self.upgradeRequired("registration needs a recovery proof") }
+        let recoveryProof = try Self.secret(recoveryText, "recoveryProof")
         let keyring = try Keyring(decoding: keyringBytes)
         var inviteHash: [UInt8]? = nil
         if !settings.openRegistration {
@@ -110,7 +109,8 @@ public struct ServerAPI: Sendable {
         let device = NewDevice(id: .random(), name: body.deviceName, tokenHash: tokenHash)
         let account = try await store.register(
             NewAccount(name: body.user, vaultID: keyring.vaultID, kdf: keyring.parameters.encoded, keyring: keyringBytes,
-                       loginSalt: salt, loginHash: Credentials.loginHash(secret: secret, salt: salt)),
+                       loginSalt: salt, loginHash: Credentials.loginHash(secret: secret, salt: salt),
+                       recoveryVerifier: Credentials.recoveryVerifier(proof: recoveryProof)),
             inviteHash: inviteHash, device: device, now: Date())
         context.logger.info("registered account", metadata: ["account": "\(account.id)"])
         return try Self.json(LoginResponse(token: token, device: device.id, vault: account.vaultID), status: .created)
@@ -130,7 +130,7 @@ public struct ServerAPI: Sendable {
             throw ServerError.forbidden("wrong user name or password")
         }
         let (token, tokenHash) = Credentials.newToken()
-        let device = NewDevice(id: .random(), name: body.deviceName, tokenHash: tokenHash)
+        let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash)
         try await store.addDevice(device, account: account.id, now: Date())
         return try Self.json(LoginResponse(token: token, device: device.id, vault: account.vaultID))
     }
@@ -144,34 +144,128 @@ public struct ServerAPI: Sendable {
         return try Self.json(DeviceList(devices: list))
     }
 
-    func revoke(_ context: ServerContext) async throws -> Response {
-        let (account, _) = try context.caller()
+    /// `POST /v1/recover`: a new device from the recovery proof (no password,
+    /// no device). Rate-limited and answered like a wrong login on failure.
+    func recover(_ request: Request, _ context: ServerContext) async throws -> Response {
+        try request.require(contentType: Self.json)
+        let body = try RecoverRequest.decodeStrictly(Data(try await request.bytes(limit: 16 << 10)))
+        try Self.validate(deviceName: body.deviceName)
+        if let retry = limiter.attempt("login \(body.user) \(context.remoteAddress)") {
+            throw ServerError.tooManyRequests(retryAfterSeconds: retry)
+        }
+        guard let proof = Data(base64Encoded: body.recoveryProof).map(Array.init), proof.count == 32,
+              let account = try await store.account(named: body.user), let verifier = account.recoveryVerifier,
+              Credentials.verifyRecovery(proof: proof, verifier: verifier) else {
+            throw ServerError.forbidden("wrong user name or recovery key")
+        }
+        let (token, tokenHash) = Credentials.newToken()
+        let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash)
+        try await store.addDevice(device, account: account.id, now: Date())
+        context.logger.notice("device enrolled by recovery key", metadata: ["account": "\(account.id)"])
+        return try Self.json(LoginResponse(token: token, device: device.id, vault: account.vaultID))
+    }
+
+    /// `DELETE /v1/devices/ID`: a device logs itself out. Revoking another
+    /// device needs a password proof (`POST /v1/devices/ID/revoke`).
+    func revokeSelf(_ context: ServerContext) async throws -> Response {
+        let (account, me) = try context.caller()
         guard let id = DeviceID(hex: try context.parameters.require("id")) else { throw ServerError.badRequest("device id must be 32 hex digits") }
+        guard id == me.id else {
+            throw ServerError.conflict(code: "proof_required", message: "revoking another device needs the password: POST /v1/devices/ID/revoke (lockfs devices revoke asks for it; upgrade lockfs if this client does not)")
+        }
         guard try await store.revokeDevice(account: account.id, id: id) else { throw ServerError.notFound("no such device") }
         return Response(status: .noContent)
     }
 
-    func replaceKeyring(_ request: Request, _ context: ServerContext) async throws -> Response {
+    /// `POST /v1/devices/ID/revoke`: revokes a device of the caller's account,
+    /// with a fresh password proof, so that a stolen token cannot sign the
+    /// owner's devices out.
+    func revoke(_ request: Request, _ context: ServerContext) async throws -> Response {
         let (account, _) = try context.caller()
+        guard let id = DeviceID(hex: try context.parameters.require("id")) else { throw ServerError.badRequest("device id must be 32 hex digits") }
+        try request.require(contentType: Self.json)
+        let body = try RevokeDeviceRequest.decodeStrictly(Data(try await request.bytes(limit: 4 << 10)))
+        try checkProof(.password(try Self.secret(body.loginSecret, "loginSecret")), account: account, what: "revoke")
+        guard try await store.revokeDevice(account: account.id, id: id) else { throw ServerError.notFound("no such device") }
+        context.logger.notice("device revoked", metadata: ["account": "\(account.id)"])
+        return Response(status: .noContent)
+    }
+
+    /// `PUT /v1/keyring`: needs the current login secret or the recovery
+    /// proof as well as the token. A recovery signs every other device out.
+    func replaceKeyring(_ request: Request, _ context: ServerContext) async throws -> Response {
+        let (account, me) = try context.caller()
         try request.require(contentType: Self.json)
         let body = try KeyringReplaceRequest.decodeStrictly(Data(try await request.bytes(limit: 16 << 10)))
-        guard let secret = Data(base64Encoded: body.loginSecret).map(Array.init), secret.count == 32,
-              let bytes = Data(base64Encoded: body.keyring).map(Array.init) else {
-            throw ServerError.badRequest("loginSecret (32 bytes) and keyring must be base64")
+        let secret = try Self.secret(body.loginSecret, "loginSecret")
+        guard let bytes = Data(base64Encoded: body.keyring).map(Array.init) else { throw ServerError.badRequest("keyring must be base64") }
+        let proof: OwnerProof
+        switch (body.currentLoginSecret, body.recoveryProof) {
+        case (let current?, nil): proof = .password(try Self.secret(current, "currentLoginSecret"))
+        case (nil, let recovery?): proof = .recovery(try Self.secret(recovery, "recoveryProof"))
+        case (nil, nil): throw Self.upgradeRequired("replacing the keyring needs the current password or the recovery key")
+        default: throw ServerError.badRequest("give one proof: currentLoginSecret or recoveryProof")
         }
         let keyring = try Keyring(decoding: bytes)
         guard keyring.vaultID == account.vaultID else { throw ServerError.badRequest("the keyring belongs to another vault") }
+        try checkProof(proof, account: account, what: "keyring")
+        var verifier: [UInt8]? = nil
+        if let set = body.setRecoveryProof {
+            verifier = Credentials.recoveryVerifier(proof: try Self.secret(set, "setRecoveryProof"))
+        }
+        let recovering = if case .recovery = proof { true } else { false }
         let salt = Sodium.randomBytes(16)
-        try await store.replaceKeyring(account: account.id, keyring: bytes, kdf: keyring.parameters.encoded,
-                                       loginSalt: salt, loginHash: Credentials.loginHash(secret: secret, salt: salt))
+        try await store.replaceKeyring(account: account.id, KeyringChange(
+            keyring: bytes, kdf: keyring.parameters.encoded, loginSalt: salt,
+            loginHash: Credentials.loginHash(secret: secret, salt: salt), recoveryVerifier: verifier,
+            revokeAllBut: recovering ? me.id : nil), now: Date())
+        context.logger.notice(recovering ? "keyring replaced by recovery; other devices revoked" : "keyring replaced",
+                              metadata: ["account": "\(account.id)"])
         return Response(status: .noContent)
+    }
+
+    /// Checks an owner proof against the account, rate-limited per account
+    /// (a token thief cannot guess passwords through it faster than at login).
+    /// - Throws: `.tooManyRequests`; `.forbidden` for a wrong proof, or a
+    ///   recovery proof on an account that has no verifier.
+    func checkProof(_ proof: OwnerProof, account: Account, what: String) throws {
+        if let retry = limiter.attempt("\(what) \(account.id)") { throw ServerError.tooManyRequests(retryAfterSeconds: retry) }
+        switch proof {
+        case .password(let secret):
+            guard Credentials.verifyLogin(secret: secret, salt: account.loginSalt, hash: account.loginHash) else {
+                throw ServerError.forbidden("the password is wrong")
+            }
+        case .recovery(let proof):
+            guard let verifier = account.recoveryVerifier else {
+                throw ServerError.forbidden("this account has no recovery key registered on the server (it was made before lockfs 0.2; `lockfs passwd` registers it)")
+            }
+            guard Credentials.verifyRecovery(proof: proof, verifier: verifier) else { throw ServerError.forbidden("the recovery key is wrong") }
+        }
+    }
+
+    /// `name`, or `name (2)`… if another live device of the account has it.
+    func uniqueName(_ name: String, account: AccountID) async throws -> String {
+        DeviceName.unique(name, taken: Set(try await store.devices(account: account).map(\.name)))
+    }
+
+    static func secret(_ base64: String, _ field: String) throws -> [UInt8] {
+        guard let bytes = Data(base64Encoded: base64).map(Array.init), bytes.count == 32 else {
+            throw ServerError.badRequest("\(field) must be 32 bytes, base64")
+        }
+        return bytes
+    }
+
+    /// What an older client meets when it skips a proof this server requires.
+    static func upgradeRequired(_ what: String) -> ServerError {
+        .conflict(code: "upgrade_required", message: "\(what); this client is too old for the server: upgrade lockfs")
     }
 
     func accountInfo(_ context: ServerContext) async throws -> Response {
         let (account, _) = try context.caller()
         let fresh = try await store.account(named: account.name) ?? account
         return try Self.json(AccountInfo(user: fresh.name, vault: fresh.vaultID.hex, storedBytes: fresh.storedBytes,
-                                         quota: fresh.quota ?? settings.defaultQuota))
+                                         quota: fresh.quota ?? settings.defaultQuota,
+                                         recoveryKeyRegistered: fresh.recoveryVerifier != nil))
     }
 
     // MARK: Chunks
@@ -314,6 +408,25 @@ public struct ServerAPI: Sendable {
         return secret
     }
 
+    /// Plausible parameters for a name that has no account, so that pre-login
+    /// does not reveal which accounts exist: the defaults of `lockfs init`
+    /// and a salt keyed by the deployment secret. Real salts change at each
+    /// `lockfs passwd`, so a fake one changes too (a name whose salt never
+    /// changes would stand out): once in every 90-day cell of the calendar,
+    /// on a day drawn per name and cell from the secret.
+    static func fakeParameters(user: String, secret: [UInt8], now: Date) throws -> KDFParameters {
+        func draw(_ label: String, _ n: UInt64) -> [UInt8] {
+            secret.withUnsafeBytes { Hash.blake2b256(Array("lockfs fake prelogin v2 \(label)".utf8) + ByteOrder.bigEndian(n) + Array(user.utf8), key: $0) }
+        }
+        let day = UInt64(max(0, now.timeIntervalSince1970) / 86_400)
+        let cell = day / 90
+        let changeDay = draw("change day", cell).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) } % 90
+        // The salt of cell c after its change day is the salt of cell c + 1
+        // before its own: it changes on change days only.
+        let epoch = day % 90 >= changeDay ? cell + 1 : cell
+        return try KDFParameters(opsLimit: 3, memLimit: 256 << 20, salt: Array(draw("salt", epoch).prefix(16)))
+    }
+
     public static func validate(user: String) throws {
         func alnum(_ c: UInt8) -> Bool { (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7A) }
         let utf8 = Array(user.utf8)
@@ -325,9 +438,7 @@ public struct ServerAPI: Sendable {
     }
 
     static func validate(deviceName: String) throws {
-        guard (1...128).contains(deviceName.utf8.count), !deviceName.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-            throw ServerError.badRequest("device names are 1–128 bytes without control characters")
-        }
+        if let problem = DeviceName.problem(deviceName) { throw ServerError.badRequest(problem) }
     }
 
     static func json(_ body: some JSONBody, status: HTTPResponse.Status = .ok) throws -> Response {

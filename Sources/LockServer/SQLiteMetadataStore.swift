@@ -98,6 +98,10 @@ public final class SQLiteMetadataStore: MetadataStore {
                 ) WITHOUT ROWID;
                 """)
         }
+        // The recovery verifier (issue 13): NULL for accounts made before.
+        m.registerMigration("v2") { db in
+            try db.execute(sql: "ALTER TABLE accounts ADD COLUMN recovery_verifier BLOB")
+        }
         return m
     }
 
@@ -153,10 +157,10 @@ public final class SQLiteMetadataStore: MetadataStore {
                 throw ServerError.conflict(code: "vault_exists", message: "this vault id is taken; a new vault needs a new random id")
             }
             try db.execute(sql: """
-                INSERT INTO accounts (name, vault_id, kdf, keyring, login_salt, login_hash, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO accounts (name, vault_id, kdf, keyring, login_salt, login_hash, recovery_verifier, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [a.name, Data(a.vaultID.bytes), Data(a.kdf), Data(a.keyring), Data(a.loginSalt),
-                                 Data(a.loginHash), now.timeIntervalSince1970])
+                                 Data(a.loginHash), a.recoveryVerifier.map { Data($0) }, now.timeIntervalSince1970])
             let id = AccountID(db.lastInsertedRowID)
             try Self.insertDevice(db, device, account: id, now: now)
             return try Self.account(db, id: id)!
@@ -194,10 +198,17 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
-    public func replaceKeyring(account: AccountID, keyring: [UInt8], kdf: [UInt8], loginSalt: [UInt8], loginHash: [UInt8]) async throws {
+    public func replaceKeyring(account: AccountID, _ c: KeyringChange, now: Date) async throws {
         try await pool.write { db in
-            try db.execute(sql: "UPDATE accounts SET keyring = ?, kdf = ?, login_salt = ?, login_hash = ? WHERE id = ?",
-                           arguments: [Data(keyring), Data(kdf), Data(loginSalt), Data(loginHash), account.rawValue])
+            try db.execute(sql: """
+                UPDATE accounts SET keyring = ?, kdf = ?, login_salt = ?, login_hash = ?,
+                       recovery_verifier = COALESCE(?, recovery_verifier) WHERE id = ?
+                """, arguments: [Data(c.keyring), Data(c.kdf), Data(c.loginSalt), Data(c.loginHash),
+                                 c.recoveryVerifier.map { Data($0) }, account.rawValue])
+            if let keep = c.revokeAllBut {
+                try db.execute(sql: "UPDATE devices SET revoked_at = ? WHERE account_id = ? AND id != ? AND revoked_at IS NULL",
+                               arguments: [now.timeIntervalSince1970, account.rawValue, Data(keep.bytes)])
+            }
         }
     }
 
@@ -352,7 +363,8 @@ public final class SQLiteMetadataStore: MetadataStore {
         Account(id: AccountID(r["id"]), name: r["name"], vaultID: try VaultID(bytes: Array(r["vault_id"] as Data)),
                 kdf: Array(r["kdf"] as Data), keyring: Array(r["keyring"] as Data),
                 loginSalt: Array(r["login_salt"] as Data), loginHash: Array(r["login_hash"] as Data),
-                storedBytes: r["stored_bytes"], quota: r["quota"])
+                storedBytes: r["stored_bytes"], quota: r["quota"],
+                recoveryVerifier: (r["recovery_verifier"] as Data?).map { Array($0) })
     }
 
     private static func device(from r: Row) throws -> DeviceRecord {

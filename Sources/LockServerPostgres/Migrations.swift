@@ -88,6 +88,8 @@ enum Migrations {
             )
             """,
         ]),
+        // The recovery verifier (issue 13): NULL for accounts made before.
+        (2, ["ALTER TABLE accounts ADD COLUMN recovery_verifier BYTEA"]),
     ]
 
     /// The version this build migrates to.

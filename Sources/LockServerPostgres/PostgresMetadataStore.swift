@@ -139,9 +139,10 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
                 throw ServerError.conflict(code: "vault_exists", message: "this vault id is taken; a new vault needs a new random id")
             }
             let rows = try await c.query("""
-                INSERT INTO accounts (name, vault_id, kdf, keyring, login_salt, login_hash, created_at)
+                INSERT INTO accounts (name, vault_id, kdf, keyring, login_salt, login_hash, recovery_verifier, created_at)
                 VALUES (\(a.name), \(ByteBuffer(bytes: a.vaultID.bytes)), \(ByteBuffer(bytes: a.kdf)), \(ByteBuffer(bytes: a.keyring)),
-                        \(ByteBuffer(bytes: a.loginSalt)), \(ByteBuffer(bytes: a.loginHash)), \(now))
+                        \(ByteBuffer(bytes: a.loginSalt)), \(ByteBuffer(bytes: a.loginHash)),
+                        \(a.recoveryVerifier.map { ByteBuffer(bytes: $0) }), \(now))
                 RETURNING \(unescaped: Self.accountColumns)
                 """, logger: self.logger).collect()
             guard let row = rows.first else { throw ServerError.internalError("insert returned no account") }
@@ -180,13 +181,20 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
         }
     }
 
-    public func replaceKeyring(account: AccountID, keyring: [UInt8], kdf: [UInt8], loginSalt: [UInt8], loginHash: [UInt8]) async throws {
-        try await withConnection { c in
+    public func replaceKeyring(account: AccountID, _ k: KeyringChange, now: Date) async throws {
+        try await transaction { c in
             try await c.query("""
-                UPDATE accounts SET keyring = \(ByteBuffer(bytes: keyring)), kdf = \(ByteBuffer(bytes: kdf)),
-                       login_salt = \(ByteBuffer(bytes: loginSalt)), login_hash = \(ByteBuffer(bytes: loginHash))
+                UPDATE accounts SET keyring = \(ByteBuffer(bytes: k.keyring)), kdf = \(ByteBuffer(bytes: k.kdf)),
+                       login_salt = \(ByteBuffer(bytes: k.loginSalt)), login_hash = \(ByteBuffer(bytes: k.loginHash)),
+                       recovery_verifier = COALESCE(\(k.recoveryVerifier.map { ByteBuffer(bytes: $0) }), recovery_verifier)
                 WHERE id = \(account.rawValue)
                 """, logger: self.logger)
+            if let keep = k.revokeAllBut {
+                try await c.query("""
+                    UPDATE devices SET revoked_at = \(now)
+                    WHERE account_id = \(account.rawValue) AND id != \(ByteBuffer(bytes: keep.bytes)) AND revoked_at IS NULL
+                    """, logger: self.logger)
+            }
         }
     }
 
@@ -545,7 +553,7 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
     static let accountColumns = accountColumns(nil)
     static func accountColumns(_ table: String?) -> String {
         let p = table.map { "\($0)." } ?? ""
-        return ["id", "name", "vault_id", "kdf", "keyring", "login_salt", "login_hash", "stored_bytes", "quota"]
+        return ["id", "name", "vault_id", "kdf", "keyring", "login_salt", "login_hash", "stored_bytes", "quota", "recovery_verifier"]
             .map { p + $0 }.joined(separator: ", ")
     }
 
@@ -555,16 +563,17 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
 
     static func account(from row: PostgresRow) throws -> Account { try account(from: row, offset: 0) }
 
-    /// An account from nine columns starting at `offset` (`accountColumns`' order).
+    /// An account from ten columns starting at `offset` (`accountColumns`' order).
     static func account(from row: PostgresRow, offset: Int) throws -> Account {
-        let cells = Array(Array(row).dropFirst(offset).prefix(9))
-        guard cells.count == 9 else { throw ServerError.internalError("account row has \(cells.count) columns") }
+        let cells = Array(Array(row).dropFirst(offset).prefix(10))
+        guard cells.count == 10 else { throw ServerError.internalError("account row has \(cells.count) columns") }
         return Account(
             id: AccountID(try cells[0].decode(Int64.self)), name: try cells[1].decode(String.self),
             vaultID: try VaultID(bytes: Array(buffer: try cells[2].decode(ByteBuffer.self))),
             kdf: Array(buffer: try cells[3].decode(ByteBuffer.self)), keyring: Array(buffer: try cells[4].decode(ByteBuffer.self)),
             loginSalt: Array(buffer: try cells[5].decode(ByteBuffer.self)), loginHash: Array(buffer: try cells[6].decode(ByteBuffer.self)),
-            storedBytes: try cells[7].decode(Int64.self), quota: try cells[8].decode(Int64?.self))
+            storedBytes: try cells[7].decode(Int64.self), quota: try cells[8].decode(Int64?.self),
+            recoveryVerifier: try cells[9].decode(ByteBuffer?.self).map { Array(buffer: $0) })
     }
 
     /// A device from `deviceColumns`' five columns at the start of `row`.

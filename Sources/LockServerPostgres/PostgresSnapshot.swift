@@ -36,7 +36,7 @@ extension PostgresMetadataStore: MetadataExporting, MetadataImporting {
                 return MetadataSnapshot.Setting(key: k, value: bytes(v))
             }
             s.accounts = try await all("SELECT \(Self.accountColumns), \(Self.micros("created_at")) FROM accounts ORDER BY id").map {
-                let created = try Array($0)[9].decode(Int64.self)
+                let created = try Array($0)[10].decode(Int64.self)
                 return MetadataSnapshot.AccountRow(account: try Self.account(from: $0), createdAt: date(created))
             }
             s.invites = try await all("SELECT name, code_hash, \(Self.micros("expires_at")) FROM invites ORDER BY name COLLATE \"C\"").map {
@@ -93,10 +93,12 @@ extension PostgresMetadataStore: MetadataExporting, MetadataImporting {
             for row in s.accounts {
                 let a = row.account
                 try await c.query("""
-                    INSERT INTO accounts (id, name, vault_id, kdf, keyring, login_salt, login_hash, stored_bytes, quota, created_at)
+                    INSERT INTO accounts (id, name, vault_id, kdf, keyring, login_salt, login_hash, stored_bytes, quota,
+                                          recovery_verifier, created_at)
                     VALUES (\(a.id.rawValue), \(a.name), \(ByteBuffer(bytes: a.vaultID.bytes)), \(ByteBuffer(bytes: a.kdf)),
                             \(ByteBuffer(bytes: a.keyring)), \(ByteBuffer(bytes: a.loginSalt)), \(ByteBuffer(bytes: a.loginHash)),
-                            \(a.storedBytes), \(a.quota), \(unescaped: Self.timestamp(row.createdAt)))
+                            \(a.storedBytes), \(a.quota), \(a.recoveryVerifier.map { ByteBuffer(bytes: $0) }),
+                            \(unescaped: Self.timestamp(row.createdAt)))
                     """, logger: log)
             }
             if !s.accounts.isEmpty {

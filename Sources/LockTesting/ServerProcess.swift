@@ -64,7 +64,7 @@ public final class ServerProcess: @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < deadline {
             if let text = try? String(contentsOf: out, encoding: .utf8),
-               let range = text.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+               let range = text.range(of: #"listening on https?://[^ ]*:(\d+)"#, options: .regularExpression) {
                 let port = Int(text[range].split(separator: ":").last!)!
                 return (p, port, err)
             }

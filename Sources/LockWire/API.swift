@@ -251,15 +251,21 @@ public struct RegisterRequest: JSONBody {
     /// The encoded Keyring, base64.
     public let keyring: String
     public let deviceName: String
+    /// The recovery proof, base64 (`RecoveryKey.proof`; the server stores a
+    /// hash of it, so that the recovery key works without a device). Required
+    /// since lockfs 0.2; optional in the type so that an older client gets
+    /// a clear "upgrade lockfs" answer instead of a parse error.
+    public let recoveryProof: String?
 
-    public init(user: String, invite: String?, loginSecret: [UInt8], keyring: Keyring, deviceName: String) {
+    public init(user: String, invite: String?, loginSecret: [UInt8], keyring: Keyring, deviceName: String, recoveryProof: [UInt8]) {
         self.user = user
         self.invite = invite
         self.loginSecret = Data(loginSecret).base64EncodedString()
         self.keyring = Data(keyring.encoded).base64EncodedString()
         self.deviceName = deviceName
+        self.recoveryProof = Data(recoveryProof).base64EncodedString()
     }
-    public enum Keys: String, CodingKey, CaseIterable { case user, invite, loginSecret, keyring, deviceName }
+    public enum Keys: String, CodingKey, CaseIterable { case user, invite, loginSecret, keyring, deviceName, recoveryProof }
     typealias CodingKeys = Keys
 }
 
@@ -274,6 +280,23 @@ public struct LoginRequest: JSONBody {
         self.deviceName = deviceName
     }
     public enum Keys: String, CodingKey, CaseIterable { case user, loginSecret, deviceName }
+    typealias CodingKeys = Keys
+}
+
+/// `POST /v1/recover`: enrol a device with the recovery key instead of the
+/// password (a machine that was never enrolled). The device it makes can do
+/// one useful thing: replace the keyring with the same proof.
+public struct RecoverRequest: JSONBody {
+    public let user: String
+    /// The recovery proof, base64.
+    public let recoveryProof: String
+    public let deviceName: String
+    public init(user: String, recoveryProof: [UInt8], deviceName: String) {
+        self.user = user
+        self.recoveryProof = Data(recoveryProof).base64EncodedString()
+        self.deviceName = deviceName
+    }
+    public enum Keys: String, CodingKey, CaseIterable { case user, recoveryProof, deviceName }
     typealias CodingKeys = Keys
 }
 
@@ -322,15 +345,45 @@ public struct ErrorBody: JSONBody {
     typealias CodingKeys = Keys
 }
 
-/// `PUT /v1/keyring`: a password change — the rewrapped keyring and the new login secret.
+/// What proves, beyond a device token, that the owner asks (docs/security.md,
+/// "What a stolen token can do").
+public enum OwnerProof: Sendable, Equatable {
+    /// The current login secret (derived from the current password).
+    case password([UInt8])
+    /// The recovery proof (derived from the recovery key).
+    case recovery([UInt8])
+}
+
+/// `PUT /v1/keyring`: a password change or a recovery — the rewrapped
+/// keyring, the new login secret, and a proof: the current login secret or
+/// the recovery proof (a recovery also signs out every other device).
+/// `setRecoveryProof` registers a recovery proof for an account made before
+/// the server kept one.
 public struct KeyringReplaceRequest: JSONBody {
     public let keyring: String
     public let loginSecret: String
-    public init(keyring: Keyring, loginSecret: [UInt8]) {
+    public let currentLoginSecret: String?
+    public let recoveryProof: String?
+    public let setRecoveryProof: String?
+    public init(keyring: Keyring, loginSecret: [UInt8], proof: OwnerProof, setRecoveryProof: [UInt8]? = nil) {
         self.keyring = Data(keyring.encoded).base64EncodedString()
         self.loginSecret = Data(loginSecret).base64EncodedString()
+        switch proof {
+        case .password(let s): currentLoginSecret = Data(s).base64EncodedString(); recoveryProof = nil
+        case .recovery(let s): recoveryProof = Data(s).base64EncodedString(); currentLoginSecret = nil
+        }
+        self.setRecoveryProof = setRecoveryProof.map { Data($0).base64EncodedString() }
     }
-    public enum Keys: String, CodingKey, CaseIterable { case keyring, loginSecret }
+    public enum Keys: String, CodingKey, CaseIterable { case keyring, loginSecret, currentLoginSecret, recoveryProof, setRecoveryProof }
+    typealias CodingKeys = Keys
+}
+
+/// `POST /v1/devices/ID/revoke`: revoke another device, with a fresh
+/// password proof (the current login secret).
+public struct RevokeDeviceRequest: JSONBody {
+    public let loginSecret: String
+    public init(loginSecret: [UInt8]) { self.loginSecret = Data(loginSecret).base64EncodedString() }
+    public enum Keys: String, CodingKey, CaseIterable { case loginSecret }
     typealias CodingKeys = Keys
 }
 
@@ -368,12 +421,16 @@ public struct AccountInfo: JSONBody {
     public let vault: String
     public let storedBytes: Int64
     public let quota: Int64?
-    public init(user: String, vault: String, storedBytes: Int64, quota: Int64?) {
+    /// Whether the server can check the recovery key (false for accounts
+    /// made before lockfs 0.2 until `lockfs passwd` registers it).
+    public let recoveryKeyRegistered: Bool?
+    public init(user: String, vault: String, storedBytes: Int64, quota: Int64?, recoveryKeyRegistered: Bool) {
         self.user = user
         self.vault = vault
         self.storedBytes = storedBytes
         self.quota = quota
+        self.recoveryKeyRegistered = recoveryKeyRegistered
     }
-    public enum Keys: String, CodingKey, CaseIterable { case user, vault, storedBytes, quota }
+    public enum Keys: String, CodingKey, CaseIterable { case user, vault, storedBytes, quota, recoveryKeyRegistered }
     typealias CodingKeys = Keys
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import LockServer
+import LockWire
 import Logging
 
 /// `lockfs-server serve`: run the server until SIGTERM or SIGINT.
@@ -20,6 +21,10 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("tls-key"), help: ArgumentHelp("PEM private key for --tls-cert.", valueName: "FILE"))
     var tlsKey: String?
 
+    @Flag(name: .customLong("insecure-http"), help: ArgumentHelp(
+        "Serve plain HTTP on an address other than loopback (behind a TLS-terminating proxy on the same host, or a network you fully trust)."))
+    var insecureHTTP = false
+
     @Flag(name: .customLong("open-registration"), help: "Let anyone register without an invite (demos only).")
     var openRegistration = false
 
@@ -35,7 +40,14 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
-        guard parseListen() != nil else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7440") }
+        guard let (host, _) = parseListen() else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7440") }
+        if tlsCert == nil && !insecureHTTP && !Loopback.contains(host: host) {
+            throw ValidationError("""
+                refusing to serve plain HTTP on \(host): device tokens and login secrets would cross the network in clear. \
+                Give --tls-cert FILE --tls-key FILE (docs/operations.md, "TLS"), or listen on 127.0.0.1 behind a \
+                TLS-terminating proxy; --insecure-http allows it on a network you fully trust.
+                """)
+        }
         if let quota, parseSize(quota) == nil { throw ValidationError("--quota must be a size such as 500M or 20G") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard loginRefill > 0, loginRefill <= 86_400 else { throw ValidationError("--login-refill must be between 0 and 86400 seconds") }

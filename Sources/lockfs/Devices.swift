@@ -31,13 +31,16 @@ struct Devices: AsyncParsableCommand {
 
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Revoke device ID: its token stops working at once.",
+            abstract: "Revoke device ID: its token stops working at once (asks for the password).",
             discussion: """
-                A revoked device can no longer reach the server, but keeps what it already \
-                has on disk, the vault key included. For a lost or stolen device, also change \
-                the password (`lockfs passwd`); see docs/security.md, "Device credentials".
+                The server wants the password for this, so that a stolen device token cannot \
+                sign your devices out. A revoked device can no longer reach the server, but keeps \
+                what it already has on disk, the vault key included. For a lost or stolen device, \
+                also change the password (`lockfs passwd`); see docs/security.md, "Device credentials".
                 """)
         @OptionGroup var home: HomeOptions
+        @Option(name: .customLong("password-file"), help: ArgumentHelp("Read the password from the first line of F.", valueName: "F"))
+        var passwordFile: String?
         @Argument(help: "The device id (or a unique prefix of it) from `lockfs devices`.") var id: String
 
         func run() async throws {
@@ -51,7 +54,8 @@ struct Devices: AsyncParsableCommand {
             if device == credentials.device {
                 throw CLIError.usage("\(id) is this device; use `lockfs logout` to log it out")
             }
-            try await VaultAccount.revoke(device, remote: remote)
+            let password = try Secrets.password(file: passwordFile, prompt: "Password for \(credentials.user): ")
+            try await VaultAccount.revoke(device, password: password, credentials: credentials, remote: remote)
             print("revoked \(matches[0].name) (\(matches[0].id))")
         }
     }

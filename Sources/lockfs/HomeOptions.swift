@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LockClient
+import LockWire
 
 /// `--home DIR`: which client this command is about. Every command takes it.
 struct HomeOptions: ParsableArguments {
@@ -12,9 +13,12 @@ struct HomeOptions: ParsableArguments {
     /// --home, else LOCKFS_HOME, else XDG.
     var clientHome: ClientHome { ClientHome.resolve(explicit: home) }
 
-    /// This device's credentials. - Throws: `LockError.notLoggedIn`, `.invalid`.
+    /// This device's credentials, their server URL checked (`ServerURL`).
+    /// - Throws: `LockError.notLoggedIn`, `.invalid`.
     func credentials() throws -> DeviceCredentials {
-        try DeviceCredentials.load(from: clientHome.credentialsFile)
+        let credentials = try DeviceCredentials.load(from: clientHome.credentialsFile)
+        try ServerURL.check(credentials.server, insecureHTTP: credentials.insecureHTTP)
+        return credentials
     }
 
     /// Refuses to enrol a second device into a home that has one.
@@ -32,10 +36,14 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("ca-file"), help: ArgumentHelp("A private CA certificate (PEM) for the server's TLS certificate.", valueName: "F"))
     var caFile: String?
 
+    @Flag(name: .customLong("insecure-http"), help: "Allow http:// to another machine (tokens and the login secret then cross the network in clear).")
+    var insecureHTTP = false
+
     mutating func validate() throws {
-        guard let url = URL(string: server), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
-              url.host != nil else {
-            throw ValidationError("--server must be an http:// or https:// URL, e.g. https://sync.example.org:7440")
+        do {
+            try ServerURL.check(server, insecureHTTP: insecureHTTP)
+        } catch LockError.invalid(let why) {
+            throw ValidationError(why)
         }
         if server.hasSuffix("/") { server.removeLast() }
         if let caFile {
@@ -46,11 +54,8 @@ struct ServerOptions: ParsableArguments {
 
     /// Warns when tokens and login secrets would cross a network in clear.
     func warnIfPlainHTTP() {
-        guard let url = URL(string: server), url.scheme?.lowercased() == "http" else { return }
-        let host = url.host ?? ""
-        if !["127.0.0.1", "::1", "localhost"].contains(host) {
-            printWarning("\(server) is plain HTTP: contents stay encrypted, but the login secret and the device token cross the network in clear; use https://")
-        }
+        guard let url = URL(string: server), url.scheme?.lowercased() == "http", !ServerURL.isLoopback(url.host ?? "") else { return }
+        printWarning("\(server) is plain HTTP (--insecure-http): contents stay encrypted, but the login secret and the device token cross the network in clear; use https://")
     }
 }
 
@@ -101,9 +106,7 @@ func hostName() -> String {
     return name.isEmpty ? "lockfs device" : name
 }
 
-/// Checks a device name as the server does (1–128 bytes, no control characters).
+/// Checks a device name as the server does.
 func validateDeviceName(_ name: String) throws {
-    guard (1...128).contains(name.utf8.count), !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-        throw CLIError.usage("--device-name must be 1–128 bytes without control characters")
-    }
+    if let problem = DeviceName.problem(name) { throw CLIError.usage("--device-name: \(problem)") }
 }

@@ -27,10 +27,11 @@ struct Init: AsyncParsableCommand {
         server.warnIfPlainHTTP()
         let password = try Secrets.newPassword(file: enrol.passwordFile, prompt: "New password for \(user): ")
         let connection = Connection(server: server.server, caFile: server.caFile)
-        let (credentials, recovery) = try await VaultAccount.create(
+        var (credentials, recovery) = try await VaultAccount.create(
             server: server.server, user: user, invite: invite, password: password, deviceName: name,
             caFile: server.caFile, remote: connection.remote)
 
+        credentials.insecureHTTP = server.insecureHTTP
         // The vault exists now: show the recovery key even if saving fails.
         var saveError: (any Error)?
         do { try credentials.save(to: home.clientHome.credentialsFile) } catch { saveError = error }

@@ -19,14 +19,15 @@ struct Login: AsyncParsableCommand {
         server.warnIfPlainHTTP()
         let password = try Secrets.password(file: enrol.passwordFile, prompt: "Password for \(user): ")
         let connection = Connection(server: server.server, caFile: server.caFile)
-        let credentials = try await VaultAccount.login(
+        var credentials = try await VaultAccount.login(
             server: server.server, user: user, password: password, deviceName: name, caFile: server.caFile,
             remote: connection.remote, authenticated: connection.authenticated)
+        credentials.insecureHTTP = server.insecureHTTP
         do {
             try credentials.save(to: home.clientHome.credentialsFile)
         } catch {
             // Do not leave an enrolled device that nothing can use.
-            try? await VaultAccount.revoke(credentials.device, remote: connection.authenticated(credentials.token))
+            try? await connection.authenticated(credentials.token).revokeDevice(credentials.device, loginSecret: nil)
             throw error
         }
         print("Logged in to the vault of \(user) on \(server.server) as \"\(name)\".")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LockClient
+import LockCrypto
 
 /// `lockfs passwd`: change the vault's password.
 struct Passwd: AsyncParsableCommand {
@@ -17,13 +18,18 @@ struct Passwd: AsyncParsableCommand {
     var passwordFile: String?
     @Option(name: .customLong("new-password-file"), help: ArgumentHelp("Read the new password from the first line of F.", valueName: "F"))
     var newPasswordFile: String?
+    @Option(name: .customLong("recovery-key-file"), help: ArgumentHelp(
+        "Also register the recovery key from F with the server (vaults made before lockfs 0.2, so that `lockfs recover` works without a device).",
+        valueName: "F"))
+    var recoveryKeyFile: String?
 
     func run() async throws {
         let credentials = try home.credentials()
         let old = try Secrets.password(file: passwordFile, prompt: "Current password for \(credentials.user): ")
         let new = try Secrets.newPassword(file: newPasswordFile, prompt: "New password: ")
+        let recovery = try recoveryKeyFile.map { try RecoveryKey(parsing: Secrets.contents(ofFile: $0, what: "recovery key")) }
         try await VaultAccount.changePassword(credentials: credentials, old: old, new: new,
-                                              remote: Connection(credentials).remote)
+                                              remote: Connection(credentials).remote, registerRecovery: recovery)
         print("Password changed. Use the new one to log in other devices; the recovery key is unchanged.")
     }
 }

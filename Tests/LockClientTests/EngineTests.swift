@@ -382,9 +382,10 @@ final class CountingRemote: Remote, @unchecked Sendable {
     func register(_ request: RegisterRequest) async throws -> Session { try await base.register(request) }
     func login(_ request: LoginRequest) async throws -> Session { try await base.login(request) }
     func keyring() async throws -> Keyring { try await base.keyring() }
-    func replaceKeyring(_ keyring: Keyring, loginSecret: [UInt8]) async throws { try await base.replaceKeyring(keyring, loginSecret: loginSecret) }
+    func recover(_ request: RecoverRequest) async throws -> Session { try await base.recover(request) }
+    func replaceKeyring(_ request: KeyringReplaceRequest) async throws { try await base.replaceKeyring(request) }
     func devices() async throws -> [DeviceInfo] { try await base.devices() }
-    func revokeDevice(_ id: DeviceID) async throws { try await base.revokeDevice(id) }
+    func revokeDevice(_ id: DeviceID, loginSecret: [UInt8]?) async throws { try await base.revokeDevice(id, loginSecret: loginSecret) }
     func missingChunks(_ ids: [ChunkID]) async throws -> [ChunkID] { try await base.missingChunks(ids) }
     func putChunk(_ chunk: SealedChunk) async throws { try await base.putChunk(chunk) }
     func putChunks(_ chunks: [SealedChunk]) async throws { try await base.putChunks(chunks) }

@@ -14,11 +14,13 @@ func registerVault(on server: ServerProcess, user: String) async throws -> (HTTP
     let keys = VaultKeys.generate()
     let parameters = KDFParameters.generate(.interactive)
     let password = try PasswordKeys.derive(password: "pw of \(user)", parameters: parameters)
-    let keyring = try Keyring.make(keys: keys, password: password, parameters: parameters, recovery: .generate())
+    let recovery = RecoveryKey.generate()
+    let keyring = try Keyring.make(keys: keys, password: password, parameters: parameters, recovery: recovery)
     let secret = password.loginSecret.withUnsafeBytes { Array($0) }
     let anonymous = HTTPRemote(baseURL: server.baseURL, transport: transport)
     let session = try await anonymous.register(RegisterRequest(user: user, invite: invite, loginSecret: secret,
-                                                               keyring: keyring, deviceName: "laptop"))
+                                                               keyring: keyring, deviceName: "laptop",
+                                                               recoveryProof: recovery.proof.withUnsafeBytes { Array($0) }))
     #expect(session.vault == keys.vaultID)
     return (anonymous.authenticated(session.token), keys, secret)
 }
@@ -39,7 +41,10 @@ func registerVault(on server: ServerProcess, user: String) async throws -> (HTTP
         #expect(try await anonymous.preLogin(user: "alice").opsLimit == 2)
         #expect(try await remote.keyring().vaultID == keys.vaultID)
         #expect(try await remote.devices().count == 2)
-        try await remote.revokeDevice(phone.device)
+        await #expect(throws: RemoteError.conflict(code: "proof_required", message: "revoking another device needs the password: POST /v1/devices/ID/revoke (lockfs devices revoke asks for it; upgrade lockfs if this client does not)")) {
+            try await remote.revokeDevice(phone.device, loginSecret: nil)
+        }
+        try await remote.revokeDevice(phone.device, loginSecret: secret)
         await #expect(throws: RemoteError.unauthorized) { _ = try await anonymous.authenticated(phone.token).keyring() }
 
         // Chunks, many in flight at once over reused connections.
@@ -131,9 +136,10 @@ struct FlakyRemote: Remote {
     func preLogin(user: String) async throws -> KDFParameters { throw RemoteError.notFound }
     func register(_ request: RegisterRequest) async throws -> Session { throw RemoteError.notFound }
     func login(_ request: LoginRequest) async throws -> Session { throw RemoteError.notFound }
-    func replaceKeyring(_ keyring: Keyring, loginSecret: [UInt8]) async throws { throw RemoteError.notFound }
+    func recover(_ request: RecoverRequest) async throws -> Session { throw RemoteError.notFound }
+    func replaceKeyring(_ request: KeyringReplaceRequest) async throws { throw RemoteError.notFound }
     func devices() async throws -> [DeviceInfo] { [] }
-    func revokeDevice(_ id: DeviceID) async throws {}
+    func revokeDevice(_ id: DeviceID, loginSecret: [UInt8]?) async throws {}
     func missingChunks(_ ids: [ChunkID]) async throws -> [ChunkID] { ids }
     func putChunk(_ chunk: SealedChunk) async throws {}
     func putChunks(_ chunks: [SealedChunk]) async throws {}

@@ -58,9 +58,10 @@ struct InMemoryRemote: Remote {
     func register(_ request: RegisterRequest) async throws -> Session { throw RemoteError.notFound }
     func login(_ request: LoginRequest) async throws -> Session { throw RemoteError.notFound }
     func keyring() async throws -> Keyring { throw RemoteError.notFound }
-    func replaceKeyring(_ keyring: Keyring, loginSecret: [UInt8]) async throws { throw RemoteError.notFound }
+    func recover(_ request: RecoverRequest) async throws -> Session { throw RemoteError.notFound }
+    func replaceKeyring(_ request: KeyringReplaceRequest) async throws { throw RemoteError.notFound }
     func devices() async throws -> [DeviceInfo] { [] }
-    func revokeDevice(_ id: DeviceID) async throws {}
+    func revokeDevice(_ id: DeviceID, loginSecret: [UInt8]?) async throws {}
 
     func missingChunks(_ ids: [ChunkID]) async throws -> [ChunkID] {
         try check()

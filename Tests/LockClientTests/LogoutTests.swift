@@ -115,7 +115,7 @@ import Testing
         try await v.queueWhileAway("laptop", "/from-laptop.txt")
         #expect(try await v.login("phone").status == 0)
         let id = try DeviceCredentials.load(from: ClientHome(directory: URL(fileURLWithPath: laptop)).credentialsFile).device.hex
-        let revoke = try await Self.lockfs(["devices", "revoke", id, "--home", phone])
+        let revoke = try await Self.lockfs(["devices", "revoke", id, "--home", phone, "--password-file", v.passwordFile])
         #expect(revoke.status == 0, "\(revoke.stderr)")
         // The laptop tries: its uploader seals the change into an entry, which the server refuses.
         let refused = try await Self.lockfs(["sync", "--home", laptop, "--timeout", "3"])

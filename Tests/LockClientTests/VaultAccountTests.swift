@@ -153,12 +153,15 @@ import Glibc
         #expect(listed.filter(\.current).map(\.id) == [laptop.device.hex])
         #expect(Set(listed.map(\.name)) == ["laptop", "phone"])
 
-        try await VaultAccount.revoke(phone.device, remote: Self.remote(laptop))
+        await #expect(throws: LockError.unauthorized("the password is wrong")) {
+            try await VaultAccount.revoke(phone.device, password: "not frank's", credentials: laptop, remote: Self.remote(laptop))
+        }
+        try await VaultAccount.revoke(phone.device, password: "frank's password", credentials: laptop, remote: Self.remote(laptop))
         await #expect(throws: LockError.unauthorized("this device's token was refused (revoked?); run `lockfs logout`, then `lockfs login`")) {
             _ = try await VaultAccount.devices(remote: Self.remote(phone))
         }
         await #expect(throws: LockError.notFound) {
-            try await VaultAccount.revoke(DeviceID.random(), remote: Self.remote(laptop))
+            try await VaultAccount.revoke(DeviceID.random(), password: "frank's password", credentials: laptop, remote: Self.remote(laptop))
         }
 
         // Credentials: 0600, round trip, deleted by logout (which revokes the token).
@@ -195,9 +198,10 @@ struct KeyringSwappingRemote: Remote {
     func preLogin(user: String) async throws -> KDFParameters { try await base.preLogin(user: user) }
     func register(_ request: RegisterRequest) async throws -> Session { try await base.register(request) }
     func login(_ request: LoginRequest) async throws -> Session { try await base.login(request) }
-    func replaceKeyring(_ keyring: Keyring, loginSecret: [UInt8]) async throws { try await base.replaceKeyring(keyring, loginSecret: loginSecret) }
+    func recover(_ request: RecoverRequest) async throws -> Session { try await base.recover(request) }
+    func replaceKeyring(_ request: KeyringReplaceRequest) async throws { try await base.replaceKeyring(request) }
     func devices() async throws -> [DeviceInfo] { try await base.devices() }
-    func revokeDevice(_ id: DeviceID) async throws { try await base.revokeDevice(id) }
+    func revokeDevice(_ id: DeviceID, loginSecret: [UInt8]?) async throws { try await base.revokeDevice(id, loginSecret: loginSecret) }
     func missingChunks(_ ids: [ChunkID]) async throws -> [ChunkID] { try await base.missingChunks(ids) }
     func putChunk(_ chunk: SealedChunk) async throws { try await base.putChunk(chunk) }
     func putChunks(_ chunks: [SealedChunk]) async throws { try await base.putChunks(chunks) }
@@ -215,6 +219,51 @@ struct KeyringSwappingRemote: Remote {
 extension VaultKeys {
     /// A random MK for an existing vault id (a forged keyring's content).
     static func generate(vaultID: VaultID) -> VaultKeys { VaultKeys(vaultID: vaultID, master: .random()) }
+}
+
+/// Recovery with no device left, and what a recovery does to the others (issue 13).
+@Suite struct RecoveryWithoutDeviceTests {
+    @Test func theRecoveryKeyAloneEnrolsANeverEnrolledMachine() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let (laptop, recovery) = try await VaultAccountTests.create(server, "hana", password: "lost with the laptop")
+        let phone = try await VaultAccountTests.login(server, "hana", password: "lost with the laptop")
+        let anonymous = VaultAccountTests.anonymous(server)
+        func recover(_ key: RecoveryKey, user: String = "hana") async throws -> DeviceCredentials {
+            try await VaultAccount.recoverWithoutDevice(server: server.baseURL, user: user, recoveryKey: key, newPassword: "found again",
+                                                        deviceName: "borrowed", remote: anonymous,
+                                                        authenticated: { anonymous.authenticated($0) }, strength: VaultAccountTests.fast)
+        }
+        await #expect(throws: LockError.self) { _ = try await recover(.generate()) }
+        await #expect(throws: LockError.self) { _ = try await recover(recovery, user: "nobody") }
+        #expect(try await VaultAccount.devices(remote: VaultAccountTests.remote(laptop)).count == 2)
+
+        let rescued = try await recover(recovery)
+        #expect(VaultAccountTests.sameMaster(rescued, laptop) && rescued.vault == laptop.vault && rescued.deviceName == "borrowed")
+        // Every other device is signed out; the new password logs in, the old one does not.
+        for old in [laptop, phone] {
+            await #expect(throws: LockError.self) { _ = try await VaultAccount.devices(remote: VaultAccountTests.remote(old)) }
+        }
+        #expect(try await VaultAccount.devices(remote: VaultAccountTests.remote(rescued)).map(\.name) == ["borrowed"])
+        await #expect(throws: LockError.unauthorized(VaultAccount.wrongLogin)) {
+            _ = try await VaultAccountTests.login(server, "hana", password: "lost with the laptop")
+        }
+        let again = try await VaultAccountTests.login(server, "hana", password: "found again", device: "new laptop")
+        #expect(VaultAccountTests.sameMaster(again, laptop))
+    }
+
+    @Test func aPasswordChangeNeedsTheCurrentPasswordOnTheServerToo() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let (laptop, _) = try await VaultAccountTests.create(server, "ines", password: "ines's password")
+        // A client that skips its own check (a thief's script): the server refuses the wrong proof.
+        let keyring = try await VaultAccountTests.remote(laptop).keyring()
+        let wrong = KeyringReplaceRequest(keyring: keyring, loginSecret: Sodium.randomBytes(32), proof: .password(Sodium.randomBytes(32)))
+        await #expect(throws: RemoteError.forbidden("the password is wrong")) { try await VaultAccountTests.remote(laptop).replaceKeyring(wrong) }
+        try await VaultAccount.changePassword(credentials: laptop, old: "ines's password", new: "ines's new password",
+                                              remote: VaultAccountTests.remote(laptop), strength: VaultAccountTests.fast)
+        _ = try await VaultAccountTests.login(server, "ines", password: "ines's new password")
+    }
 }
 
 /// The `lockfs` binary itself: init, login from a second home, a wrong password.
@@ -271,5 +320,58 @@ extension VaultKeys {
         #expect(logout.status == 0, "\(logout.stderr)")
         let gone = try await Self.lockfs(["devices", "--home", second])
         #expect(gone.status == 78 && gone.stderr.contains("lockfs login"), "\(gone.stderr)")
+    }
+
+    @Test func recoverOnAFreshMachineWithTheCLI() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let dir = try makeTemporaryDirectory("cli-recover")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        try Data("the first passphrase\n".utf8).write(to: URL(fileURLWithPath: path("old")))
+        try Data("the second passphrase\n".utf8).write(to: URL(fileURLWithPath: path("new")))
+        let invite = try await VaultAccountTests.invite(server, "jo")
+        let created = try await Self.lockfs(["init", "--home", path("desk"), "--server", server.baseURL, "--user", "jo",
+                                             "--invite", invite, "--password-file", path("old"), "--device-name", "desk"])
+        #expect(created.status == 0, "\(created.stderr)")
+        let key = try #require(created.stdout.range(of: #"([0-9A-Z]{4}-){13}[0-9A-Z]{4}"#, options: .regularExpression).map { String(created.stdout[$0]) })
+        try Data(key.utf8).write(to: URL(fileURLWithPath: path("key")))
+
+        let recovered = try await Self.lockfs(["recover", "--home", path("fresh"), "--server", server.baseURL, "--user", "jo",
+                                               "--recovery-key-file", path("key"), "--new-password-file", path("new"), "--device-name", "fresh"])
+        #expect(recovered.status == 0, "\(recovered.stderr)")
+        let desk = try DeviceCredentials.load(from: ClientHome(directory: URL(fileURLWithPath: path("desk"))).credentialsFile)
+        let fresh = try DeviceCredentials.load(from: ClientHome(directory: URL(fileURLWithPath: path("fresh"))).credentialsFile)
+        #expect(VaultAccountTests.sameMaster(desk, fresh))
+        let signedOut = try await Self.lockfs(["devices", "--home", path("desk")])
+        #expect(signedOut.status != 0 && signedOut.stderr.contains("revoked"), "\(signedOut.stderr)")
+        let login = try await Self.lockfs(["login", "--home", path("later"), "--server", server.baseURL, "--user", "jo",
+                                           "--password-file", path("new")])
+        #expect(login.status == 0, "\(login.stderr)")
+    }
+
+    @Test func plainHTTPToAnotherMachineIsRefusedBeforeConnecting() async throws {
+        let dir = try makeTemporaryDirectory("cli-http")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let password = dir.appendingPathComponent("pw").path
+        try Data("whatever passphrase\n".utf8).write(to: URL(fileURLWithPath: password))
+        // A name that cannot resolve: had the client tried to connect, it would say it cannot reach the server.
+        let refused = try await Self.lockfs(["login", "--home", dir.appendingPathComponent("h").path, "--server", "http://lockfs-test.invalid:7440",
+                                             "--user", "kim", "--password-file", password])
+        #expect(refused.status == 64 && refused.stderr.contains("plain HTTP to another machine") && refused.stderr.contains("--tls-cert"),
+                "\(refused.status) \(refused.stderr)")
+        let allowed = try await Self.lockfs(["login", "--home", dir.appendingPathComponent("h").path, "--server", "http://lockfs-test.invalid:7440",
+                                             "--user", "kim", "--password-file", password, "--insecure-http"], timeout: .seconds(120))
+        #expect(allowed.status != 0 && !allowed.stderr.contains("plain HTTP to another machine"), "\(allowed.stderr)")
+    }
+
+    @Test(arguments: [
+        ("https://sync.example.org", false, true), ("http://127.0.0.1:7440", false, true), ("http://localhost:1", false, true),
+        ("http://[::1]:7440", false, true), ("http://127.1.2.3", false, true), ("http://sync.example.org", false, false),
+        ("http://192.168.1.10:7440", false, false), ("http://127.0.0.1.evil.example", false, false),
+        ("http://sync.example.org", true, true), ("ftp://sync.example.org", false, false), ("sync.example.org", false, false),
+    ])
+    func serverURLs(url: String, insecure: Bool, accepted: Bool) {
+        #expect(((try? ServerURL.check(url, insecureHTTP: insecure)) != nil) == accepted, "\(url)")
     }
 }

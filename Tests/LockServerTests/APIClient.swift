@@ -80,15 +80,18 @@ struct TestVault: Sendable {
     let parameters: KDFParameters
     let keyring: Keyring
     let loginSecret: [UInt8]
+    let recovery: RecoveryKey
+    var recoveryProof: [UInt8] { recovery.proof.withUnsafeBytes { Array($0) } }
 
     /// Fast (INTERACTIVE) Argon2id parameters, still above the client's floor.
     static func make(user: String, password: String = "correct horse battery staple") throws -> TestVault {
         let keys = VaultKeys.generate()
         let parameters = KDFParameters.generate(.interactive)
         let pw = try PasswordKeys.derive(password: password, parameters: parameters)
-        let keyring = try Keyring.make(keys: keys, password: pw, parameters: parameters, recovery: .generate())
+        let recovery = RecoveryKey.generate()
+        let keyring = try Keyring.make(keys: keys, password: pw, parameters: parameters, recovery: recovery)
         return TestVault(user: user, password: password, keys: keys, parameters: parameters, keyring: keyring,
-                         loginSecret: pw.loginSecret.withUnsafeBytes { Array($0) })
+                         loginSecret: pw.loginSecret.withUnsafeBytes { Array($0) }, recovery: recovery)
     }
 
     /// Registers on `server` (with an invite made by the admin command) and returns a logged-in client.
@@ -96,7 +99,7 @@ struct TestVault: Sendable {
         let invite = try await server.admin(["user", "add", user]).output.split(separator: "\n").last.map(String.init) ?? ""
         let client = APIClient(baseURL: server.baseURL)
         let r = try await client.json(.POST, "/v1/register", RegisterRequest(
-            user: user, invite: invite, loginSecret: loginSecret, keyring: keyring, deviceName: deviceName))
+            user: user, invite: invite, loginSecret: loginSecret, keyring: keyring, deviceName: deviceName, recoveryProof: recoveryProof))
         guard r.status == 201, let token = r.json["token"] as? String else {
             throw TestFailure("register \(user): HTTP \(r.status) \(String(decoding: r.body, as: UTF8.self))")
         }

@@ -12,7 +12,7 @@ import Testing
 
     static func register(_ vault: TestVault, invite: String, on server: ServerProcess, device: String = "laptop") async throws -> APIResponse {
         try await APIClient(baseURL: server.baseURL).json(.POST, "/v1/register", RegisterRequest(
-            user: vault.user, invite: invite, loginSecret: vault.loginSecret, keyring: vault.keyring, deviceName: device))
+            user: vault.user, invite: invite, loginSecret: vault.loginSecret, keyring: vault.keyring, deviceName: device, recoveryProof: vault.recoveryProof))
     }
 
     /// The line of `user list` for `name`, split into columns.

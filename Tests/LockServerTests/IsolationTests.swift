@@ -26,9 +26,11 @@ import Testing
         return [
             Route(method: .GET, path: "/v1/devices", body: nil, contentType: nil),
             Route(method: .DELETE, path: "/v1/devices/\(deviceID)", body: nil, contentType: nil),
+            Route(method: .POST, path: "/v1/devices/\(deviceID)/revoke",
+                  body: Array(try RevokeDeviceRequest(loginSecret: vault.loginSecret).jsonData()), contentType: "application/json"),
             Route(method: .GET, path: "/v1/keyring", body: nil, contentType: nil),
             Route(method: .PUT, path: "/v1/keyring",
-                  body: Array(try KeyringReplaceRequest(keyring: vault.keyring, loginSecret: Sodium.randomBytes(32)).jsonData()),
+                  body: Array(try KeyringReplaceRequest(keyring: vault.keyring, loginSecret: Sodium.randomBytes(32), proof: .password(vault.loginSecret)).jsonData()),
                   contentType: "application/json"),
             Route(method: .GET, path: "/v1/account", body: nil, contentType: nil),
             Route(method: .POST, path: "/v1/chunks/missing", body: try ChunkIDList(ids: [chunk.id]).encoded, contentType: bin),
@@ -57,7 +59,7 @@ import Testing
         // A second device, revoked by the first: its token must be dead everywhere.
         let (revoked, revokedID) = try await vault.login(on: server, deviceName: "lost laptop")
         #expect(try await revoked.send(.GET, "/v1/account").status == 200)
-        #expect(try await owner.send(.DELETE, "/v1/devices/\(revokedID)").status == 204)
+        #expect(try await owner.json(.POST, "/v1/devices/\(revokedID)/revoke", RevokeDeviceRequest(loginSecret: vault.loginSecret)).status == 204)
         let before = try await owner.accountInfo()
 
         let wellFormed = Base64URL.encode(Sodium.randomBytes(32))
@@ -187,7 +189,7 @@ import Testing
 
         // Devices: A cannot list or revoke B's device; B's device keeps working.
         #expect(try await a.deviceList().map(\.id).contains(bDevice) == false)
-        let revoke = try await a.send(.DELETE, "/v1/devices/\(bDevice)")
+        let revoke = try await a.json(.POST, "/v1/devices/\(bDevice)/revoke", RevokeDeviceRequest(loginSecret: vaultA.loginSecret))
         #expect(revoke.status == 404 && revoke.errorCode == "not_found")
         #expect(try await b.send(.GET, "/v1/account").status == 200)
         #expect(try await b.deviceList().map(\.id) == [bDevice])
@@ -196,7 +198,7 @@ import Testing
         #expect(try await a.send(.GET, "/v1/keyring").body == vaultA.keyring.encoded)
         let info = try await a.accountInfo()
         #expect(info.user == "iso-a" && info.vault == vaultA.keys.vaultID.hex)
-        let steal = try await a.json(.PUT, "/v1/keyring", KeyringReplaceRequest(keyring: vaultB.keyring, loginSecret: vaultA.loginSecret))
+        let steal = try await a.json(.PUT, "/v1/keyring", KeyringReplaceRequest(keyring: vaultB.keyring, loginSecret: vaultA.loginSecret, proof: .password(vaultA.loginSecret)))
         #expect(steal.status == 400 && steal.errorCode == "bad_request")
         #expect(try await a.send(.GET, "/v1/keyring").body == vaultA.keyring.encoded)
         #expect(try await b.send(.GET, "/v1/keyring").body == vaultB.keyring.encoded)
@@ -266,9 +268,9 @@ import Testing
         let anon = APIClient(baseURL: server.baseURL)
         let bogus = "0000-0000-0000-0000"
         let taken = try await anon.json(.POST, "/v1/register", RegisterRequest(
-            user: "iso-taken", invite: bogus, loginSecret: probe.loginSecret, keyring: probe.keyring, deviceName: "probe"))
+            user: "iso-taken", invite: bogus, loginSecret: probe.loginSecret, keyring: probe.keyring, deviceName: "probe", recoveryProof: probe.recoveryProof))
         let free = try await anon.json(.POST, "/v1/register", RegisterRequest(
-            user: "iso-free", invite: bogus, loginSecret: probe.loginSecret, keyring: probe.keyring, deviceName: "probe"))
+            user: "iso-free", invite: bogus, loginSecret: probe.loginSecret, keyring: probe.keyring, deviceName: "probe", recoveryProof: probe.recoveryProof))
         #expect(free.status == 403 && free.errorCode == "forbidden")
         #expect(taken.status == free.status && taken.errorCode == free.errorCode,
                 "existing name with a bogus invite: HTTP \(taken.status) \(taken.errorCode ?? "-"), unknown name: HTTP \(free.status) \(free.errorCode ?? "-")")
@@ -291,7 +293,7 @@ import Testing
                               passwordSlot: attacker.keyring.passwordSlot, recoverySlot: attacker.keyring.recoverySlot)
         let invite = try await server.inviteCode(for: "iso-attacker")
         let r = try await APIClient(baseURL: server.baseURL).json(.POST, "/v1/register", RegisterRequest(
-            user: "iso-attacker", invite: invite, loginSecret: attacker.loginSecret, keyring: claimed, deviceName: "evil"))
+            user: "iso-attacker", invite: invite, loginSecret: attacker.loginSecret, keyring: claimed, deviceName: "evil", recoveryProof: attacker.recoveryProof))
         if r.status != 201 {
             // Refusing a vault id that is in use is one correct answer.
             #expect([400, 409].contains(r.status), "register with a used vault id: HTTP \(r.status)")

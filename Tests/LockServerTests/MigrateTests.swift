@@ -119,7 +119,7 @@ import Glibc
         _ = try await aliceVault.login(on: new, deviceName: "new laptop")
         let carolVault = try TestVault.make(user: "carol")
         let registered = try await APIClient(baseURL: new.baseURL).json(.POST, "/v1/register", RegisterRequest(
-            user: "carol", invite: carolInvite, loginSecret: carolVault.loginSecret, keyring: carolVault.keyring, deviceName: "c"))
+            user: "carol", invite: carolInvite, loginSecret: carolVault.loginSecret, keyring: carolVault.keyring, deviceName: "c", recoveryProof: carolVault.recoveryProof))
         #expect(registered.status == 201, "register with the old invite: \(String(decoding: registered.body, as: UTF8.self))")
         _ = try await TestVault.make(user: "dave").register(on: new)
         // Alice's journal goes on from the old head.

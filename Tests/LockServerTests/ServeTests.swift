@@ -28,6 +28,19 @@ import Glibc
         #expect(try await poll.value.items.isEmpty)
     }
 
+    @Test func plainHTTPBeyondLoopbackNeedsInsecureHTTP() async throws {
+        let dir = try makeTemporaryDirectory("plain")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let refused = try await runProcess(ServerProcess.binary, ["serve", "--data", dir.path, "--listen", "0.0.0.0:0"],
+                                           timeout: .seconds(30))
+        #expect(refused.status == 64 && refused.stderr.contains("refusing to serve plain HTTP") && refused.stderr.contains("--tls-cert"),
+                "\(refused.status) \(refused.stderr)")
+        let allowed = try await ServerProcess.start(dataDirectory: dir, arguments: ["--listen", "0.0.0.0:0", "--insecure-http"])
+        defer { allowed.stop() }
+        let health = try await sharedHTTPClient.execute(HTTPClientRequest(url: "http://127.0.0.1:\(allowed.port)/v1/health"), timeout: .seconds(10))
+        #expect(health.status == .ok)
+    }
+
     @Test func servesOverTLSWithAGivenCertificate() async throws {
         let dir = try makeTemporaryDirectory("tls")
         let cert = dir.appendingPathComponent("cert.pem").path, key = dir.appendingPathComponent("key.pem").path
