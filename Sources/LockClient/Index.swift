@@ -61,6 +61,10 @@ public final class Index: Sendable {
 
     public init(path: String) throws {
         self.path = path
+        // The index holds the decrypted tree (names, sizes, manifests): 0600,
+        // and SQLite gives the WAL and shared-memory files the same mode.
+        try PrivateFiles.file(path)
+        for suffix in ["-wal", "-shm"] { try PrivateFiles.tightenIfPresent(path + suffix, to: 0o600) }
         var config = Configuration()
         config.busyMode = .timeout(10)
         pool = try DatabasePool(path: path, configuration: config)

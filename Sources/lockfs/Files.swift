@@ -99,8 +99,12 @@ struct Get: AsyncParsableCommand {
         let open = try OpenEngine(home)
         do { try await open.engine.pullOnce() } catch LockError.offline { printWarning("offline: reading the last known state") }
         let ino = try open.engine.resolve(path)
-        let size = try open.engine.getattr(ino).size
-        let out: Int32 = destination.map { Glibc.open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } ?? STDOUT_FILENO
+        let attributes = try open.engine.getattr(ino)
+        let size = attributes.size
+        // The vault's permission bits (as cp keeps them; the umask applies, and
+        // set-id bits are dropped: they came from another machine).
+        let mode = mode_t(attributes.mode & 0o777)
+        let out: Int32 = destination.map { Glibc.open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode) } ?? STDOUT_FILENO
         guard out >= 0 else { throw LockError.io(errno: errno, "create \(destination ?? "-")") }
         defer { if destination != nil { close(out) } }
         var offset = 0
