@@ -39,7 +39,8 @@ import Glibc
             let page = try await poll.value
             let elapsed = ContinuousClock.now - start
             #expect(page.items.map(\.seq) == [head.0.next], "round \(round): \(page.items.map(\.seq))")
-            #expect(elapsed < .seconds(1), "round \(round): the long-poll returned \(elapsed) after the append")
+            // Woken by the append, not by the 20 s wait (5× what a loaded machine took).
+            #expect(elapsed < .seconds(8), "round \(round): the long-poll returned \(elapsed) after the append")
             head = (head.0.next, head.1.next(seq: head.0.next.rawValue, entry: entry.encoded))
             // The blob is in the bucket, and instance 1 serves it.
             #expect(try cluster.objectExists(vault: vault.keyring.vaultID.hex, chunk: chunk.id.hex))
