@@ -126,9 +126,16 @@ public struct DeviceCredentials: Sendable {
     public var caFile: String?
     /// The user allowed plain HTTP to another machine (`--insecure-http`).
     public var insecureHTTP: Bool
+    /// This device's signing and X25519 keys; nil in a device.json written by
+    /// lockfs 0.1 (`withIdentity()` adds them).
+    public var identity: DeviceIdentity?
+    /// The password's KDF parameters this device last saw (at enrolment, or
+    /// its own password change); a keyring with weaker ones is refused.
+    public var kdf: KDFParameters?
 
     public init(server: String, user: String, device: DeviceID, deviceName: String, vault: VaultID,
-                token: String, keys: VaultKeys, caFile: String? = nil, insecureHTTP: Bool = false) {
+                token: String, keys: VaultKeys, caFile: String? = nil, insecureHTTP: Bool = false, identity: DeviceIdentity? = nil,
+                kdf: KDFParameters? = nil) {
         self.server = server
         self.user = user
         self.device = device
@@ -138,9 +145,25 @@ public struct DeviceCredentials: Sendable {
         self.keys = keys
         self.caFile = caFile
         self.insecureHTTP = insecureHTTP
+        self.identity = identity
+        self.kdf = kdf
+    }
+
+    /// These credentials with a device identity: the one they have, or a new
+    /// one (a device enrolled by lockfs 0.1; the server registers its key at
+    /// its first signed entry). `added` says whether it is new, and so
+    /// whether the file must be saved again.
+    public func withIdentity() -> (credentials: DeviceCredentials, added: Bool) {
+        if identity != nil { return (self, false) }
+        var c = self
+        c.identity = .generate()
+        return (c, true)
     }
 
     /// The file's JSON shape. `masterKey` is base64 of MK; version 1.
+    /// `signingSeed` and `boxSecret` (base64, 32 bytes each) were added by
+    /// lockfs 0.2 as optional keys, so that lockfs 0.1 still reads the file
+    /// and meets the server's "upgrade lockfs" when it writes.
     struct File: Codable {
         var version: Int
         var server: String
@@ -152,6 +175,9 @@ public struct DeviceCredentials: Sendable {
         var masterKey: String
         var caFile: String?
         var insecureHTTP: Bool?
+        var signingSeed: String?
+        var boxSecret: String?
+        var kdf: String?
     }
 
     /// Writes the file atomically with mode 0600 (a temporary file, fsync, rename).
@@ -160,7 +186,10 @@ public struct DeviceCredentials: Sendable {
         defer { Sodium.wipe(&mk) }
         let file = File(version: 1, server: server, user: user, device: device.hex, deviceName: deviceName,
                         vault: vault.hex, token: token, masterKey: Data(mk).base64EncodedString(), caFile: caFile,
-                        insecureHTTP: insecureHTTP ? true : nil)
+                        insecureHTTP: insecureHTTP ? true : nil,
+                        signingSeed: identity.map { $0.signingSeed.withUnsafeBytes { Data($0).base64EncodedString() } },
+                        boxSecret: identity.map { $0.boxSecret.withUnsafeBytes { Data($0).base64EncodedString() } },
+                        kdf: kdf.map { Hex.encode($0.encoded) })
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(file)
@@ -179,9 +208,20 @@ public struct DeviceCredentials: Sendable {
         }
         defer { Sodium.wipe(&mk) }
         let master = try mk.withUnsafeBytes { try SecretKey<KeyPurposes.Master>(copying: $0) }
+        var identity: DeviceIdentity? = nil
+        if let s = file.signingSeed, let b = file.boxSecret {
+            guard var seed = Data(base64Encoded: s).map(Array.init), seed.count == 32,
+                  var box = Data(base64Encoded: b).map(Array.init), box.count == 32 else {
+                throw LockError.invalid("\(url.path) is damaged (its device keys); run `lockfs login` again")
+            }
+            defer { Sodium.wipe(&seed); Sodium.wipe(&box) }
+            identity = DeviceIdentity(signingSeed: try seed.withUnsafeBytes { try SecretKey(copying: $0) },
+                                      boxSecret: try box.withUnsafeBytes { try SecretKey(copying: $0) })
+        }
         return DeviceCredentials(server: file.server, user: file.user, device: device, deviceName: file.deviceName,
                                  vault: vault, token: file.token, keys: VaultKeys(vaultID: vault, master: master),
-                                 caFile: file.caFile, insecureHTTP: file.insecureHTTP ?? false)
+                                 caFile: file.caFile, insecureHTTP: file.insecureHTTP ?? false, identity: identity,
+                                 kdf: file.kdf.flatMap(Hex.decode).flatMap { try? KDFParameters(encoded: $0) })
     }
 }
 

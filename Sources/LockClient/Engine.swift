@@ -52,6 +52,10 @@ public struct EngineStatus: Sendable, Codable {
     public var pinnedBytes: Int
     /// Set when the server broke the rules (tampered data, a broken or forked journal).
     public var integrityAlarm: String?
+    /// Journal entries skipped since start because their signature or signer
+    /// was wrong (`EntryAuthority`), and why the last one was.
+    public var ignoredEntries: Int = 0
+    public var lastIgnoredEntry: String? = nil
 }
 
 /// Engine settings.
@@ -105,6 +109,8 @@ public final class Engine: Sendable {
     public let home: ClientHome
     public let device: DeviceID
     let keys: VaultKeys
+    /// This device's signing key (nil: credentials of lockfs 0.1, entries go unsigned).
+    let identity: DeviceIdentity?
     let remote: any Remote
     let index: Index
     public let cache: ChunkCache
@@ -170,6 +176,11 @@ public final class Engine: Sendable {
         var nextHandle: UInt64 = 1
         var lastReadEnd: [NodeID: Int] = [:]
         var alarm: String?
+        /// Keys bound to devices by their first signed entry (`EntryAuthority`).
+        var signers: [DeviceID: [UInt8]] = [:]
+        /// Entries skipped by `EntryAuthority` since start, and the last reason.
+        var ignoredEntries = 0
+        var lastIgnored: String?
         var online = false
         var lastError: String?
         var lastSync: Date?
@@ -191,6 +202,7 @@ public final class Engine: Sendable {
         self.home = home
         device = credentials.device
         keys = credentials.keys
+        identity = credentials.identity
         self.remote = remote
         self.options = options
         outboxRoot = home.outboxDirectory.path
@@ -210,6 +222,7 @@ public final class Engine: Sendable {
                       lastStamp: try index.metaInt("last_stamp") ?? 0, pins: snap.pins)
         s.alarm = try index.meta("alarm").map { String(decoding: $0, as: UTF8.self) }
         s.accessTimes = snap.accessTimes
+        s.signers = snap.signers
         for n in snap.localNodes { s.localNodes[n.id] = n }
         for (ino, node) in snap.inodes { s.inoByNode[node] = ino; s.nodeByIno[ino] = node }
         for n in base.nodes.values { if let m = n.manifest { for c in m.chunks { s.serverChunks.insert(c.id) } } }
@@ -411,6 +424,9 @@ public final class Engine: Sendable {
         var heads: [(UInt64, ChainHead)] = []
         var changedStamps: [DeviceID: Int64] = [:]
         var confirmed: [Int64] = []
+        var signers = state.withLock { $0.signers }
+        var newSigners: [DeviceID: [UInt8]] = [:]
+        var ignored: [String] = []
         for item in items {
             let seq = item.seq.rawValue
             guard seq == cursor + 1 else {
@@ -428,6 +444,18 @@ public final class Engine: Sendable {
                 : (recent[baseSeq] ?? heads.first(where: { $0.0 == baseSeq })?.1 ?? (try? index.head(at: baseSeq)) ?? nil)
             guard baseSeq <= cursor, knownBase == entry.baseHead else {
                 throw LockError.integrity("journal entry \(seq) was written on a history this device never saw: the server forked the journal")
+            }
+            switch EntryAuthority.check(entry, vault: keys.vaultID, signers: signers) {
+            case .ignore(let why):
+                // A faithful server refuses such an entry; skip it, keep the chain.
+                ignored.append("journal entry \(seq) was ignored: \(why)")
+                head = computed
+                cursor = seq
+                heads.append((seq, computed))
+                recent[seq] = computed
+                continue
+            case .apply(let device, let bind):
+                if let bind, let device { signers[device] = bind; newSigners[device] = bind }
             }
             let batch: OperationBatch
             do { batch = try entry.open(keys: keys) } catch WireError.unsupportedVersion(let record, let found)
@@ -447,16 +475,21 @@ public final class Engine: Sendable {
             // This home's own entries are told by their bytes (the sealed entry
             // kept in flight), not by the engine's device id: after a new login
             // in this home, entries sealed before carry the previous device's id.
-            if let mine = inflight.first(where: { $0.appendedSeq == seq }), mine.entry != entry {
+            if let mine = inflight.first(where: { $0.appendedSeq == seq }), mine.entry != entry.unsigned {
                 throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves another one there: the journal was forked or rolled back")
             }
-            if stamp > (stamps[batch.device] ?? Int64.min) {
-                stamps[batch.device] = stamp
-                changedStamps[batch.device] = stamp
-                base.apply(batch.operations, context: ReplayContext(device: batch.device, createdAt: batch.createdAt, seq: seq, baseSeq: baseSeq,
+            // Replayed under the device that made the batch (sealed inside it):
+            // after a re-login in a home, batches sealed before are sent, and
+            // signed, by the new device, and must still dedup against a copy
+            // the old one may have landed. The signer is who answers for it.
+            let author = batch.device
+            if stamp > (stamps[author] ?? Int64.min) {
+                stamps[author] = stamp
+                changedStamps[author] = stamp
+                base.apply(batch.operations, context: ReplayContext(device: author, createdAt: batch.createdAt, seq: seq, baseSeq: baseSeq,
                                                                     rules: batch.version))
             } // else: a retried append that landed twice; the first copy counted.
-            if inflight.contains(where: { $0.stamp == stamp && $0.entry == entry }) {
+            if inflight.contains(where: { $0.stamp == stamp && $0.entry == entry.unsigned }) {
                 confirmed.append(stamp)
                 inflight.removeAll { $0.stamp == stamp }
             }
@@ -468,7 +501,7 @@ public final class Engine: Sendable {
         let changed = base.takeChanges()
         let changedNodes = changed.compactMap { base.node($0) }
         try index.commit(Index.AppliedPage(nodes: changedNodes, aliases: base.takeAliases(), heads: heads, deviceStamps: changedStamps,
-                                           confirmedStamps: confirmed))
+                                           confirmedStamps: confirmed, signers: newSigners))
         var view = ViewChanges()
         var orphans: [NodeID] = []
         let (drained, wakeUploader) = state.withLock { s -> (Bool, Bool) in
@@ -478,6 +511,8 @@ public final class Engine: Sendable {
             s.cursor = cursor
             s.head = head
             s.deviceStamps.merge(changedStamps) { $1 }
+            s.signers.merge(newSigners) { a, _ in a }
+            if let last = ignored.last { s.ignoredEntries += ignored.count; s.lastIgnored = last }
             if recent.count > 4096 { recent = recent.filter { $0.key + 2048 > cursor } }
             s.recentHeads = recent
             for n in changedNodes { if let m = n.manifest { for c in m.chunks { s.serverChunks.insert(c.id) } } }
@@ -952,6 +987,9 @@ public final class Engine: Sendable {
             let sealed: SealedChunk
             if let local = try outboxChunk(id) {
                 sealed = SealedChunk(id: id, bytes: local)
+            } else if let moved = cache.cached(id) {
+                // The outbox copy moved to the cache since the cache was asked.
+                return moved
             } else {
                 do { sealed = try await fetchWithTimeout(id) } catch let e as RemoteError { throw e.isRetryable ? LockError.offline : LockError.from(e) }
             }
@@ -1056,7 +1094,7 @@ public final class Engine: Sendable {
         let n = try node(ino)
         guard n.kind == .file else { throw LockError.isDirectory }
         if let h = try attachStaging(n.id, truncate: truncate) { return h }
-        guard truncate || isLocal(n) else { return nil }
+        guard truncate || (n.manifest?.chunks.allSatisfy { cache.contains($0.id) } ?? true) else { return nil }
         let file = try newStagingFile(n.id)
         if !truncate, let m = n.manifest {
             var off = 0
@@ -1480,7 +1518,9 @@ public final class Engine: Sendable {
             attempt += 1
             try await uploadMissing(batch.references)
             do {
-                let (seq, _) = try await remote.append(batch.entry, references: batch.references)
+                // Signed when sent, by the device sending it (after a re-login, the new one).
+                let entry = identity.map { batch.entry.signed(by: $0, device: device, vault: keys.vaultID) } ?? batch.entry
+                let (seq, _) = try await remote.append(entry, references: batch.references)
                 try index.markAppended(stamp: batch.stamp, seq: seq.rawValue)
                 state.withLock { s in
                     if let i = s.inflight.firstIndex(where: { $0.stamp == batch.stamp }) { s.inflight[i].appendedSeq = seq.rawValue }
@@ -1582,7 +1622,7 @@ public final class Engine: Sendable {
                          queuedOperations: s.pending.count, queuedBytes: s.outboxChunks.values.reduce(0, +),
                          cacheSize: cache.totalSize, cacheLimit: cache.limit,
                          pinnedBytes: Self.pinnedBytes(s),
-                         integrityAlarm: s.alarm)
+                         integrityAlarm: s.alarm, ignoredEntries: s.ignoredEntries, lastIgnoredEntry: s.lastIgnored)
         }
     }
 
@@ -1668,7 +1708,15 @@ public final class Engine: Sendable {
     /// Whether every chunk of a file is local.
     public func isCached(_ ino: UInt64) throws -> Bool { isLocal(try node(ino)) }
 
-    func isLocal(_ n: Node) -> Bool { n.manifest?.chunks.allSatisfy { cache.contains($0.id) } ?? true }
+    /// Whether every chunk of `n` is on this device: in the cache, or still
+    /// in the outbox (uploaded chunks wait there until local writes pause;
+    /// the file is no less local meanwhile).
+    func isLocal(_ n: Node) -> Bool {
+        guard let chunks = n.manifest?.chunks else { return true }
+        let missing = chunks.filter { !cache.contains($0.id) }
+        guard !missing.isEmpty else { return true }
+        return state.withLock { s in missing.allSatisfy { s.outboxChunks[$0.id] != nil || s.cacheMoves.contains($0.id) } }
+    }
 
     /// The tree as the local view shows it: path → node (for tests and tools).
     public func snapshot() -> [String: Node] {

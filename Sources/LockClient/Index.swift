@@ -40,6 +40,7 @@ public struct InflightBatch: Sendable, Equatable {
 ///     pending(id, op, …)          local operations not yet in the journal (the outbox's order)
 ///     inflight(stamp, entry, …)   sealed entries being appended
 ///     device_stamps(device, stamp) the last batch stamp applied per device (dedup of retried appends)
+///     signers(device, public_key)  the Ed25519 key each device's first signed entry bound to it
 ///     pins(node)                  pinned files and folders (sticky)
 ///     outbox(id, sealed)          small sealed chunks of pending operations (v2)
 ///     aliases(node, target)       folders merged into another by the replay rules (v3)
@@ -149,6 +150,9 @@ public final class Index: Sendable {
                 ) WITHOUT ROWID
                 """)
         }
+        m.registerMigration("v7: the key each signing device's first entry bound to it") { db in
+            try db.execute(sql: "CREATE TABLE signers (device BLOB PRIMARY KEY, public_key BLOB NOT NULL) WITHOUT ROWID")
+        }
         return m
     }
 
@@ -190,6 +194,7 @@ public final class Index: Sendable {
         public var pins: Set<NodeID>
         public var accessTimes: [NodeID: Timestamp]
         public var localNodes: [LocalNode]
+        public var signers: [DeviceID: [UInt8]] = [:]
     }
 
     /// Everything the engine keeps in memory, read once at start.
@@ -236,8 +241,13 @@ public final class Index: Sendable {
                                             name: row["name"], kind: kind, mode: UInt32(truncatingIfNeeded: row["mode"] as Int64),
                                             mtime: Timestamp(nanoseconds: row["mtime"]), ctime: Timestamp(nanoseconds: row["ctime"])))
             }
+            var signers: [DeviceID: [UInt8]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT device, public_key FROM signers") {
+                signers[try DeviceID(bytes: Array(row["device"] as Data))] = Array(row["public_key"] as Data)
+            }
             return Snapshot(nodes: nodes, aliases: aliases, cursor: cursor, head: head, pending: pending, inflight: inflight,
-                            deviceStamps: stamps, inodes: inodes, pins: pins, accessTimes: accessTimes, localNodes: localNodes)
+                            deviceStamps: stamps, inodes: inodes, pins: pins, accessTimes: accessTimes, localNodes: localNodes,
+                            signers: signers)
         }
     }
 
@@ -292,6 +302,8 @@ public final class Index: Sendable {
         public var heads: [(UInt64, ChainHead)]
         public var deviceStamps: [DeviceID: Int64]
         public var confirmedStamps: [Int64]
+        /// Signing keys bound by this page (each device's first signed entry).
+        public var signers: [DeviceID: [UInt8]] = [:]
     }
 
     public func commit(_ page: AppliedPage) throws {
@@ -310,6 +322,9 @@ public final class Index: Sendable {
             for s in page.confirmedStamps {
                 try db.execute(sql: "DELETE FROM pending WHERE batch_stamp = ?", arguments: [s])
                 try db.execute(sql: "DELETE FROM inflight WHERE stamp = ?", arguments: [s])
+            }
+            for (device, key) in page.signers {
+                try db.execute(sql: "INSERT OR IGNORE INTO signers (device, public_key) VALUES (?, ?)", arguments: [Data(device.bytes), Data(key)])
             }
         }
     }

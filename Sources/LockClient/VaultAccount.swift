@@ -42,8 +42,9 @@ public enum VaultAccount {
         let keyring = try Keyring.make(keys: keys, password: passwordKeys, parameters: parameters, recovery: recovery)
         var secret = passwordKeys.loginSecret.withUnsafeBytes { Array($0) }
         defer { Sodium.wipe(&secret) }
+        let identity = DeviceIdentity.generate()
         let request = RegisterRequest(user: user, invite: invite, loginSecret: secret, keyring: keyring, deviceName: deviceName,
-                                      recoveryProof: recovery.proof.withUnsafeBytes { Array($0) })
+                                      recoveryProof: recovery.proof.withUnsafeBytes { Array($0) }, device: DevicePublicKeys(identity))
         let session: Session
         do {
             session = try await remote.register(request)
@@ -58,7 +59,8 @@ public enum VaultAccount {
             throw LockError.integrity("the server registered another vault id than the one sent")
         }
         let credentials = DeviceCredentials(server: server, user: user, device: session.device, deviceName: deviceName,
-                                            vault: keys.vaultID, token: session.token, keys: keys, caFile: caFile)
+                                            vault: keys.vaultID, token: session.token, keys: keys, caFile: caFile, identity: identity,
+                                            kdf: parameters)
         return (credentials, recovery)
     }
 
@@ -92,8 +94,10 @@ public enum VaultAccount {
         var secret = passwordKeys.loginSecret.withUnsafeBytes { Array($0) }
         defer { Sodium.wipe(&secret) }
         let session: Session
+        let identity = DeviceIdentity.generate()
         do {
-            session = try await remote.login(LoginRequest(user: user, loginSecret: secret, deviceName: deviceName))
+            session = try await remote.login(LoginRequest(user: user, loginSecret: secret, deviceName: deviceName,
+                                                          device: DevicePublicKeys(identity)))
         } catch RemoteError.forbidden {
             throw LockError.unauthorized(wrongLogin)
         } catch let error as RemoteError {
@@ -110,7 +114,8 @@ public enum VaultAccount {
             }
             let keys = try unlock(keyring, password: passwordKeys, accepted: "accepted the password at login")
             return DeviceCredentials(server: server, user: user, device: session.device, deviceName: deviceName,
-                                     vault: session.vault, token: session.token, keys: keys, caFile: caFile)
+                                     vault: session.vault, token: session.token, keys: keys, caFile: caFile, identity: identity,
+                                     kdf: parameters)
         } catch {
             // Do not leave a token behind that no device holds.
             try? await device.revokeDevice(session.device, loginSecret: nil)
@@ -133,9 +138,10 @@ public enum VaultAccount {
     /// - Throws: `LockError.unauthorized("the current password is wrong")`;
     ///   `.integrity` if the keyring opens to another key than this device's
     ///   or belongs to another vault; `.offline`; `.unauthorized` for a revoked device.
+    @discardableResult
     public static func changePassword(credentials: DeviceCredentials, old: String, new: String, remote: any Remote,
                                       registerRecovery: RecoveryKey? = nil,
-                                      strength: KDFParameters.Strength = .moderate) async throws {
+                                      strength: KDFParameters.Strength = .moderate) async throws -> KDFParameters {
         let keyring = try await verifiedKeyring(credentials, remote: remote)
         let oldKeys = try PasswordKeys.derive(password: old, parameters: keyring.parameters)
         let opened: VaultKeys
@@ -150,7 +156,7 @@ public enum VaultAccount {
         if let registerRecovery { try requireSameMaster(try openRecoverySlot(keyring, registerRecovery), credentials.keys) }
         var current = oldKeys.loginSecret.withUnsafeBytes { Array($0) }
         defer { Sodium.wipe(&current) }
-        try await replacePassword(keyring: keyring, keys: credentials.keys, new: new, proof: .password(current),
+        return try await replacePassword(keyring: keyring, keys: credentials.keys, new: new, proof: .password(current),
                                   registerRecovery: registerRecovery, remote: remote, strength: strength)
     }
 
@@ -167,11 +173,12 @@ public enum VaultAccount {
     ///   the caller's (parsing); `LockError.unauthorized("the recovery key is wrong")`;
     ///   `.unauthorized` when the server has no recovery proof for a vault
     ///   made before lockfs 0.2; `.integrity`; `.offline`.
+    @discardableResult
     public static func recover(credentials: DeviceCredentials, recoveryKey: RecoveryKey, newPassword: String,
-                               remote: any Remote, strength: KDFParameters.Strength = .moderate) async throws {
+                               remote: any Remote, strength: KDFParameters.Strength = .moderate) async throws -> KDFParameters {
         let keyring = try await verifiedKeyring(credentials, remote: remote)
         try requireSameMaster(try openRecoverySlot(keyring, recoveryKey), credentials.keys)
-        try await replacePassword(keyring: keyring, keys: credentials.keys, new: newPassword,
+        return try await replacePassword(keyring: keyring, keys: credentials.keys, new: newPassword,
                                   proof: .recovery(recoveryKey.proof.withUnsafeBytes { Array($0) }),
                                   registerRecovery: nil, remote: remote, strength: strength)
     }
@@ -197,8 +204,10 @@ public enum VaultAccount {
                                             strength: KDFParameters.Strength = .moderate) async throws -> DeviceCredentials {
         let proof = recoveryKey.proof.withUnsafeBytes { Array($0) }
         let session: Session
+        let identity = DeviceIdentity.generate()
         do {
-            session = try await remote.recover(RecoverRequest(user: user, recoveryProof: proof, deviceName: deviceName))
+            session = try await remote.recover(RecoverRequest(user: user, recoveryProof: proof, deviceName: deviceName,
+                                                              device: DevicePublicKeys(identity)))
         } catch RemoteError.forbidden {
             throw LockError.unauthorized("wrong user name or recovery key (or the account was made before lockfs 0.2 and its server cannot check recovery keys; see docs/operations.md, \"Recovery\")")
         } catch let error as RemoteError {
@@ -218,10 +227,11 @@ public enum VaultAccount {
             } catch CryptoError.authenticationFailed {
                 throw LockError.integrity("the server's keyring was altered")
             }
-            try await replacePassword(keyring: keyring, keys: keys, new: newPassword, proof: .recovery(proof),
-                                      registerRecovery: nil, remote: device, strength: strength)
+            let parameters = try await replacePassword(keyring: keyring, keys: keys, new: newPassword, proof: .recovery(proof),
+                                                       registerRecovery: nil, remote: device, strength: strength)
             return DeviceCredentials(server: server, user: user, device: session.device, deviceName: deviceName,
-                                     vault: session.vault, token: session.token, keys: keys, caFile: caFile)
+                                     vault: session.vault, token: session.token, keys: keys, caFile: caFile, identity: identity,
+                                     kdf: parameters)
         } catch {
             try? await device.revokeDevice(session.device, loginSecret: nil)
             throw error
@@ -360,7 +370,18 @@ public enum VaultAccount {
         guard keyring.vaultID == credentials.vault else {
             throw LockError.integrity("the server's keyring belongs to another vault than this device's")
         }
+        if let known = credentials.kdf, let why = weaker(keyring.parameters, than: known) {
+            throw LockError.integrity("the server's keyring names weaker password parameters than this device last saw (\(why)); refused, nothing was derived for it. If you lowered them yourself on another device, log this device in again")
+        }
         return keyring
+    }
+
+    /// Why `p` is weaker than `known` (fewer passes or less memory), or nil.
+    /// A new salt alone is not: every password change makes one.
+    public static func weaker(_ p: KDFParameters, than known: KDFParameters) -> String? {
+        if p.opsLimit < known.opsLimit { return "\(p.opsLimit) passes instead of \(known.opsLimit)" }
+        if p.memLimit < known.memLimit { return "\(p.memLimit >> 20) MiB instead of \(known.memLimit >> 20) MiB" }
+        return nil
     }
 
     /// Opens the password slot of a keyring the server has already vouched for.
@@ -395,8 +416,9 @@ public enum VaultAccount {
 
     /// Rewraps MK for `new` with fresh parameters and replaces keyring and
     /// login secret, with `proof` for the server.
+    @discardableResult
     static func replacePassword(keyring: Keyring, keys: VaultKeys, new: String, proof: OwnerProof, registerRecovery: RecoveryKey?,
-                                remote: any Remote, strength: KDFParameters.Strength) async throws {
+                                remote: any Remote, strength: KDFParameters.Strength) async throws -> KDFParameters {
         let parameters = KDFParameters.generate(strength)
         let newKeys = try PasswordKeys.derive(password: new, parameters: parameters)
         let rewrapped = try keyring.rewrapped(keys: keys, password: newKeys, parameters: parameters)
@@ -411,5 +433,6 @@ public enum VaultAccount {
         } catch let error as RemoteError {
             throw LockError.from(error)
         }
+        return parameters
     }
 }

@@ -28,6 +28,10 @@ public enum KeyPurposes {
     /// Proves knowledge of the recovery key to the server; it is sent there
     /// (the server keeps a salted hash, like the login secret's).
     public enum RecoveryProof: KeyPurpose { public static let name = "recovery-proof" }
+    /// The seed of a device's Ed25519 signing key (made at enrolment, never sent).
+    public enum DeviceSigning: KeyPurpose { public static let name = "device-signing" }
+    /// A device's X25519 secret key (made at enrolment, never sent).
+    public enum DeviceBox: KeyPurpose { public static let name = "device-box" }
 }
 
 /// A 256-bit secret key in guarded memory, wiped when released.

@@ -45,7 +45,12 @@ public struct MetadataSnapshot: Sendable, Equatable {
         public var createdAt: Date
         public var lastSeenAt: Date?
         public var revokedAt: Date?
-        public init(id: DeviceID, account: AccountID, name: String, tokenHash: [UInt8], createdAt: Date, lastSeenAt: Date?, revokedAt: Date?) {
+        public var signingKey: [UInt8]?
+        public var boxKey: [UInt8]?
+        public init(id: DeviceID, account: AccountID, name: String, tokenHash: [UInt8], createdAt: Date, lastSeenAt: Date?, revokedAt: Date?,
+                    signingKey: [UInt8]? = nil, boxKey: [UInt8]? = nil) {
+            self.signingKey = signingKey
+            self.boxKey = boxKey
             self.id = id
             self.account = account
             self.name = name

@@ -121,13 +121,21 @@ public struct DeviceRecord: Sendable, Equatable {
     public let name: String
     public let createdAt: Date
     public let lastSeenAt: Date?
+    /// The Ed25519 key its journal entries must be signed with; nil for a
+    /// device enrolled before lockfs 0.2 that has not signed an entry yet.
+    public let signingKey: [UInt8]?
+    /// Its X25519 key (key generations); nil as for `signingKey`.
+    public let boxKey: [UInt8]?
 
-    public init(id: DeviceID, account: AccountID, name: String, createdAt: Date, lastSeenAt: Date?) {
+    public init(id: DeviceID, account: AccountID, name: String, createdAt: Date, lastSeenAt: Date?,
+                signingKey: [UInt8]? = nil, boxKey: [UInt8]? = nil) {
         self.id = id
         self.account = account
         self.name = name
         self.createdAt = createdAt
         self.lastSeenAt = lastSeenAt
+        self.signingKey = signingKey
+        self.boxKey = boxKey
     }
 }
 
@@ -136,10 +144,14 @@ public struct NewDevice: Sendable {
     public let id: DeviceID
     public let name: String
     public let tokenHash: [UInt8]
-    public init(id: DeviceID, name: String, tokenHash: [UInt8]) {
+    public let signingKey: [UInt8]?
+    public let boxKey: [UInt8]?
+    public init(id: DeviceID, name: String, tokenHash: [UInt8], signingKey: [UInt8]? = nil, boxKey: [UInt8]? = nil) {
         self.id = id
         self.name = name
         self.tokenHash = tokenHash
+        self.signingKey = signingKey
+        self.boxKey = boxKey
     }
 }
 
@@ -195,6 +207,10 @@ public protocol MetadataStore: Sendable {
     func devices(account: AccountID) async throws -> [DeviceRecord]
     /// Revokes a device of `account`; false if the account has no such device.
     func revokeDevice(account: AccountID, id: DeviceID) async throws -> Bool
+    /// Registers `key` as the device's signing key if it has none (a device
+    /// enrolled before lockfs 0.2, at its first signed entry); returns the
+    /// key registered now (the given one, or the one it had).
+    func bindSigningKey(account: AccountID, device: DeviceID, key: [UInt8]) async throws -> [UInt8]?
 
     // Chunks
     /// The ids among `ids` that `account` does not have, in the order given.

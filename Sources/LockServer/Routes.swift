@@ -106,7 +106,8 @@ public struct ServerAPI: Sendable {
         if let retry = limiter.attempt("register \(context.remoteAddress)") { throw ServerError.tooManyRequests(retryAfterSeconds: retry) }
         let salt = Sodium.randomBytes(16)
         let (token, tokenHash) = Credentials.newToken()
-        let device = NewDevice(id: .random(), name: body.deviceName, tokenHash: tokenHash)
+        let keys = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey)
+        let device = NewDevice(id: .random(), name: body.deviceName, tokenHash: tokenHash, signingKey: keys?.signing, boxKey: keys?.box)
         let account = try await store.register(
             NewAccount(name: body.user, vaultID: keyring.vaultID, kdf: keyring.parameters.encoded, keyring: keyringBytes,
                        loginSalt: salt, loginHash: Credentials.loginHash(secret: secret, salt: salt),
@@ -120,6 +121,7 @@ public struct ServerAPI: Sendable {
         try request.require(contentType: Self.json)
         let body = try LoginRequest.decodeStrictly(Data(try await request.bytes(limit: 16 << 10)))
         try Self.validate(deviceName: body.deviceName)
+        let keys = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey)
         if let retry = limiter.attempt("login \(body.user) \(context.remoteAddress)") {
             throw ServerError.tooManyRequests(retryAfterSeconds: retry)
         }
@@ -130,7 +132,8 @@ public struct ServerAPI: Sendable {
             throw ServerError.forbidden("wrong user name or password")
         }
         let (token, tokenHash) = Credentials.newToken()
-        let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash)
+        let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash,
+                               signingKey: keys?.signing, boxKey: keys?.box)
         try await store.addDevice(device, account: account.id, now: Date())
         return try Self.json(LoginResponse(token: token, device: device.id, vault: account.vaultID))
     }
@@ -150,6 +153,7 @@ public struct ServerAPI: Sendable {
         try request.require(contentType: Self.json)
         let body = try RecoverRequest.decodeStrictly(Data(try await request.bytes(limit: 16 << 10)))
         try Self.validate(deviceName: body.deviceName)
+        let keys = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey)
         if let retry = limiter.attempt("login \(body.user) \(context.remoteAddress)") {
             throw ServerError.tooManyRequests(retryAfterSeconds: retry)
         }
@@ -159,7 +163,8 @@ public struct ServerAPI: Sendable {
             throw ServerError.forbidden("wrong user name or recovery key")
         }
         let (token, tokenHash) = Credentials.newToken()
-        let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash)
+        let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash,
+                               signingKey: keys?.signing, boxKey: keys?.box)
         try await store.addDevice(device, account: account.id, now: Date())
         context.logger.notice("device enrolled by recovery key", metadata: ["account": "\(account.id)"])
         return try Self.json(LoginResponse(token: token, device: device.id, vault: account.vaultID))
@@ -332,13 +337,36 @@ public struct ServerAPI: Sendable {
     func append(_ request: Request, _ context: ServerContext) async throws -> Response {
         let (account, device) = try context.caller()
         try request.require(contentType: Self.binary)
-        let limit = 9 + JournalEntry.headerSize + EnvelopeKind.journalEntry.maxSealedSize + 32 * APIv1.maxReferencesPerEntry
+        let limit = 9 + JournalEntry.signedHeaderSize + EnvelopeKind.journalEntry.maxSealedSize + 32 * APIv1.maxReferencesPerEntry
         let body = try AppendRequest(decoding: try await request.bytes(limit: limit))
+        try await checkSigner(of: body.entry, account: account, device: device)
         let stored = try await store.append(account: account.id, vault: account.vaultID, entry: body.entry,
                                             bytes: body.entry.encoded, references: body.references,
                                             device: device.id, now: Date())
         notifier.notify(account.id)
         return try Self.json(AppendResponse(seq: stored.seq, head: stored.head), status: .created)
+    }
+
+    /// A token alone writes nothing: an entry must be signed by the calling
+    /// device's key. A device enrolled before lockfs 0.2 has no key yet: its
+    /// first signed entry registers the key it carries (and from then on it
+    /// must sign); until then it may append unsigned entries, as 0.1 did.
+    func checkSigner(of entry: JournalEntry, account: Account, device: DeviceRecord) async throws {
+        guard let signer = entry.signer else {
+            if device.signingKey == nil { return }
+            throw Self.upgradeRequired("this device signs its journal entries (lockfs 0.2); an unsigned entry from it is refused")
+        }
+        guard signer.device == device.id else {
+            throw ServerError.forbidden("the entry is signed as another device than the one whose token sent it")
+        }
+        guard entry.hasValidSignature(vault: account.vaultID) else {
+            throw ServerError.forbidden("the entry's signature is not valid")
+        }
+        var registered = device.signingKey
+        if registered == nil { registered = try await store.bindSigningKey(account: account.id, device: device.id, key: signer.publicKey) }
+        guard let registered, Sodium.constantTimeEqual(registered, signer.publicKey) else {
+            throw ServerError.forbidden("the entry is signed with another key than the one registered for this device")
+        }
     }
 
     func pull(_ request: Request, _ context: ServerContext) async throws -> Response {

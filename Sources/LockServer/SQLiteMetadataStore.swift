@@ -102,6 +102,11 @@ public final class SQLiteMetadataStore: MetadataStore {
         m.registerMigration("v2") { db in
             try db.execute(sql: "ALTER TABLE accounts ADD COLUMN recovery_verifier BLOB")
         }
+        // Device keys (issue 13): NULL for devices enrolled before.
+        m.registerMigration("v3") { db in
+            try db.execute(sql: "ALTER TABLE devices ADD COLUMN signing_key BLOB")
+            try db.execute(sql: "ALTER TABLE devices ADD COLUMN box_key BLOB")
+        }
         return m
     }
 
@@ -251,6 +256,15 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
+    public func bindSigningKey(account: AccountID, device: DeviceID, key: [UInt8]) async throws -> [UInt8]? {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE devices SET signing_key = ? WHERE id = ? AND account_id = ? AND signing_key IS NULL",
+                           arguments: [Data(key), Data(device.bytes), account.rawValue])
+            return try Data.fetchOne(db, sql: "SELECT signing_key FROM devices WHERE id = ? AND account_id = ?",
+                                     arguments: [Data(device.bytes), account.rawValue]).map { Array($0) }
+        }
+    }
+
     // MARK: Chunks
 
     public func missingChunks(account: AccountID, ids: [ChunkID]) async throws -> [ChunkID] {
@@ -351,8 +365,9 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     private static func insertDevice(_ db: Database, _ d: NewDevice, account: AccountID, now: Date) throws {
-        try db.execute(sql: "INSERT INTO devices (id, account_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                       arguments: [Data(d.id.bytes), account.rawValue, d.name, Data(d.tokenHash), now.timeIntervalSince1970])
+        try db.execute(sql: "INSERT INTO devices (id, account_id, name, token_hash, created_at, signing_key, box_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       arguments: [Data(d.id.bytes), account.rawValue, d.name, Data(d.tokenHash), now.timeIntervalSince1970,
+                                   d.signingKey.map { Data($0) }, d.boxKey.map { Data($0) }])
     }
 
     private static func account(_ db: Database, id: AccountID) throws -> Account? {
@@ -370,7 +385,8 @@ public final class SQLiteMetadataStore: MetadataStore {
     private static func device(from r: Row) throws -> DeviceRecord {
         DeviceRecord(id: try DeviceID(bytes: Array(r["id"] as Data)), account: AccountID(r["account_id"]), name: r["name"],
                      createdAt: Date(timeIntervalSince1970: r["created_at"]),
-                     lastSeenAt: (r["last_seen_at"] as Double?).map { Date(timeIntervalSince1970: $0) })
+                     lastSeenAt: (r["last_seen_at"] as Double?).map { Date(timeIntervalSince1970: $0) },
+                     signingKey: (r["signing_key"] as Data?).map { Array($0) }, boxKey: (r["box_key"] as Data?).map { Array($0) })
     }
 }
 
@@ -396,7 +412,8 @@ extension SQLiteMetadataStore: MetadataExporting {
             s.devices = try Row.fetchAll(db, sql: "SELECT * FROM devices ORDER BY id").map {
                 MetadataSnapshot.DeviceRow(id: try DeviceID(bytes: bytes($0, "id")), account: AccountID($0["account_id"]), name: $0["name"],
                                            tokenHash: bytes($0, "token_hash"), createdAt: date($0["created_at"]),
-                                           lastSeenAt: ($0["last_seen_at"] as Double?).map(date), revokedAt: ($0["revoked_at"] as Double?).map(date))
+                                           lastSeenAt: ($0["last_seen_at"] as Double?).map(date), revokedAt: ($0["revoked_at"] as Double?).map(date),
+                                           signingKey: ($0["signing_key"] as Data?).map { Array($0) }, boxKey: ($0["box_key"] as Data?).map { Array($0) })
             }
             s.chunks = try Row.fetchAll(db, sql: "SELECT account_id, id, size FROM chunks ORDER BY account_id, id").map {
                 MetadataSnapshot.ChunkRow(account: AccountID($0["account_id"]), id: try ChunkID(bytes: bytes($0, "id")), size: $0["size"])

@@ -90,6 +90,8 @@ enum Migrations {
         ]),
         // The recovery verifier (issue 13): NULL for accounts made before.
         (2, ["ALTER TABLE accounts ADD COLUMN recovery_verifier BYTEA"]),
+        // Device keys (issue 13): NULL for devices enrolled before.
+        (3, ["ALTER TABLE devices ADD COLUMN signing_key BYTEA", "ALTER TABLE devices ADD COLUMN box_key BYTEA"]),
     ]
 
     /// The version this build migrates to.

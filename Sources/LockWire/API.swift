@@ -126,7 +126,7 @@ public struct AppendRequest: WireRecord {
 
     public init(from r: inout WireReader) throws {
         try r.version(Self.wireVersion)
-        let bytes = try r.bytes32(field: "entry", allowed: (JournalEntry.headerSize + Envelope.minimumSize)...(JournalEntry.headerSize + EnvelopeKind.journalEntry.maxSealedSize))
+        let bytes = try r.bytes32(field: "entry", allowed: (JournalEntry.headerSize + Envelope.minimumSize)...(JournalEntry.signedHeaderSize + EnvelopeKind.journalEntry.maxSealedSize))
         entry = try JournalEntry(decoding: bytes)
         let n = try r.count(field: "references", limit: APIv1.maxReferencesPerEntry, minimumItemSize: 32)
         var refs: [ChunkID] = []
@@ -186,7 +186,7 @@ public struct EntryPage: WireRecord {
         for _ in 0..<n {
             let seq = JournalSeq(try r.u64())
             let head: ChainHead = try r.id()
-            let bytes = try r.bytes32(field: "entry", allowed: (JournalEntry.headerSize + Envelope.minimumSize)...(JournalEntry.headerSize + EnvelopeKind.journalEntry.maxSealedSize))
+            let bytes = try r.bytes32(field: "entry", allowed: (JournalEntry.headerSize + Envelope.minimumSize)...(JournalEntry.signedHeaderSize + EnvelopeKind.journalEntry.maxSealedSize))
             items.append(Item(seq: seq, head: head, entry: try JournalEntry(decoding: bytes)))
         }
         self.items = items
@@ -256,16 +256,24 @@ public struct RegisterRequest: JSONBody {
     /// since lockfs 0.2; optional in the type so that an older client gets
     /// a clear "upgrade lockfs" answer instead of a parse error.
     public let recoveryProof: String?
+    /// The new device's public keys (`DeviceKeysBody`), base64; nil from
+    /// clients older than 0.2 (such a device signs nothing until its first
+    /// signed entry registers its key).
+    public let signingKey: String?
+    public let boxKey: String?
 
-    public init(user: String, invite: String?, loginSecret: [UInt8], keyring: Keyring, deviceName: String, recoveryProof: [UInt8]) {
+    public init(user: String, invite: String?, loginSecret: [UInt8], keyring: Keyring, deviceName: String, recoveryProof: [UInt8],
+                device: DevicePublicKeys? = nil) {
         self.user = user
         self.invite = invite
         self.loginSecret = Data(loginSecret).base64EncodedString()
         self.keyring = Data(keyring.encoded).base64EncodedString()
         self.deviceName = deviceName
         self.recoveryProof = Data(recoveryProof).base64EncodedString()
+        signingKey = device.map { Data($0.signing).base64EncodedString() }
+        boxKey = device.map { Data($0.box).base64EncodedString() }
     }
-    public enum Keys: String, CodingKey, CaseIterable { case user, invite, loginSecret, keyring, deviceName, recoveryProof }
+    public enum Keys: String, CodingKey, CaseIterable { case user, invite, loginSecret, keyring, deviceName, recoveryProof, signingKey, boxKey }
     typealias CodingKeys = Keys
 }
 
@@ -274,13 +282,44 @@ public struct LoginRequest: JSONBody {
     public let user: String
     public let loginSecret: String
     public let deviceName: String
-    public init(user: String, loginSecret: [UInt8], deviceName: String) {
+    public let signingKey: String?
+    public let boxKey: String?
+    public init(user: String, loginSecret: [UInt8], deviceName: String, device: DevicePublicKeys? = nil) {
         self.user = user
         self.loginSecret = Data(loginSecret).base64EncodedString()
         self.deviceName = deviceName
+        signingKey = device.map { Data($0.signing).base64EncodedString() }
+        boxKey = device.map { Data($0.box).base64EncodedString() }
     }
-    public enum Keys: String, CodingKey, CaseIterable { case user, loginSecret, deviceName }
+    public enum Keys: String, CodingKey, CaseIterable { case user, loginSecret, deviceName, signingKey, boxKey }
     typealias CodingKeys = Keys
+}
+
+/// A device's public keys as enrolment sends them: Ed25519 and X25519, 32 bytes each.
+public struct DevicePublicKeys: Sendable, Equatable {
+    public let signing: [UInt8]
+    public let box: [UInt8]
+    public init(signing: [UInt8], box: [UInt8]) {
+        self.signing = signing
+        self.box = box
+    }
+    public init(_ identity: DeviceIdentity) { self.init(signing: identity.signingPublicKey, box: identity.boxPublicKey) }
+
+    /// The keys of an enrolment body: both or neither, 32 bytes each.
+    /// - Throws: `WireError.invalidValue` otherwise.
+    public static func decode(signing: String?, box: String?) throws -> DevicePublicKeys? {
+        switch (signing, box) {
+        case (nil, nil): return nil
+        case (let s?, let b?):
+            guard let sb = Data(base64Encoded: s).map(Array.init), sb.count == 32,
+                  let bb = Data(base64Encoded: b).map(Array.init), bb.count == 32 else {
+                throw WireError.invalidValue(field: "signingKey/boxKey", reason: "each must be 32 bytes, base64")
+            }
+            return DevicePublicKeys(signing: sb, box: bb)
+        default:
+            throw WireError.invalidValue(field: "signingKey/boxKey", reason: "give both or neither")
+        }
+    }
 }
 
 /// `POST /v1/recover`: enrol a device with the recovery key instead of the
@@ -291,12 +330,16 @@ public struct RecoverRequest: JSONBody {
     /// The recovery proof, base64.
     public let recoveryProof: String
     public let deviceName: String
-    public init(user: String, recoveryProof: [UInt8], deviceName: String) {
+    public let signingKey: String?
+    public let boxKey: String?
+    public init(user: String, recoveryProof: [UInt8], deviceName: String, device: DevicePublicKeys? = nil) {
         self.user = user
         self.recoveryProof = Data(recoveryProof).base64EncodedString()
         self.deviceName = deviceName
+        signingKey = device.map { Data($0.signing).base64EncodedString() }
+        boxKey = device.map { Data($0.box).base64EncodedString() }
     }
-    public enum Keys: String, CodingKey, CaseIterable { case user, recoveryProof, deviceName }
+    public enum Keys: String, CodingKey, CaseIterable { case user, recoveryProof, deviceName, signingKey, boxKey }
     typealias CodingKeys = Keys
 }
 

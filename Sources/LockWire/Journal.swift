@@ -1,6 +1,25 @@
 import LockCrypto
 
+/// Who wrote a journal entry, and the proof: version 2 entries only.
+public struct EntrySigner: Sendable, Hashable {
+    /// The writing device (the server checks it is the caller).
+    public let device: DeviceID
+    /// Its Ed25519 public key (the server checks it is the one registered
+    /// for the device; clients, that it is the one the chain bound to it).
+    public let publicKey: [UInt8]
+    /// Ed25519 over `JournalEntry.signedMessage`.
+    public let signature: [UInt8]
+
+    public init(device: DeviceID, publicKey: [UInt8], signature: [UInt8]) {
+        self.device = device
+        self.publicKey = publicKey
+        self.signature = signature
+    }
+}
+
 /// A journal entry as the server stores it and as the chain hashes it.
+///
+/// Version 1 (written by lockfs 0.1; still read):
 ///
 ///     0   1   version 0x01
 ///     1   8   base seq (u64 BE): the last sequence number the writer had verified
@@ -8,33 +27,99 @@ import LockCrypto
 ///     41  …   envelope (kind 0x02) of an OperationBatch, sealed with
 ///             context vault id ‖ base seq ‖ base head
 ///
+/// Version 2 (signed by the writing device):
+///
+///     0   1   version 0x02
+///     1   8   base seq
+///     9   32  base head
+///     41  16  device id
+///     57  32  the device's Ed25519 public key
+///     89  64  signature: Ed25519 over "lockfs entry v2" ‖ vault id ‖ bytes 0..<89 ‖ envelope
+///     153 …   envelope, as in version 1
+///
 /// The base position is in the clear because it is the envelope's
 /// associated data; a reader checks that its own verified chain has that
 /// head at that sequence number (a server showing two clients different
-/// histories is caught there).
+/// histories is caught there). The envelope does not depend on the signer,
+/// so an entry sealed once can be signed when it is sent (by the device
+/// that sends it, after a re-login too).
 public struct JournalEntry: WireRecord {
-    public static let wireVersion: UInt8 = 1
+    public static let wireVersion: UInt8 = 2
+    public static let readableVersions: ClosedRange<UInt8> = 1...2
     public static let recordName = "journal entry"
+    /// Header bytes before the envelope: version 1.
     public static let headerSize = 41
+    /// Header bytes before the envelope: version 2.
+    public static let signedHeaderSize = 153
+    /// The smallest and largest header of any readable version.
+    public static let headerSizes = headerSize...signedHeaderSize
+    static let signatureDomain = Array("lockfs entry v2".utf8)
 
     public let baseSeq: JournalSeq
     public let baseHead: ChainHead
+    /// nil for a version 1 (unsigned) entry.
+    public let signer: EntrySigner?
     public let sealedBatch: [UInt8]
 
     /// - Throws: the envelope framing errors of `CryptoError` when `sealedBatch`
     ///   is not shaped like a journal-entry envelope.
-    public init(baseSeq: JournalSeq, baseHead: ChainHead, sealedBatch: [UInt8]) throws {
+    public init(baseSeq: JournalSeq, baseHead: ChainHead, signer: EntrySigner? = nil, sealedBatch: [UInt8]) throws {
         try sealedBatch.withUnsafeBytes { try Envelope.validateFraming($0, kind: .journalEntry) }
+        if let signer {
+            guard signer.publicKey.count == DeviceIdentity.publicKeySize, signer.signature.count == DeviceIdentity.signatureSize else {
+                throw WireError.invalidValue(field: "signer", reason: "a public key is 32 bytes and a signature 64")
+            }
+        }
         self.baseSeq = baseSeq
         self.baseHead = baseHead
+        self.signer = signer
         self.sealedBatch = sealedBatch
     }
 
-    /// Seals `batch` for the chain position (`baseSeq`, `baseHead`).
+    /// Seals `batch` for the chain position (`baseSeq`, `baseHead`), unsigned.
     public static func seal(_ batch: OperationBatch, keys: VaultKeys, baseSeq: JournalSeq, baseHead: ChainHead,
                             nonce: [UInt8]? = nil) throws -> JournalEntry {
         let sealed = try keys.sealEntry(batch.encoded, baseSeq: baseSeq.rawValue, baseHead: baseHead, nonce: nonce)
         return try JournalEntry(baseSeq: baseSeq, baseHead: baseHead, sealedBatch: sealed)
+    }
+
+    /// This entry signed by `identity` as `device` of the vault `vault` (version 2).
+    public func signed(by identity: DeviceIdentity, device: DeviceID, vault: VaultID) -> JournalEntry {
+        let message = Self.signedMessage(vault: vault, baseSeq: baseSeq, baseHead: baseHead, device: device,
+                                         publicKey: identity.signingPublicKey, sealedBatch: sealedBatch)
+        let signer = EntrySigner(device: device, publicKey: identity.signingPublicKey, signature: identity.sign(message))
+        return try! JournalEntry(baseSeq: baseSeq, baseHead: baseHead, signer: signer, sealedBatch: sealedBatch)
+    }
+
+    /// The same entry without its signature: what the writer sealed (and
+    /// keeps while it is in flight).
+    public var unsigned: JournalEntry {
+        signer == nil ? self : try! JournalEntry(baseSeq: baseSeq, baseHead: baseHead, sealedBatch: sealedBatch)
+    }
+
+    /// Whether the signature is valid for `vault` (false for an unsigned entry).
+    /// It says nothing about whether the key is the device's: check that against
+    /// the registered key (server) or the chain's binding (clients).
+    public func hasValidSignature(vault: VaultID) -> Bool {
+        guard let signer else { return false }
+        let message = Self.signedMessage(vault: vault, baseSeq: baseSeq, baseHead: baseHead, device: signer.device,
+                                         publicKey: signer.publicKey, sealedBatch: sealedBatch)
+        return DeviceIdentity.verify(signer.signature, of: message, publicKey: signer.publicKey)
+    }
+
+    /// "lockfs entry v2" ‖ vault id ‖ the header up to the signature ‖ envelope.
+    static func signedMessage(vault: VaultID, baseSeq: JournalSeq, baseHead: ChainHead, device: DeviceID,
+                              publicKey: [UInt8], sealedBatch: [UInt8]) -> [UInt8] {
+        var w = WireWriter()
+        w.raw(signatureDomain)
+        w.id(vault)
+        w.u8(2)
+        w.u64(baseSeq.rawValue)
+        w.id(baseHead)
+        w.id(device)
+        w.raw(publicKey)
+        w.raw(sealedBatch)
+        return w.bytes
     }
 
     /// Opens and decodes the batch.
@@ -44,17 +129,26 @@ public struct JournalEntry: WireRecord {
     }
 
     public func encode(to w: inout WireWriter) {
-        w.u8(Self.wireVersion)
+        w.u8(signer == nil ? 1 : 2)
         w.u64(baseSeq.rawValue)
         w.id(baseHead)
+        if let signer {
+            w.id(signer.device)
+            w.raw(signer.publicKey)
+            w.raw(signer.signature)
+        }
         w.raw(sealedBatch)
     }
 
     public init(from r: inout WireReader) throws {
-        try r.version(Self.wireVersion)
+        let version = try r.version(in: Self.readableVersions)
         let seq = JournalSeq(try r.u64())
         let head: ChainHead = try r.id()
-        try self.init(baseSeq: seq, baseHead: head, sealedBatch: r.rest())
+        var signer: EntrySigner? = nil
+        if version == 2 {
+            signer = EntrySigner(device: try r.id(), publicKey: try r.raw(32), signature: try r.raw(64))
+        }
+        try self.init(baseSeq: seq, baseHead: head, signer: signer, sealedBatch: r.rest())
     }
 }
 

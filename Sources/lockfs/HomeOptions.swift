@@ -16,8 +16,12 @@ struct HomeOptions: ParsableArguments {
     /// This device's credentials, their server URL checked (`ServerURL`).
     /// - Throws: `LockError.notLoggedIn`, `.invalid`.
     func credentials() throws -> DeviceCredentials {
-        let credentials = try DeviceCredentials.load(from: clientHome.credentialsFile)
-        try ServerURL.check(credentials.server, insecureHTTP: credentials.insecureHTTP)
+        let loaded = try DeviceCredentials.load(from: clientHome.credentialsFile)
+        try ServerURL.check(loaded.server, insecureHTTP: loaded.insecureHTTP)
+        // A device enrolled by lockfs 0.1 gets its keys here, once: it signs
+        // its entries from now on (docs/security.md, "Device keys").
+        let (credentials, added) = loaded.withIdentity()
+        if added { try credentials.save(to: clientHome.credentialsFile) }
         return credentials
     }
 

@@ -28,8 +28,10 @@ struct Passwd: AsyncParsableCommand {
         let old = try Secrets.password(file: passwordFile, prompt: "Current password for \(credentials.user): ")
         let new = try Secrets.newPassword(file: newPasswordFile, prompt: "New password: ")
         let recovery = try recoveryKeyFile.map { try RecoveryKey(parsing: Secrets.contents(ofFile: $0, what: "recovery key")) }
-        try await VaultAccount.changePassword(credentials: credentials, old: old, new: new,
-                                              remote: Connection(credentials).remote, registerRecovery: recovery)
+        var updated = credentials
+        updated.kdf = try await VaultAccount.changePassword(credentials: credentials, old: old, new: new,
+                                                            remote: Connection(credentials).remote, registerRecovery: recovery)
+        try? updated.save(to: home.clientHome.credentialsFile)
         print("Password changed. Use the new one to log in other devices; the recovery key is unchanged.")
     }
 }

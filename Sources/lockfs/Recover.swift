@@ -55,8 +55,10 @@ struct Recover: AsyncParsableCommand {
         let credentials = try home.credentials()
         let (recovery, new) = try readSecrets()
         try confirm()
-        try await VaultAccount.recover(credentials: credentials, recoveryKey: recovery, newPassword: new,
-                                       remote: Connection(credentials).remote)
+        var updated = credentials
+        updated.kdf = try await VaultAccount.recover(credentials: credentials, recoveryKey: recovery, newPassword: new,
+                                                     remote: Connection(credentials).remote)
+        try? updated.save(to: home.clientHome.credentialsFile)
         print("New password set; every other device was signed out. Log them in again with the new password; the recovery key is unchanged.")
     }
 

@@ -14,7 +14,7 @@ struct TestDevice {
     /// The same device after a restart (or a kill -9): a new engine on its home.
     func reopened() throws -> TestDevice {
         let creds = DeviceCredentials(server: "memory", user: "u", device: engine.device, deviceName: "d", vault: engine.keys.vaultID,
-                                      token: "t", keys: engine.keys)
+                                      token: "t", keys: engine.keys, identity: engine.identity)
         return TestDevice(engine: try Engine(home: ClientHome(directory: home), credentials: creds, remote: remote, options: testOptions()),
                           remote: remote, home: home)
     }
@@ -27,8 +27,9 @@ func makeDevices(_ count: Int, server: InMemoryVaultServer? = nil, keys: VaultKe
     let devices = try (0..<count).map { i -> TestDevice in
         let dir = try makeTemporaryDirectory("engine-\(i)")
         let remote = InMemoryRemote(server: server)
+        // Signed entries, as every device of lockfs 0.2 writes them.
         let creds = DeviceCredentials(server: "memory", user: "u", device: .random(), deviceName: "d\(i)", vault: keys.vaultID,
-                                      token: "t", keys: keys)
+                                      token: "t", keys: keys, identity: .generate())
         return TestDevice(engine: try Engine(home: ClientHome(directory: dir), credentials: creds, remote: remote, options: options),
                           remote: remote, home: dir)
     }

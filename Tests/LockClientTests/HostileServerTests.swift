@@ -193,6 +193,41 @@ import Testing
         return (server, vault, a)
     }
 
+    /// Issue 13: the server re-signs the laptop's last entry with a key of
+    /// its own, or corrupts its signature (recomputing the chain). Clients
+    /// skip that entry (a faithful server refuses it) and go on; no alarm,
+    /// and the phone can still write.
+    @Test(arguments: ["another key", "a flipped bit"]) func aWronglySignedEntryIsIgnored(tamper: String) async throws {
+        let (server, vault, _) = try await Self.fourEntries("mallory-sig-\(tamper.count)")
+        defer { server.stop() }
+        server.stop()
+        try Self.rewriteJournal(server, vault: vault.laptop.vault, recomputeChain: true) { rows in
+            var rows = rows
+            let last = try! JournalEntry(decoding: Array(rows[3].body))
+            let signer = try! #require(last.signer)
+            #expect(signer.device == vault.laptop.device)
+            let forged: JournalEntry
+            if tamper == "another key" {
+                forged = last.unsigned.signed(by: .generate(), device: signer.device, vault: vault.laptop.vault)
+            } else {
+                var signature = signer.signature
+                signature[0] ^= 0x01
+                forged = try! JournalEntry(baseSeq: last.baseSeq, baseHead: last.baseHead, signer: EntrySigner(
+                    device: signer.device, publicKey: signer.publicKey, signature: signature), sealedBatch: last.sealedBatch)
+            }
+            rows[3].body = Data(forged.encoded)
+            return rows
+        }
+        try await server.restart()
+        let b = try vault.phone(on: server)
+        try await b.pullOnce()
+        #expect(b.status().integrityAlarm == nil)
+        #expect(b.status().ignoredEntries == 1 && b.status().cursor == 4)
+        #expect(Set(b.snapshot().keys) == ["/one.txt", "/two.txt", "/three.txt", "/mine.txt"])
+        try await b.syncNow()
+        #expect(b.status().queuedOperations == 0)
+    }
+
     @Test(arguments: [false, true]) func aDroppedEntryIsDetected(recomputeChain: Bool) async throws {
         let (server, vault, _) = try await Self.fourEntries("mallory-c\(recomputeChain ? "r" : "")")
         defer { server.stop() }

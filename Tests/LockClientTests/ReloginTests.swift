@@ -25,7 +25,7 @@ import Testing
         /// The home's engine as `device` (what a login writes into device.json).
         func open(as device: DeviceID) throws -> Engine {
             let credentials = DeviceCredentials(server: "memory", user: "u", device: device, deviceName: "d", vault: keys.vaultID,
-                                                token: "t-\(device.hex)", keys: keys)
+                                                token: "t-\(device.hex)", keys: keys, identity: .generate())
             return try Engine(home: ClientHome(directory: dir), credentials: credentials, remote: remote, options: testOptions())
         }
 

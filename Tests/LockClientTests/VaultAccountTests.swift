@@ -252,6 +252,36 @@ extension VaultKeys {
         #expect(VaultAccountTests.sameMaster(again, laptop))
     }
 
+    /// An enrolled device remembers the password's KDF parameters: a server
+    /// that later serves weaker ones (so that the login secret sent as proof
+    /// is cheap to brute-force) is refused before anything is derived.
+    @Test func weakerPasswordParametersThanTheDeviceSawAreRefused() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let invite = try await VaultAccountTests.invite(server, "lena")
+        let (laptop, _) = try await VaultAccount.create(server: server.baseURL, user: "lena", invite: invite, password: "lena's password",
+                                                        deviceName: "laptop", remote: VaultAccountTests.anonymous(server), strength: .moderate)
+        #expect(laptop.kdf?.opsLimit == 3)
+        let genuine = try await VaultAccountTests.remote(laptop).keyring()
+        let weak = Keyring(vaultID: genuine.vaultID, parameters: KDFParameters.generate(.interactive),
+                           passwordSlot: genuine.passwordSlot, recoverySlot: genuine.recoverySlot)
+        let lying = KeyringSwappingRemote(base: VaultAccountTests.remote(laptop), keyring: weak)
+        await #expect {
+            try await VaultAccount.changePassword(credentials: laptop, old: "lena's password", new: "x", remote: lying,
+                                                  strength: VaultAccountTests.fast)
+        } throws: { error in
+            guard case LockError.integrity(let why) = error else { return false }
+            return why.contains("weaker password parameters")
+        }
+        // Saved and read back with the credentials.
+        let dir = try makeTemporaryDirectory("kdf-memory")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("device.json")
+        try laptop.save(to: file)
+        #expect(try DeviceCredentials.load(from: file).kdf == laptop.kdf)
+        #expect(VaultAccount.weaker(genuine.parameters, than: weak.parameters) == nil)
+    }
+
     @Test func aPasswordChangeNeedsTheCurrentPasswordOnTheServerToo() async throws {
         let server = try await ServerProcess.start()
         defer { server.stop() }

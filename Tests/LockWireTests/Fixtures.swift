@@ -39,6 +39,16 @@ enum Fixture {
 
     static var genesis: ChainHead { ChainHead.genesis(of: vault.vaultID) }
 
+    /// A device identity: signing seed 50 … 6f, X25519 secret 90 … af.
+    static let identity = DeviceIdentity(
+        signingSeed: try! [UInt8](0x50..<0x70).withUnsafeBytes { try SecretKey(copying: $0) },
+        boxSecret: try! [UInt8](0x90..<0xB0).withUnsafeBytes { try SecretKey(copying: $0) })
+
+    /// `entry()` signed by `identity` as device 40 … 4f (Ed25519 is deterministic).
+    static func signedEntry() throws -> JournalEntry {
+        try entry().signed(by: identity, device: id16(0x40), vault: vault.vaultID)
+    }
+
     static func entry() throws -> JournalEntry {
         try JournalEntry.seal(batch, keys: vault, baseSeq: .start, baseHead: genesis, nonce: nonce)
     }

@@ -24,6 +24,8 @@ import Testing
             "batch": Fixture.batch.encoded,
             "batch.v2": Fixture.batchV2.encoded,
             "entry": entry.encoded,
+            "entry.v2": try Fixture.signedEntry().encoded,
+            "device.public-keys": Fixture.identity.signingPublicKey + Fixture.identity.boxPublicKey,
             "checkpoint.record": Fixture.checkpoint.encoded,
             "checkpoint.sealed": try Fixture.checkpoint.sealed(keys: Fixture.vault, nonce: Fixture.nonce),
             "tree-state": Fixture.treeState.encoded,
@@ -58,6 +60,9 @@ import Testing
         let stored = try GoldenVectors.load(file: "wire")
         let entry = try JournalEntry(decoding: Hex.decode(stored["entry"]!)!)
         #expect(try entry.open(keys: Fixture.vault) == Fixture.batch)
+        let signed = try JournalEntry(decoding: Hex.decode(stored["entry.v2"]!)!)
+        #expect(signed.hasValidSignature(vault: Fixture.vault.vaultID) && signed.unsigned == entry)
+        #expect(try signed.open(keys: Fixture.vault) == Fixture.batch)
         let checkpoint = try Checkpoint.open(Hex.decode(stored["checkpoint.sealed"]!)!, keys: Fixture.vault)
         #expect(checkpoint == Fixture.checkpoint)
         let keyring = try Keyring(decoding: Hex.decode(stored["keyring"]!)!)

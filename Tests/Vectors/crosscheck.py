@@ -127,6 +127,16 @@ check("wire.batch header", batch[0] == 1 and batch[1:17] == ids16(0x40)
       and int.from_bytes(batch[17:25], "big") == 1_764_115_200_123_456_789
       and int.from_bytes(batch[25:29], "big") == 7)
 op = batch[29:]
+e2 = bytes.fromhex(W["entry.v2"])
+dk = bytes.fromhex(W["device.public-keys"])
+import nacl.signing, nacl.public
+seed, box_secret = bytes(range(0x50, 0x70)), bytes(range(0x90, 0xB0))
+check("wire.device public keys (Ed25519 from seed 50..6f, X25519 from 90..af)",
+      dk[:32] == bytes(nacl.signing.SigningKey(seed).verify_key) and dk[32:] == bytes(nacl.public.PrivateKey(box_secret).public_key))
+check("wire.entry v2 header", e2[0] == 2 and e2[1:41] == e[1:41] and e2[41:57] == ids16(0x40) and e2[57:89] == dk[:32]
+      and e2[153:] == e[41:])
+nacl.signing.VerifyKey(e2[57:89]).verify(b"lockfs entry v2" + VAULT + e2[:89] + e2[153:], e2[89:153])
+check("wire.entry v2 signature (Ed25519 over domain, vault id, header, envelope)", True)
 b2 = bytes.fromhex(W["batch.v2"])
 check("wire.batch v2 (rules 2: same layout, version byte 2)", b2[0] == 2 and b2[1:] == bytes.fromhex(W["batch"])[1:]
       and bytes.fromhex(W["batch"])[0] == 1)
