@@ -13,6 +13,9 @@ public enum EnvelopeKind: UInt8, Sendable, CaseIterable {
     case passwordSlot = 0x04
     /// MK wrapped by the recovery key's key-encryption key.
     case recoverySlot = 0x05
+    /// An older generation's MK wrapped by the link key of the next one
+    /// (key generations: the newest MK opens every older one).
+    case generationLink = 0x06
 
     /// The largest plaintext an envelope of this kind may carry.
     public var maxPlaintextSize: Int {
@@ -20,7 +23,7 @@ public enum EnvelopeKind: UInt8, Sendable, CaseIterable {
         case .chunk: 4 << 20                 // the chunker's maximum chunk size
         case .journalEntry: 8 << 20          // a batch of operations
         case .checkpoint: 1 << 20            // a checkpoint record (the tree lives in chunks)
-        case .passwordSlot, .recoverySlot: 32  // a master key
+        case .passwordSlot, .recoverySlot, .generationLink: 32  // a master key
         }
     }
 

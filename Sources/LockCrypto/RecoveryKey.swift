@@ -96,6 +96,13 @@ public struct RecoveryKey: Sendable, CustomStringConvertible {
     /// `init`); knowing it does not help to open the recovery slot.
     public var proof: SecretKey<KeyPurposes.RecoveryProof> { secret.derive(id: 2, context: .recovery) }
 
+    /// The X25519 secret new key generations are sealed to (crypto_kdf id 3):
+    /// a rotation needs only its public half, not the recovery key.
+    public var boxSecret: SecretKey<KeyPurposes.RecoveryBox> { secret.derive(id: 3, context: .recovery) }
+
+    /// The public half of `boxSecret`, kept in the clear in the keyring.
+    public var boxPublicKey: [UInt8] { GenerationSeal.publicKey(of: boxSecret) }
+
     public var description: String { "RecoveryKey(redacted)" }
 }
 

@@ -32,6 +32,10 @@ public enum KeyPurposes {
     public enum DeviceSigning: KeyPurpose { public static let name = "device-signing" }
     /// A device's X25519 secret key (made at enrolment, never sent).
     public enum DeviceBox: KeyPurpose { public static let name = "device-box" }
+    /// The recovery key's X25519 secret (key generations are sealed to its public half).
+    public enum RecoveryBox: KeyPurpose { public static let name = "recovery-box" }
+    /// Wraps the previous generation's MK (a link of the key generations).
+    public enum GenerationLink: KeyPurpose { public static let name = "generation-link" }
 }
 
 /// A 256-bit secret key in guarded memory, wiped when released.

@@ -59,6 +59,21 @@ import LockTesting
         v["recovery.proof"] = keyHex(recovery.proof)
         v["keyring.recovery-slot"] = Hex.encode(try vault.recoverySlot(recovery, nonce: fixedNonce))
 
+        // Key generations: generation 2 with MK 40 … 5f; its link to generation 1 (the
+        // fixed vault) with the fixed nonce; a seal of it to the recovery key's box key
+        // (crypto_box_seal is randomised: the committed seal must keep opening).
+        let g2 = VaultKeys(vaultID: vault.vaultID, master: fixedKey(0x40))
+        v["recovery.box-public"] = Hex.encode(recovery.boxPublicKey)
+        v["generation.link-2"] = Hex.encode(try g2.link(to: vault, generation: 2, nonce: fixedNonce))
+        let stored = (try? GoldenVectors.load(file: "crypto")) ?? [:]
+        let seal = try stored["generation.seal-2-recovery"].flatMap(Hex.decode)
+            ?? GenerationSeal.seal(g2.master, generation: 2, to: recovery.boxPublicKey)
+        let (g, opened2) = try GenerationSeal.open(seal, secret: recovery.boxSecret)
+        #expect(g == 2 && opened2.id == g2.master.id)
+        v["generation.seal-2-recovery"] = Hex.encode(seal)
+        let device = DeviceIdentity(signingSeed: fixedKey(0x50), boxSecret: fixedKey(0x90))
+        v["device.box-key-signature"] = Hex.encode(device.boxKeySignature(vault: vault.vaultID))
+
         let mismatches = try GoldenVectors.verify(v, file: "crypto", about:
             "LockCrypto golden vectors: MK 00..1f, vault id a0..af, nonce 10..27, Argon2id ops 2 mem 64 MiB salt 30..3f. A changed value is a format change.")
         for m in mismatches { Issue.record("\(m)") }

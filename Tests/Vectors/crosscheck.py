@@ -107,6 +107,20 @@ check("recovery.display", "-".join(chars[i:i + 4] for i in range(0, 56, 4)) == V
 rkek = kdf(secret, 1, b"lockfsRK")
 check("recovery.kek", rkek.hex() == V["recovery.kek"])
 check("recovery.proof", kdf(secret, 2, b"lockfsRK").hex() == V["recovery.proof"])
+
+# Key generations: the recovery box key, a generation seal to it, a link.
+import nacl.public, nacl.signing
+rbox = nacl.public.PrivateKey(kdf(secret, 3, b"lockfsRK"))
+check("recovery.box-public", bytes(rbox.public_key).hex() == V["recovery.box-public"])
+MK2 = bytes(range(0x40, 0x60))
+sealed2 = nacl.public.SealedBox(rbox).decrypt(bytes.fromhex(V["generation.seal-2-recovery"]))
+check("generation.seal-2-recovery (crypto_box_seal of u32 2 ‖ MK2)", sealed2 == (2).to_bytes(4, "big") + MK2)
+check("generation.link-2 (MK1 under crypto_kdf(MK2, 5, lockfsMK))",
+      open_envelope(bytes.fromhex(V["generation.link-2"]), 6, kdf(MK2, 5, b"lockfsMK"), VAULT + (1).to_bytes(4, "big")) == MK)
+sig_key = nacl.signing.SigningKey(bytes(range(0x50, 0x70)))
+box_pub = bytes(nacl.public.PrivateKey(bytes(range(0x90, 0xB0))).public_key)
+sig_key.verify_key.verify(b"lockfs box key v1" + VAULT + box_pub, bytes.fromhex(V["device.box-key-signature"]))
+check("device.box-key-signature", True)
 check("keyring.recovery-slot", open_envelope(bytes.fromhex(V["keyring.recovery-slot"]), 5, rkek, VAULT) == MK)
 
 # LockWire records (Tests/Vectors/wire.json), parsed from docs/design.md's tables.
