@@ -140,6 +140,7 @@ let package = Package(
             dependencies: [
                 "LockServer", "LockServerS3", "LockServerPostgres", "LockWire", "LockCrypto", "LockTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings),

@@ -220,7 +220,10 @@ public struct DeviceCredentials: Sendable {
         }
         return DeviceCredentials(server: file.server, user: file.user, device: device, deviceName: file.deviceName,
                                  vault: vault, token: file.token, keys: VaultKeys(vaultID: vault, master: master),
-                                 caFile: file.caFile, insecureHTTP: file.insecureHTTP ?? false, identity: identity,
+                                 caFile: file.caFile,
+                                 // A file of lockfs 0.1 (no device keys) was allowed plain HTTP with a
+                                 // warning: it stays allowed, so that its device can still log out.
+                                 insecureHTTP: file.insecureHTTP ?? (file.signingSeed == nil), identity: identity,
                                  kdf: file.kdf.flatMap(Hex.decode).flatMap { try? KDFParameters(encoded: $0) })
     }
 }

@@ -221,6 +221,12 @@ public final class Engine: Sendable {
                       head: snap.head ?? ChainHead.genesis(of: keys.vaultID), deviceStamps: snap.deviceStamps,
                       lastStamp: try index.metaInt("last_stamp") ?? 0, pins: snap.pins)
         s.alarm = try index.meta("alarm").map { String(decoding: $0, as: UTF8.self) }
+        // lockfs 0.1 raised the alarm at the first signed entry it met: a version
+        // it could not read, not tampering. This version reads it: clear that one.
+        if let alarm = s.alarm, Self.isOldClientsAlarmOnSignedEntries(alarm) {
+            s.alarm = nil
+            try index.setMeta("alarm", nil)
+        }
         s.accessTimes = snap.accessTimes
         s.signers = snap.signers
         for n in snap.localNodes { s.localNodes[n.id] = n }
@@ -383,6 +389,14 @@ public final class Engine: Sendable {
         state.withLock { $0.online = false; $0.lastError = message }
     }
 
+    /// The alarm lockfs 0.1 raised on a journal page holding a version 2
+    /// (signed) entry: "the server's answer was malformed: entry page:
+    /// unsupportedVersion(record: "journal entry", found: 2)".
+    static func isOldClientsAlarmOnSignedEntries(_ alarm: String) -> Bool {
+        alarm.hasPrefix("the server's answer was malformed: entry page:")
+            && alarm.contains(#"unsupportedVersion(record: "journal entry", found: 2)"#)
+    }
+
     func raiseAlarm(_ why: String) {
         state.withLock { if $0.alarm == nil { $0.alarm = why } }
         try? index.setMeta("alarm", Array(why.utf8))
@@ -447,6 +461,11 @@ public final class Engine: Sendable {
             }
             switch EntryAuthority.check(entry, vault: keys.vaultID, signers: signers) {
             case .ignore(let why):
+                // This device's own acknowledged entry, served so that it would be
+                // ignored: skipping it would leave the change "sending" forever.
+                if inflight.contains(where: { $0.appendedSeq == seq }) {
+                    throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves it so that it must be ignored (\(why)): the journal was altered")
+                }
                 // A faithful server refuses such an entry; skip it, keep the chain.
                 ignored.append("journal entry \(seq) was ignored: \(why)")
                 head = computed

@@ -59,7 +59,10 @@ public struct RetryingRemote: Remote {
     public func login(_ request: LoginRequest) async throws -> Session { try await retrying { try await base.login(request) } }
     public func keyring() async throws -> Keyring { try await retrying { try await base.keyring() } }
     public func recover(_ request: RecoverRequest) async throws -> Session { try await retrying { try await base.recover(request) } }
-    public func replaceKeyring(_ request: KeyringReplaceRequest) async throws { try await retrying { try await base.replaceKeyring(request) } }
+    /// Not retried: a change that committed but whose answer was lost would
+    /// be refused on retry (its proof is the old password's), and reported
+    /// as a failure though it took effect.
+    public func replaceKeyring(_ request: KeyringReplaceRequest) async throws { try await base.replaceKeyring(request) }
     public func devices() async throws -> [DeviceInfo] { try await retrying { try await base.devices() } }
     public func revokeDevice(_ id: DeviceID, loginSecret: [UInt8]?) async throws {
         try await retrying { try await base.revokeDevice(id, loginSecret: loginSecret) }

@@ -93,18 +93,10 @@ public enum VaultAccount {
         let passwordKeys = try PasswordKeys.derive(password: password, parameters: parameters)
         var secret = passwordKeys.loginSecret.withUnsafeBytes { Array($0) }
         defer { Sodium.wipe(&secret) }
-        let session: Session
-        let identity = DeviceIdentity.generate()
-        do {
-            session = try await remote.login(LoginRequest(user: user, loginSecret: secret, deviceName: deviceName,
-                                                          device: DevicePublicKeys(identity)))
-        } catch RemoteError.forbidden {
-            throw LockError.unauthorized(wrongLogin)
-        } catch let error as RemoteError {
-            throw LockError.from(error)
-        }
-        let device = authenticated(session.token)
-        do {
+        return try await enrol(server: server, user: user, deviceName: deviceName, caFile: caFile, wrong: wrongLogin,
+                               authenticated: authenticated, request: { keys in
+            try await remote.login(LoginRequest(user: user, loginSecret: secret, deviceName: deviceName, device: keys))
+        }, open: { device, session in
             let keyring = try await mapped { try await device.keyring() }
             guard keyring.vaultID == session.vault else {
                 throw LockError.integrity("the server's keyring belongs to another vault than the login named")
@@ -112,15 +104,8 @@ public enum VaultAccount {
             guard keyring.parameters == parameters else {
                 throw LockError.integrity("the server's keyring names other password parameters than its pre-login answer")
             }
-            let keys = try unlock(keyring, password: passwordKeys, accepted: "accepted the password at login")
-            return DeviceCredentials(server: server, user: user, device: session.device, deviceName: deviceName,
-                                     vault: session.vault, token: session.token, keys: keys, caFile: caFile, identity: identity,
-                                     kdf: parameters)
-        } catch {
-            // Do not leave a token behind that no device holds.
-            try? await device.revokeDevice(session.device, loginSecret: nil)
-            throw error
-        }
+            return (try unlock(keyring, password: passwordKeys, accepted: "accepted the password at login"), parameters)
+        })
     }
 
     /// Changes the password: checks the current one against the server's
@@ -203,18 +188,11 @@ public enum VaultAccount {
                                             authenticated: (String) -> any Remote,
                                             strength: KDFParameters.Strength = .moderate) async throws -> DeviceCredentials {
         let proof = recoveryKey.proof.withUnsafeBytes { Array($0) }
-        let session: Session
-        let identity = DeviceIdentity.generate()
-        do {
-            session = try await remote.recover(RecoverRequest(user: user, recoveryProof: proof, deviceName: deviceName,
-                                                              device: DevicePublicKeys(identity)))
-        } catch RemoteError.forbidden {
-            throw LockError.unauthorized("wrong user name or recovery key (or the account was made before lockfs 0.2 and its server cannot check recovery keys; see docs/operations.md, \"Recovery\")")
-        } catch let error as RemoteError {
-            throw LockError.from(error)
-        }
-        let device = authenticated(session.token)
-        do {
+        return try await enrol(server: server, user: user, deviceName: deviceName, caFile: caFile,
+                               wrong: "wrong user name or recovery key (or the account was made before lockfs 0.2 and its server cannot check recovery keys; see docs/operations.md, \"Recovery\")",
+                               authenticated: authenticated, request: { keys in
+            try await remote.recover(RecoverRequest(user: user, recoveryProof: proof, deviceName: deviceName, device: keys))
+        }, open: { device, session in
             let keyring = try await mapped { try await device.keyring() }
             guard keyring.vaultID == session.vault else {
                 throw LockError.integrity("the server's keyring belongs to another vault than the recovery named")
@@ -229,9 +207,34 @@ public enum VaultAccount {
             }
             let parameters = try await replacePassword(keyring: keyring, keys: keys, new: newPassword, proof: .recovery(proof),
                                                        registerRecovery: nil, remote: device, strength: strength)
+            return (keys, parameters)
+        })
+    }
+
+    /// Enrols a new device (by password or recovery key): makes its keys,
+    /// asks the server (`request`, given the public keys), runs `open` with
+    /// the new device's remote to get the vault keys, and returns the
+    /// credentials. If anything fails after the server enrolled the device, it
+    /// is revoked again (best effort): no token is left that no device holds.
+    /// - Throws: `LockError.unauthorized(wrong)` when the server says 403.
+    static func enrol(server: String, user: String, deviceName: String, caFile: String?, wrong: String,
+                      authenticated: (String) -> any Remote,
+                      request: (DevicePublicKeys) async throws -> Session,
+                      open: (any Remote, Session) async throws -> (VaultKeys, KDFParameters)) async throws -> DeviceCredentials {
+        let identity = DeviceIdentity.generate()
+        let session: Session
+        do {
+            session = try await request(DevicePublicKeys(identity))
+        } catch RemoteError.forbidden {
+            throw LockError.unauthorized(wrong)
+        } catch let error as RemoteError {
+            throw LockError.from(error)
+        }
+        let device = authenticated(session.token)
+        do {
+            let (keys, kdf) = try await open(device, session)
             return DeviceCredentials(server: server, user: user, device: session.device, deviceName: deviceName,
-                                     vault: session.vault, token: session.token, keys: keys, caFile: caFile, identity: identity,
-                                     kdf: parameters)
+                                     vault: session.vault, token: session.token, keys: keys, caFile: caFile, identity: identity, kdf: kdf)
         } catch {
             try? await device.revokeDevice(session.device, loginSecret: nil)
             throw error

@@ -102,15 +102,19 @@ public struct KeyringChange: Sendable {
     /// Revoke every other device of the account than this one, in the same
     /// transaction (a recovery signs the others out).
     public let revokeAllBut: DeviceID?
+    /// Apply only if the login hash is still this one (the proof was checked
+    /// against it): two changes cannot both win. nil: unconditionally.
+    public let expectedLoginHash: [UInt8]?
 
     public init(keyring: [UInt8], kdf: [UInt8], loginSalt: [UInt8], loginHash: [UInt8],
-                recoveryVerifier: [UInt8]? = nil, revokeAllBut: DeviceID? = nil) {
+                recoveryVerifier: [UInt8]? = nil, revokeAllBut: DeviceID? = nil, expectedLoginHash: [UInt8]? = nil) {
         self.keyring = keyring
         self.kdf = kdf
         self.loginSalt = loginSalt
         self.loginHash = loginHash
         self.recoveryVerifier = recoveryVerifier
         self.revokeAllBut = revokeAllBut
+        self.expectedLoginHash = expectedLoginHash
     }
 }
 
@@ -198,6 +202,8 @@ public protocol MetadataStore: Sendable {
     /// Replaces the keyring, KDF parameters and login hash together (a
     /// password change), and the recovery verifier if the change has one;
     /// revokes the other devices in the same transaction if it says so.
+    /// - Throws: `ServerError.conflict("keyring_changed")` when
+    ///   `expectedLoginHash` is no longer the account's (nothing is changed).
     func replaceKeyring(account: AccountID, _ change: KeyringChange, now: Date) async throws
 
     // Devices

@@ -106,8 +106,10 @@ public struct ServerAPI: Sendable {
         if let retry = limiter.attempt("register \(context.remoteAddress)") { throw ServerError.tooManyRequests(retryAfterSeconds: retry) }
         let salt = Sodium.randomBytes(16)
         let (token, tokenHash) = Credentials.newToken()
-        let keys = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey)
-        let device = NewDevice(id: .random(), name: body.deviceName, tokenHash: tokenHash, signingKey: keys?.signing, boxKey: keys?.box)
+        guard let keys = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey) else {
+            throw Self.upgradeRequired("a new device must send its public keys")
+        }
+        let device = NewDevice(id: .random(), name: body.deviceName, tokenHash: tokenHash, signingKey: keys.signing, boxKey: keys.box)
         let account = try await store.register(
             NewAccount(name: body.user, vaultID: keyring.vaultID, kdf: keyring.parameters.encoded, keyring: keyringBytes,
                        loginSalt: salt, loginHash: Credentials.loginHash(secret: secret, salt: salt),
@@ -121,7 +123,7 @@ public struct ServerAPI: Sendable {
         try request.require(contentType: Self.json)
         let body = try LoginRequest.decodeStrictly(Data(try await request.bytes(limit: 16 << 10)))
         try Self.validate(deviceName: body.deviceName)
-        let keys = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey)
+        let offered = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey)
         if let retry = limiter.attempt("login \(body.user) \(context.remoteAddress)") {
             throw ServerError.tooManyRequests(retryAfterSeconds: retry)
         }
@@ -131,9 +133,10 @@ public struct ServerAPI: Sendable {
             // One answer for an unknown name and a wrong password.
             throw ServerError.forbidden("wrong user name or password")
         }
+        guard let keys = offered else { throw Self.upgradeRequired("a new device must send its public keys") }
         let (token, tokenHash) = Credentials.newToken()
         let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash,
-                               signingKey: keys?.signing, boxKey: keys?.box)
+                               signingKey: keys.signing, boxKey: keys.box)
         try await store.addDevice(device, account: account.id, now: Date())
         return try Self.json(LoginResponse(token: token, device: device.id, vault: account.vaultID))
     }
@@ -153,7 +156,9 @@ public struct ServerAPI: Sendable {
         try request.require(contentType: Self.json)
         let body = try RecoverRequest.decodeStrictly(Data(try await request.bytes(limit: 16 << 10)))
         try Self.validate(deviceName: body.deviceName)
-        let keys = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey)
+        guard let keys = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey) else {
+            throw Self.upgradeRequired("a new device must send its public keys")
+        }
         if let retry = limiter.attempt("login \(body.user) \(context.remoteAddress)") {
             throw ServerError.tooManyRequests(retryAfterSeconds: retry)
         }
@@ -164,7 +169,7 @@ public struct ServerAPI: Sendable {
         }
         let (token, tokenHash) = Credentials.newToken()
         let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash,
-                               signingKey: keys?.signing, boxKey: keys?.box)
+                               signingKey: keys.signing, boxKey: keys.box)
         try await store.addDevice(device, account: account.id, now: Date())
         context.logger.notice("device enrolled by recovery key", metadata: ["account": "\(account.id)"])
         return try Self.json(LoginResponse(token: token, device: device.id, vault: account.vaultID))
@@ -186,11 +191,11 @@ public struct ServerAPI: Sendable {
     /// with a fresh password proof, so that a stolen token cannot sign the
     /// owner's devices out.
     func revoke(_ request: Request, _ context: ServerContext) async throws -> Response {
-        let (account, _) = try context.caller()
+        let (account, me) = try context.caller()
         guard let id = DeviceID(hex: try context.parameters.require("id")) else { throw ServerError.badRequest("device id must be 32 hex digits") }
         try request.require(contentType: Self.json)
         let body = try RevokeDeviceRequest.decodeStrictly(Data(try await request.bytes(limit: 4 << 10)))
-        try checkProof(.password(try Self.secret(body.loginSecret, "loginSecret")), account: account, what: "revoke")
+        try checkProof(.password(try Self.secret(body.loginSecret, "loginSecret")), account: account, caller: me.id, what: "revoke")
         guard try await store.revokeDevice(account: account.id, id: id) else { throw ServerError.notFound("no such device") }
         context.logger.notice("device revoked", metadata: ["account": "\(account.id)"])
         return Response(status: .noContent)
@@ -213,9 +218,15 @@ public struct ServerAPI: Sendable {
         }
         let keyring = try Keyring(decoding: bytes)
         guard keyring.vaultID == account.vaultID else { throw ServerError.badRequest("the keyring belongs to another vault") }
-        try checkProof(proof, account: account, what: "keyring")
+        try checkProof(proof, account: account, caller: me.id, what: "keyring")
         var verifier: [UInt8]? = nil
         if let set = body.setRecoveryProof {
+            // Registering is for accounts that have none; replacing one needs the
+            // recovery key itself (else a phished password would take the
+            // recovery key's power away from its owner for good).
+            if account.recoveryVerifier != nil, case .password = proof {
+                throw ServerError.forbidden("this account's recovery key is registered already; replacing it needs the recovery key")
+            }
             verifier = Credentials.recoveryVerifier(proof: try Self.secret(set, "setRecoveryProof"))
         }
         let recovering = if case .recovery = proof { true } else { false }
@@ -223,18 +234,19 @@ public struct ServerAPI: Sendable {
         try await store.replaceKeyring(account: account.id, KeyringChange(
             keyring: bytes, kdf: keyring.parameters.encoded, loginSalt: salt,
             loginHash: Credentials.loginHash(secret: secret, salt: salt), recoveryVerifier: verifier,
-            revokeAllBut: recovering ? me.id : nil), now: Date())
+            revokeAllBut: recovering ? me.id : nil, expectedLoginHash: account.loginHash), now: Date())
         context.logger.notice(recovering ? "keyring replaced by recovery; other devices revoked" : "keyring replaced",
                               metadata: ["account": "\(account.id)"])
         return Response(status: .noContent)
     }
 
     /// Checks an owner proof against the account, rate-limited per account
-    /// (a token thief cannot guess passwords through it faster than at login).
+    /// and calling device: a token thief cannot guess passwords through it
+    /// faster than at login, nor empty the owner's bucket from its own device.
     /// - Throws: `.tooManyRequests`; `.forbidden` for a wrong proof, or a
     ///   recovery proof on an account that has no verifier.
-    func checkProof(_ proof: OwnerProof, account: Account, what: String) throws {
-        if let retry = limiter.attempt("\(what) \(account.id)") { throw ServerError.tooManyRequests(retryAfterSeconds: retry) }
+    func checkProof(_ proof: OwnerProof, account: Account, caller: DeviceID, what: String) throws {
+        if let retry = limiter.attempt("\(what) \(account.id) \(caller.hex)") { throw ServerError.tooManyRequests(retryAfterSeconds: retry) }
         switch proof {
         case .password(let secret):
             guard Credentials.verifyLogin(secret: secret, salt: account.loginSalt, hash: account.loginHash) else {
@@ -438,21 +450,23 @@ public struct ServerAPI: Sendable {
 
     /// Plausible parameters for a name that has no account, so that pre-login
     /// does not reveal which accounts exist: the defaults of `lockfs init`
-    /// and a salt keyed by the deployment secret. Real salts change at each
-    /// `lockfs passwd`, so a fake one changes too (a name whose salt never
-    /// changes would stand out): once in every 90-day cell of the calendar,
-    /// on a day drawn per name and cell from the secret.
+    /// and a salt keyed by the deployment secret. A real salt changes when its
+    /// owner runs `lockfs passwd`, now and then; a fake one does too: in each
+    /// 90-day cell of the calendar, with probability 1/4, on a day drawn per
+    /// name and cell from the secret. So neither "it changed" nor "it never
+    /// changed" tells a fake name from a real one.
     static func fakeParameters(user: String, secret: [UInt8], now: Date) throws -> KDFParameters {
         func draw(_ label: String, _ n: UInt64) -> [UInt8] {
             secret.withUnsafeBytes { Hash.blake2b256(Array("lockfs fake prelogin v2 \(label)".utf8) + ByteOrder.bigEndian(n) + Array(user.utf8), key: $0) }
         }
         let day = UInt64(max(0, now.timeIntervalSince1970) / 86_400)
         let cell = day / 90
-        let changeDay = draw("change day", cell).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) } % 90
-        // The salt of cell c after its change day is the salt of cell c + 1
-        // before its own: it changes on change days only.
-        let epoch = day % 90 >= changeDay ? cell + 1 : cell
-        return try KDFParameters(opsLimit: 3, memLimit: 256 << 20, salt: Array(draw("salt", epoch).prefix(16)))
+        var changes: UInt64 = 0
+        for c in 0...cell where draw("change", c)[0] < 64 {
+            let changeDay = UInt64(draw("change day", c)[1]) % 90
+            if c < cell || day % 90 >= changeDay { changes += 1 }
+        }
+        return try KDFParameters(opsLimit: 3, memLimit: 256 << 20, salt: Array(draw("salt", changes).prefix(16)))
     }
 
     public static func validate(user: String) throws {

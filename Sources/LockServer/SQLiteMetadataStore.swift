@@ -207,9 +207,14 @@ public final class SQLiteMetadataStore: MetadataStore {
         try await pool.write { db in
             try db.execute(sql: """
                 UPDATE accounts SET keyring = ?, kdf = ?, login_salt = ?, login_hash = ?,
-                       recovery_verifier = COALESCE(?, recovery_verifier) WHERE id = ?
+                       recovery_verifier = COALESCE(?, recovery_verifier)
+                WHERE id = ? AND (? IS NULL OR login_hash = ?)
                 """, arguments: [Data(c.keyring), Data(c.kdf), Data(c.loginSalt), Data(c.loginHash),
-                                 c.recoveryVerifier.map { Data($0) }, account.rawValue])
+                                 c.recoveryVerifier.map { Data($0) }, account.rawValue,
+                                 c.expectedLoginHash.map { Data($0) }, c.expectedLoginHash.map { Data($0) }])
+            guard db.changesCount == 1 else {
+                throw ServerError.conflict(code: "keyring_changed", message: "the keyring changed meanwhile (another password change or recovery); try again")
+            }
             if let keep = c.revokeAllBut {
                 try db.execute(sql: "UPDATE devices SET revoked_at = ? WHERE account_id = ? AND id != ? AND revoked_at IS NULL",
                                arguments: [now.timeIntervalSince1970, account.rawValue, Data(keep.bytes)])

@@ -183,12 +183,17 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
 
     public func replaceKeyring(account: AccountID, _ k: KeyringChange, now: Date) async throws {
         try await transaction { c in
-            try await c.query("""
+            let expected = k.expectedLoginHash.map { ByteBuffer(bytes: $0) }
+            let updated = try await c.query("""
                 UPDATE accounts SET keyring = \(ByteBuffer(bytes: k.keyring)), kdf = \(ByteBuffer(bytes: k.kdf)),
                        login_salt = \(ByteBuffer(bytes: k.loginSalt)), login_hash = \(ByteBuffer(bytes: k.loginHash)),
                        recovery_verifier = COALESCE(\(k.recoveryVerifier.map { ByteBuffer(bytes: $0) }), recovery_verifier)
-                WHERE id = \(account.rawValue)
-                """, logger: self.logger)
+                WHERE id = \(account.rawValue) AND (\(expected)::bytea IS NULL OR login_hash = \(expected))
+                RETURNING id
+                """, logger: self.logger).collect()
+            guard updated.count == 1 else {
+                throw ServerError.conflict(code: "keyring_changed", message: "the keyring changed meanwhile (another password change or recovery); try again")
+            }
             if let keep = k.revokeAllBut {
                 try await c.query("""
                     UPDATE devices SET revoked_at = \(now)

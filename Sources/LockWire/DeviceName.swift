@@ -6,6 +6,14 @@
 /// So: 1–128 bytes of UTF-8, no control, format (bidi overrides, zero-width
 /// joiners), separator, private-use or unassigned characters, and no
 /// leading or trailing white space.
+extension Substring {
+    fileprivate var trimmingTrailingSpaces: String {
+        var s = self
+        while s.last?.unicodeScalars.first?.properties.isWhitespace == true { s = s.dropLast() }
+        return String(s)
+    }
+}
+
 public enum DeviceName {
     public static let rule = "device names are 1–128 bytes without control, format (bidi, zero-width), private-use or unassigned characters, and without leading or trailing spaces"
 
@@ -20,11 +28,19 @@ public enum DeviceName {
         return nil
     }
 
-    /// `name`, or `name (2)`, `name (3)`… — the first not in `taken`.
+    /// `name`, or `name (2)`, `name (3)`… — the first not in `taken`; a long
+    /// name is shortened (at a character boundary) so that the result stays
+    /// within 128 bytes.
     public static func unique(_ name: String, taken: Set<String>) -> String {
         guard taken.contains(name) else { return name }
         var n = 2
-        while taken.contains("\(name) (\(n))") { n += 1 }
-        return "\(name) (\(n))"
+        while true {
+            let suffix = " (\(n))"
+            var base = Substring(name)
+            while base.utf8.count + suffix.utf8.count > 128 { base = base.dropLast() }
+            let candidate = base.trimmingTrailingSpaces + suffix
+            if !taken.contains(candidate) { return candidate }
+            n += 1
+        }
     }
 }

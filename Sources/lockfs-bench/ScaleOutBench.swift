@@ -138,7 +138,7 @@ extension ServerRun {
             let keyring = try Keyring.make(keys: keys, password: password, parameters: parameters, recovery: .generate())
             let registration = RegisterRequest(user: "\(prefix)-\(i)", invite: nil,
                                                loginSecret: password.loginSecret.withUnsafeBytes { Array($0) },
-                                               keyring: keyring, deviceName: "lockfs-bench", recoveryProof: Sodium.randomBytes(32))
+                                               keyring: keyring, deviceName: "lockfs-bench", recoveryProof: Sodium.randomBytes(32), device: DevicePublicKeys(DeviceIdentity.generate()))
             let r = try await anonymous.expect(201, "register", .POST, "/v1/register",
                                                body: ByteBuffer(bytes: try registration.jsonData()), contentType: "application/json")
             guard let token = r.json["token"] as? String else { throw BenchFailure("register: no token in \(r.text)") }

@@ -224,7 +224,7 @@ struct ServerRun {
         let keyring = try Keyring.make(keys: keys, password: password, parameters: parameters, recovery: .generate())
         let anonymous = BenchClient(http: http, baseURL: server.baseURL)
         let registration = RegisterRequest(user: "bench", invite: nil, loginSecret: password.loginSecret.withUnsafeBytes { Array($0) },
-                                           keyring: keyring, deviceName: "lockfs-bench", recoveryProof: Sodium.randomBytes(32))
+                                           keyring: keyring, deviceName: "lockfs-bench", recoveryProof: Sodium.randomBytes(32), device: DevicePublicKeys(DeviceIdentity.generate()))
         let registered = try await anonymous.expect(201, "register", .POST, "/v1/register",
                                                     body: ByteBuffer(bytes: try registration.jsonData()), contentType: "application/json")
         guard let token = registered.json["token"] as? String else { throw BenchFailure("register: no token in \(registered.text)") }

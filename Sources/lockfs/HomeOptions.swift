@@ -18,6 +18,9 @@ struct HomeOptions: ParsableArguments {
     func credentials() throws -> DeviceCredentials {
         let loaded = try DeviceCredentials.load(from: clientHome.credentialsFile)
         try ServerURL.check(loaded.server, insecureHTTP: loaded.insecureHTTP)
+        if let url = URL(string: loaded.server), url.scheme?.lowercased() == "http", !ServerURL.isLoopback(url.host ?? "") {
+            printWarning("\(loaded.server) is plain HTTP: the device token crosses the network in clear; move the server to https:// and log in again")
+        }
         // A device enrolled by lockfs 0.1 gets its keys here, once: it signs
         // its entries from now on (docs/security.md, "Device keys").
         let (credentials, added) = loaded.withIdentity()

@@ -48,3 +48,21 @@ import Testing
         }
     }
 }
+
+/// Upgrading from lockfs 0.1 (review of issue 13): 0.1 raised the integrity
+/// alarm at the first signed entry it met (it could not read version 2). The
+/// alarm is persisted; 0.2 must not stay stuck on it, and must keep any
+/// other alarm.
+@Suite struct UpgradeAlarmTests {
+    @Test func theAlarmOfAnOldClientOnASignedEntryIsClearedAndNoOther() throws {
+        let (server, devices) = try makeDevices(1)
+        _ = server
+        let d = devices[0]
+        let old = #"the server's answer was malformed: entry page: unsupportedVersion(record: "journal entry", found: 2)"#
+        try d.engine.index.setMeta("alarm", Array(old.utf8))
+        #expect(try d.reopened().engine.status().integrityAlarm == nil)
+        let real = "journal entry 3 failed authentication (authenticationFailed)"
+        try d.engine.index.setMeta("alarm", Array(real.utf8))
+        #expect(try d.reopened().engine.status().integrityAlarm == real)
+    }
+}

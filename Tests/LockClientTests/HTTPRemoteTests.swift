@@ -9,7 +9,7 @@ import Testing
 let transport = CurlTransport()
 
 /// A new vault registered on `server` through HTTPRemote; returns the authenticated remote.
-func registerVault(on server: ServerProcess, user: String) async throws -> (HTTPRemote, VaultKeys, [UInt8]) {
+func registerVault(on server: ServerProcess, user: String) async throws -> (HTTPRemote, VaultKeys, [UInt8], DeviceID) {
     let invite = try await server.admin(["user", "add", user]).output.split(separator: "\n").last.map(String.init) ?? ""
     let keys = VaultKeys.generate()
     let parameters = KDFParameters.generate(.interactive)
@@ -20,23 +20,28 @@ func registerVault(on server: ServerProcess, user: String) async throws -> (HTTP
     let anonymous = HTTPRemote(baseURL: server.baseURL, transport: transport)
     let session = try await anonymous.register(RegisterRequest(user: user, invite: invite, loginSecret: secret,
                                                                keyring: keyring, deviceName: "laptop",
-                                                               recoveryProof: recovery.proof.withUnsafeBytes { Array($0) }))
+                                                               recoveryProof: recovery.proof.withUnsafeBytes { Array($0) }, device: testDeviceKeys))
     #expect(session.vault == keys.vaultID)
-    return (anonymous.authenticated(session.token), keys, secret)
+    return (anonymous.authenticated(session.token), keys, secret, session.device)
 }
+
+/// The keys of every test device enrolled through these helpers.
+let testIdentity = DeviceIdentity.generate()
+/// Public device keys for test logins (the server wants a new device's keys).
+let testDeviceKeys = DevicePublicKeys(testIdentity)
 
 @Suite struct HTTPRemoteTests {
     @Test func everyOperationAgainstARealServer() async throws {
         let server = try await ServerProcess.start()
         defer { server.stop() }
-        let (remote, keys, secret) = try await registerVault(on: server, user: "alice")
+        let (remote, keys, secret, laptop) = try await registerVault(on: server, user: "alice")
 
         // Accounts.
         let anonymous = HTTPRemote(baseURL: server.baseURL, transport: transport)
-        let phone = try await anonymous.login(LoginRequest(user: "alice", loginSecret: secret, deviceName: "phone"))
+        let phone = try await anonymous.login(LoginRequest(user: "alice", loginSecret: secret, deviceName: "phone", device: testDeviceKeys))
         #expect(phone.vault == keys.vaultID)
         await #expect(throws: RemoteError.forbidden("wrong user name or password")) {
-            _ = try await anonymous.login(LoginRequest(user: "alice", loginSecret: [UInt8](repeating: 0, count: 32), deviceName: "x"))
+            _ = try await anonymous.login(LoginRequest(user: "alice", loginSecret: [UInt8](repeating: 0, count: 32), deviceName: "x", device: testDeviceKeys))
         }
         #expect(try await anonymous.preLogin(user: "alice").opsLimit == 2)
         #expect(try await remote.keyring().vaultID == keys.vaultID)
@@ -69,7 +74,7 @@ func registerVault(on server: ServerProcess, user: String) async throws -> (HTTP
             let op = Operation.create(node: .random(), parent: .root, name: try Name(name), revision: .random(),
                                       attributes: try NodeAttributes(mode: 0o644, mtime: Timestamp(nanoseconds: 0)), content: .directory)
             return try JournalEntry.seal(try OperationBatch(device: phone.device, createdAt: Timestamp(nanoseconds: 0), operations: [op]),
-                                         keys: keys, baseSeq: base, baseHead: head)
+                                         keys: keys, baseSeq: base, baseHead: head).signed(by: testIdentity, device: laptop, vault: keys.vaultID)
         }
         await #expect(throws: RemoteError.missingChunks([absent.id])) {
             _ = try await remote.append(try entry("a", base: .start, head: genesis), references: [chunks[0].id, absent.id])
@@ -93,7 +98,7 @@ func registerVault(on server: ServerProcess, user: String) async throws -> (HTTP
 
     @Test func aDeadServerIsUnreachableAndACancelledPollStops() async throws {
         let server = try await ServerProcess.start()
-        let (remote, _, _) = try await registerVault(on: server, user: "bob")
+        let (remote, _, _, _) = try await registerVault(on: server, user: "bob")
         let clock = ContinuousClock()
         let poll = Task { try await remote.entries(after: .start, limit: 10, wait: .seconds(30)) }
         try await Task.sleep(for: .milliseconds(300))

@@ -193,6 +193,32 @@ import Testing
         return (server, vault, a)
     }
 
+    /// Review of issue 13: the server acknowledges the laptop's entry, then
+    /// serves it with a broken signature, so that the laptop would skip its
+    /// own change and wait for it forever. That is the alarm.
+    @Test func anAcknowledgedEntryServedToBeIgnoredIsAnAlarm() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let vault = try await RealVault.create(on: server, user: "mallory-ack")
+        let a = try vault.laptop(on: server)
+        try await a.put("mine.txt", "acknowledged")
+        try await a.pushOnce()   // appended and acknowledged; not pulled yet
+        server.stop()
+        try Self.rewriteJournal(server, vault: vault.laptop.vault, recomputeChain: true) { rows in
+            var rows = rows
+            let last = try! JournalEntry(decoding: Array(rows[rows.count - 1].body))
+            let signer = try! #require(last.signer)
+            var signature = signer.signature
+            signature[5] ^= 0x01
+            rows[rows.count - 1].body = Data(try! JournalEntry(baseSeq: last.baseSeq, baseHead: last.baseHead, signer: EntrySigner(
+                device: signer.device, publicKey: signer.publicKey, signature: signature), sealedBatch: last.sealedBatch).encoded)
+            return rows
+        }
+        try await server.restart()
+        let b = try vault.laptop(on: server)
+        await Self.expectIntegrity("acknowledged this device's entry") { try await b.pullOnce() }
+    }
+
     /// Issue 13: the server re-signs the laptop's last entry with a key of
     /// its own, or corrupts its signature (recomputing the chain). Clients
     /// skip that entry (a faithful server refuses it) and go on; no alarm,

@@ -6,6 +6,16 @@ import LockWire
 import NIOCore
 import NIOHTTP1
 
+/// The keys of every device the server tests enrol (the server wants a new
+/// device's keys, and appends only entries its key signed).
+let testIdentity = DeviceIdentity.generate()
+let testDeviceKeys = DevicePublicKeys(testIdentity)
+
+/// The device a TestVault registered, which its entries are signed as.
+final class RegisteredDevice: @unchecked Sendable {
+    var id: DeviceID?
+}
+
 /// One HTTP client for all server tests (connection pooling, HTTP/1.1).
 let sharedHTTPClient = HTTPClient(eventLoopGroupProvider: .singleton)
 
@@ -82,6 +92,8 @@ struct TestVault: Sendable {
     let loginSecret: [UInt8]
     let recovery: RecoveryKey
     var recoveryProof: [UInt8] { recovery.proof.withUnsafeBytes { Array($0) } }
+    /// Set by `register(on:)`: `entry(…)` signs as that device.
+    let registered = RegisteredDevice()
 
     /// Fast (INTERACTIVE) Argon2id parameters, still above the client's floor.
     static func make(user: String, password: String = "correct horse battery staple") throws -> TestVault {
@@ -99,10 +111,11 @@ struct TestVault: Sendable {
         let invite = try await server.admin(["user", "add", user]).output.split(separator: "\n").last.map(String.init) ?? ""
         let client = APIClient(baseURL: server.baseURL)
         let r = try await client.json(.POST, "/v1/register", RegisterRequest(
-            user: user, invite: invite, loginSecret: loginSecret, keyring: keyring, deviceName: deviceName, recoveryProof: recoveryProof))
-        guard r.status == 201, let token = r.json["token"] as? String else {
+            user: user, invite: invite, loginSecret: loginSecret, keyring: keyring, deviceName: deviceName, recoveryProof: recoveryProof, device: testDeviceKeys))
+        guard r.status == 201, let token = r.json["token"] as? String, let device = (r.json["device"] as? String).flatMap(DeviceID.init(hex:)) else {
             throw TestFailure("register \(user): HTTP \(r.status) \(String(decoding: r.body, as: UTF8.self))")
         }
+        registered.id = device
         return APIClient(baseURL: server.baseURL, token: token)
     }
 
@@ -115,7 +128,9 @@ struct TestVault: Sendable {
                                   attributes: try NodeAttributes(mode: 0o644, mtime: Timestamp(nanoseconds: 0)),
                                   content: .file(manifest))
         let batch = try OperationBatch(device: .random(), createdAt: Timestamp(nanoseconds: 0), operations: [op])
-        return try JournalEntry.seal(batch, keys: keys, baseSeq: baseSeq, baseHead: baseHead)
+        let entry = try JournalEntry.seal(batch, keys: keys, baseSeq: baseSeq, baseHead: baseHead)
+        // Signed as the registered device, which is what appends it in these tests.
+        return registered.id.map { entry.signed(by: testIdentity, device: $0, vault: keys.vaultID) } ?? entry
     }
 
     var genesis: ChainHead { ChainHead.genesis(of: keys.vaultID) }
@@ -155,7 +170,7 @@ extension TestVault {
     /// Logs in a further device; returns its client and device id (hex).
     func login(on server: ServerProcess, deviceName: String = "another device") async throws -> (APIClient, String) {
         let r = try await APIClient(baseURL: server.baseURL).json(.POST, "/v1/login",
-                                                                  LoginRequest(user: user, loginSecret: loginSecret, deviceName: deviceName))
+                                                                  LoginRequest(user: user, loginSecret: loginSecret, deviceName: deviceName, device: testDeviceKeys))
         guard r.status == 200, let token = r.json["token"] as? String, let device = r.json["device"] as? String else {
             throw TestFailure("login \(user): HTTP \(r.status) \(String(decoding: r.body, as: UTF8.self))")
         }

@@ -51,9 +51,9 @@ import Testing
 
         // A second device logs in with the same login secret; a wrong one is refused.
         let anon = APIClient(baseURL: server.baseURL)
-        let login = try await anon.json(.POST, "/v1/login", LoginRequest(user: "alice", loginSecret: vault.loginSecret, deviceName: "phone"))
+        let login = try await anon.json(.POST, "/v1/login", LoginRequest(user: "alice", loginSecret: vault.loginSecret, deviceName: "phone", device: testDeviceKeys))
         #expect(login.status == 200 && login.json["vault"] as? String == vault.keys.vaultID.hex)
-        let wrong = try await anon.json(.POST, "/v1/login", LoginRequest(user: "alice", loginSecret: [UInt8](repeating: 7, count: 32), deviceName: "x"))
+        let wrong = try await anon.json(.POST, "/v1/login", LoginRequest(user: "alice", loginSecret: [UInt8](repeating: 7, count: 32), deviceName: "x", device: testDeviceKeys))
         #expect(wrong.status == 403)
         let pre = try PreLoginResponse.decodeStrictly(Data(try await anon.send(.GET, "/v1/accounts/alice/prelogin").body))
         #expect(try pre.parameters() == vault.parameters)

@@ -12,7 +12,7 @@ import Testing
 
     static func register(_ vault: TestVault, invite: String, on server: ServerProcess, device: String = "laptop") async throws -> APIResponse {
         try await APIClient(baseURL: server.baseURL).json(.POST, "/v1/register", RegisterRequest(
-            user: vault.user, invite: invite, loginSecret: vault.loginSecret, keyring: vault.keyring, deviceName: device, recoveryProof: vault.recoveryProof))
+            user: vault.user, invite: invite, loginSecret: vault.loginSecret, keyring: vault.keyring, deviceName: device, recoveryProof: vault.recoveryProof, device: testDeviceKeys))
     }
 
     /// The line of `user list` for `name`, split into columns.
@@ -147,7 +147,7 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: blobDirectory.path), "the account's blobs are deleted")
         #expect(Self.listed(try await server.admin(["user", "list"]).output, "adm-gina") == nil)
         let login = try await APIClient(baseURL: server.baseURL).json(.POST, "/v1/login",
-                                                                     LoginRequest(user: "adm-gina", loginSecret: gina.loginSecret, deviceName: "x"))
+                                                                     LoginRequest(user: "adm-gina", loginSecret: gina.loginSecret, deviceName: "x", device: testDeviceKeys))
         #expect(login.status == 403 && login.errorCode == "forbidden")
         // The other account is untouched.
         #expect(try await henry.getChunk(henryChunk.id).body == henryChunk.bytes)

@@ -255,9 +255,9 @@ import Testing
         let before = try await Self.snapshot(f.client, probes: probes)
         let bin = APIv1.binaryContentType
         let json = "application/json"
-        let login = Array(try LoginRequest(user: f.vault.user, loginSecret: f.vault.loginSecret, deviceName: "typed").jsonData())
+        let login = Array(try LoginRequest(user: f.vault.user, loginSecret: f.vault.loginSecret, deviceName: "typed", device: testDeviceKeys).jsonData())
         let register = Array(try RegisterRequest(user: "bad-types-new", invite: "0000-0000-0000-0000", loginSecret: f.vault.loginSecret,
-                                                 keyring: f.vault.keyring, deviceName: "x", recoveryProof: f.vault.recoveryProof).jsonData())
+                                                 keyring: f.vault.keyring, deviceName: "x", recoveryProof: f.vault.recoveryProof, device: testDeviceKeys).jsonData())
         let keyring = Array(try KeyringReplaceRequest(keyring: f.vault.keyring, loginSecret: Sodium.randomBytes(32), proof: .password(f.vault.loginSecret)).jsonData())
         let entry = try f.vault.entry(creating: "typed", baseSeq: JournalSeq(1), baseHead: f.head)
         let routes: [(HTTPMethod, String, [UInt8], String)] = [
@@ -330,8 +330,12 @@ import Testing
         let secret = Data(f.vault.loginSecret).base64EncodedString()
         let register: [String: Any] = ["user": "bad-json-new", "invite": invite, "loginSecret": Data(other.loginSecret).base64EncodedString(),
                                        "keyring": Data(other.keyring.encoded).base64EncodedString(), "deviceName": "laptop",
-                                       "recoveryProof": Data(other.recoveryProof).base64EncodedString()]
-        let login: [String: Any] = ["user": f.vault.user, "loginSecret": secret, "deviceName": "laptop"]
+                                       "recoveryProof": Data(other.recoveryProof).base64EncodedString(),
+                                       "signingKey": Data(testDeviceKeys.signing).base64EncodedString(),
+                                       "boxKey": Data(testDeviceKeys.box).base64EncodedString()]
+        let login: [String: Any] = ["user": f.vault.user, "loginSecret": secret, "deviceName": "laptop",
+                                    "signingKey": Data(testDeviceKeys.signing).base64EncodedString(),
+                                    "boxKey": Data(testDeviceKeys.box).base64EncodedString()]
         let keyring: [String: Any] = ["keyring": Data(f.vault.keyring.encoded).base64EncodedString(), "loginSecret": secret,
                                       "currentLoginSecret": secret]
 
@@ -385,7 +389,7 @@ import Testing
         let anon = APIClient(baseURL: server.baseURL)
         func register(_ user: String, _ device: String) async throws -> APIResponse {
             try await anon.json(.POST, "/v1/register", RegisterRequest(user: user, invite: invite, loginSecret: vault.loginSecret,
-                                                                       keyring: vault.keyring, deviceName: device, recoveryProof: vault.recoveryProof))
+                                                                       keyring: vault.keyring, deviceName: device, recoveryProof: vault.recoveryProof, device: testDeviceKeys))
         }
         let badUsers = ["", "Alice", "NAMES-OK", "names ok", "names/ok", "names\u{0}ok", "ålice", "names-ok\n", "名前",
                         String(repeating: "a", count: 65), "a@b", "a+b", "a:b", "%2e"]
@@ -417,7 +421,7 @@ import Testing
         let vault = try TestVault.make(user: "inv-x")
         func register(_ user: String, _ invite: String?) async throws -> APIResponse {
             try await anon.json(.POST, "/v1/register", RegisterRequest(user: user, invite: invite, loginSecret: vault.loginSecret,
-                                                                       keyring: vault.keyring, deviceName: "laptop", recoveryProof: vault.recoveryProof))
+                                                                       keyring: vault.keyring, deviceName: "laptop", recoveryProof: vault.recoveryProof, device: testDeviceKeys))
         }
         let code = try await server.inviteCode(for: "inv-x")
         for (user, invite, what) in [("inv-x", nil, "no invite"), ("inv-x", "", "an empty invite"), ("inv-x", "not-an-invite", "a malformed invite"),
@@ -442,16 +446,16 @@ import Testing
         defer { open.stop() }
         let openAnon = APIClient(baseURL: open.baseURL)
         let first = try await openAnon.json(.POST, "/v1/register", RegisterRequest(user: "open-a", invite: nil, loginSecret: vault.loginSecret,
-                                                                                   keyring: vault.keyring, deviceName: "a", recoveryProof: vault.recoveryProof))
+                                                                                   keyring: vault.keyring, deviceName: "a", recoveryProof: vault.recoveryProof, device: testDeviceKeys))
         #expect(first.status == 201)
         let other = try TestVault.make(user: "open-a")
         let taken = try await openAnon.json(.POST, "/v1/register", RegisterRequest(user: "open-a", invite: nil, loginSecret: other.loginSecret,
-                                                                                   keyring: other.keyring, deviceName: "b", recoveryProof: other.recoveryProof))
+                                                                                   keyring: other.keyring, deviceName: "b", recoveryProof: other.recoveryProof, device: testDeviceKeys))
         #expect(taken.status == 409 && taken.errorCode == "user_exists", "a taken name: \(Self.text(taken))")
         // The first owner is untouched.
-        let login = try await openAnon.json(.POST, "/v1/login", LoginRequest(user: "open-a", loginSecret: vault.loginSecret, deviceName: "c"))
+        let login = try await openAnon.json(.POST, "/v1/login", LoginRequest(user: "open-a", loginSecret: vault.loginSecret, deviceName: "c", device: testDeviceKeys))
         #expect(login.status == 200)
-        let intruder = try await openAnon.json(.POST, "/v1/login", LoginRequest(user: "open-a", loginSecret: other.loginSecret, deviceName: "d"))
+        let intruder = try await openAnon.json(.POST, "/v1/login", LoginRequest(user: "open-a", loginSecret: other.loginSecret, deviceName: "d", device: testDeviceKeys))
         #expect(intruder.status == 403)
     }
 
@@ -538,7 +542,7 @@ import Testing
 
         // Malformed append bodies.
         let good = AppendRequest(entry: entry, references: []).encoded
-        var wrongKind = good; wrongKind[5 + JournalEntry.headerSize + 1] = EnvelopeKind.chunk.rawValue
+        var wrongKind = good; wrongKind[5 + (entry.signer == nil ? JournalEntry.headerSize : JournalEntry.signedHeaderSize) + 1] = EnvelopeKind.chunk.rawValue
         var longCount = good; longCount[longCount.count - 1] = 1    // claims 1 reference, has none
         var w = WireWriter()
         w.u8(1); w.u32(UInt32(entry.encoded.count)); w.raw(entry.encoded); w.u32(1); w.raw([1, 2, 3])
@@ -548,7 +552,7 @@ import Testing
             (Array(good.prefix(40)), "a cut header"),
             (Array(good.dropLast()), "a cut reference count"),
             (good + [0], "a trailing byte"),
-            ([2] + good.dropFirst(), "version 2"),
+            ([3] + good.dropFirst(), "version 3"),
             (wrongKind, "a chunk envelope as the entry"),
             (longCount, "a reference count past the body"),
             (w.bytes, "a cut reference"),
@@ -675,7 +679,7 @@ import Testing
         _ = try await bystander.register(on: server)
         let anon = APIClient(baseURL: server.baseURL)
         func login(_ user: String, _ secret: [UInt8]) async throws -> APIResponse {
-            try await anon.json(.POST, "/v1/login", LoginRequest(user: user, loginSecret: secret, deviceName: "guess"))
+            try await anon.json(.POST, "/v1/login", LoginRequest(user: user, loginSecret: secret, deviceName: "guess", device: testDeviceKeys))
         }
         for i in 1...10 {
             let r = try await login("rl-target", Sodium.randomBytes(32))

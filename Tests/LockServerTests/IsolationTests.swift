@@ -247,9 +247,9 @@ import Testing
 
         // Login: unknown name and wrong secret look the same.
         let wrongSecret = try await anon2.json(.POST, "/v1/login",
-                                               LoginRequest(user: "iso-exists", loginSecret: Sodium.randomBytes(32), deviceName: "x"))
+                                               LoginRequest(user: "iso-exists", loginSecret: Sodium.randomBytes(32), deviceName: "x", device: testDeviceKeys))
         let unknownName = try await anon2.json(.POST, "/v1/login",
-                                               LoginRequest(user: "iso-nobody", loginSecret: Sodium.randomBytes(32), deviceName: "x"))
+                                               LoginRequest(user: "iso-nobody", loginSecret: Sodium.randomBytes(32), deviceName: "x", device: testDeviceKeys))
         #expect(wrongSecret.status == 403 && wrongSecret.errorCode == "forbidden")
         #expect(unknownName.status == wrongSecret.status && unknownName.errorCode == wrongSecret.errorCode)
         #expect(unknownName.json["message"] as? String == wrongSecret.json["message"] as? String)
@@ -268,9 +268,9 @@ import Testing
         let anon = APIClient(baseURL: server.baseURL)
         let bogus = "0000-0000-0000-0000"
         let taken = try await anon.json(.POST, "/v1/register", RegisterRequest(
-            user: "iso-taken", invite: bogus, loginSecret: probe.loginSecret, keyring: probe.keyring, deviceName: "probe", recoveryProof: probe.recoveryProof))
+            user: "iso-taken", invite: bogus, loginSecret: probe.loginSecret, keyring: probe.keyring, deviceName: "probe", recoveryProof: probe.recoveryProof, device: testDeviceKeys))
         let free = try await anon.json(.POST, "/v1/register", RegisterRequest(
-            user: "iso-free", invite: bogus, loginSecret: probe.loginSecret, keyring: probe.keyring, deviceName: "probe", recoveryProof: probe.recoveryProof))
+            user: "iso-free", invite: bogus, loginSecret: probe.loginSecret, keyring: probe.keyring, deviceName: "probe", recoveryProof: probe.recoveryProof, device: testDeviceKeys))
         #expect(free.status == 403 && free.errorCode == "forbidden")
         #expect(taken.status == free.status && taken.errorCode == free.errorCode,
                 "existing name with a bogus invite: HTTP \(taken.status) \(taken.errorCode ?? "-"), unknown name: HTTP \(free.status) \(free.errorCode ?? "-")")
@@ -293,7 +293,7 @@ import Testing
                               passwordSlot: attacker.keyring.passwordSlot, recoverySlot: attacker.keyring.recoverySlot)
         let invite = try await server.inviteCode(for: "iso-attacker")
         let r = try await APIClient(baseURL: server.baseURL).json(.POST, "/v1/register", RegisterRequest(
-            user: "iso-attacker", invite: invite, loginSecret: attacker.loginSecret, keyring: claimed, deviceName: "evil", recoveryProof: attacker.recoveryProof))
+            user: "iso-attacker", invite: invite, loginSecret: attacker.loginSecret, keyring: claimed, deviceName: "evil", recoveryProof: attacker.recoveryProof, device: testDeviceKeys))
         if r.status != 201 {
             // Refusing a vault id that is in use is one correct answer.
             #expect([400, 409].contains(r.status), "register with a used vault id: HTTP \(r.status)")

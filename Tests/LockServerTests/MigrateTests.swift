@@ -55,7 +55,7 @@ import Glibc
         let alice = try await aliceVault.register(on: old)
         let bob = try await bobVault.register(on: old)
         let (_, laptopID) = try await aliceVault.login(on: old, deviceName: "laptop")
-        let (phone, _) = try await aliceVault.login(on: old, deviceName: "phone")
+        let (phone, phoneID) = try await aliceVault.login(on: old, deviceName: "phone")
         #expect(try await old.admin(["device", "revoke", "alice", laptopID]).status == 0)
         let carolInvite = try await old.inviteCode(for: "carol")
 
@@ -66,8 +66,10 @@ import Glibc
             for c in chunks.dropFirst(2) { #expect(try await client.putChunk(c).status == 201) }
             var head = (JournalSeq.start, vault.genesis)
             for (i, c) in chunks.enumerated() {
-                let entry = try vault.entry(creating: "file \(i)", baseSeq: head.0, baseHead: head.1)
-                let r = try await (i == 3 && vault.user == "alice" ? phone : client).append(entry, references: [c.id])
+                let byPhone = i == 3 && vault.user == "alice"
+                var entry = try vault.entry(creating: "file \(i)", baseSeq: head.0, baseHead: head.1)
+                if byPhone { entry = entry.signed(by: testIdentity, device: DeviceID(hex: phoneID)!, vault: vault.keys.vaultID) }
+                let r = try await (byPhone ? phone : client).append(entry, references: [c.id])
                 #expect(r.status == 201, "append: \(String(decoding: r.body, as: UTF8.self))")
                 head = (head.0.next, head.1.next(seq: head.0.next.rawValue, entry: entry.encoded))
                 if i == 2 {
@@ -119,7 +121,7 @@ import Glibc
         _ = try await aliceVault.login(on: new, deviceName: "new laptop")
         let carolVault = try TestVault.make(user: "carol")
         let registered = try await APIClient(baseURL: new.baseURL).json(.POST, "/v1/register", RegisterRequest(
-            user: "carol", invite: carolInvite, loginSecret: carolVault.loginSecret, keyring: carolVault.keyring, deviceName: "c", recoveryProof: carolVault.recoveryProof))
+            user: "carol", invite: carolInvite, loginSecret: carolVault.loginSecret, keyring: carolVault.keyring, deviceName: "c", recoveryProof: carolVault.recoveryProof, device: testDeviceKeys))
         #expect(registered.status == 201, "register with the old invite: \(String(decoding: registered.body, as: UTF8.self))")
         _ = try await TestVault.make(user: "dave").register(on: new)
         // Alice's journal goes on from the old head.

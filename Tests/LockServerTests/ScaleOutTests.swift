@@ -59,12 +59,15 @@ import Glibc
         defer { for s in cluster.instances { s.stop() } }
         let (first, second) = (cluster.instances[0], cluster.instances[1])
         let vault = try TestVault.make(user: "storm")
-        var clients = [try await vault.register(on: first)]
-        for i in 1..<4 { clients.append(try await vault.login(on: first, deviceName: "writer \(i)").0) }
+        var clients = [(try await vault.register(on: first), vault.registered.id!)]
+        for i in 1..<4 {
+            let (client, id) = try await vault.login(on: first, deviceName: "writer \(i)")
+            clients.append((client, DeviceID(hex: id)!))
+        }
 
         let log = AcknowledgedLog()
-        let writers = clients.enumerated().map { (w, client) in
-            Task { await Self.storm(client, vault: vault, writer: w, log: log) }
+        let writers = clients.enumerated().map { (w, writer) in
+            Task { await Self.storm(writer.0, device: writer.1, vault: vault, writer: w, log: log) }
         }
         // Let the storm run until a fair amount was acknowledged, then kill instance 1 mid-flight.
         try #require(await P.eventually(within: .seconds(60)) { log.entries.count >= 40 && log.chunks.count >= 60 },
@@ -75,7 +78,7 @@ import Glibc
         #expect(log.errors.isEmpty, "answers other than 2xx and bad_base before the kill: \(log.errors.prefix(5))")
 
         // Through instance 2: every acknowledged chunk, byte for byte.
-        let viaSecond = APIClient(baseURL: second.baseURL, token: clients[0].token)
+        let viaSecond = APIClient(baseURL: second.baseURL, token: clients[0].0.token)
         for chunk in chunks {
             let back = try await viaSecond.getChunk(chunk.id)
             #expect(back.status == 200 && back.body == chunk.bytes, "chunk \(chunk.id) was acknowledged: HTTP \(back.status)")
@@ -142,7 +145,7 @@ import Glibc
     /// One writer of the storm: upload a fresh chunk, append an entry that
     /// references it (on bad_base, re-read the end and try again), until a
     /// request fails at the transport (the instance died). Records what got 2xx.
-    static func storm(_ client: APIClient, vault: TestVault, writer: Int, log: AcknowledgedLog) async {
+    static func storm(_ client: APIClient, device: DeviceID, vault: TestVault, writer: Int, log: AcknowledgedLog) async {
         var known: (seq: JournalSeq, head: ChainHead) = (.start, vault.genesis)
         var n = 0
         while true {
@@ -153,7 +156,9 @@ import Glibc
                 guard put.status == 201 else { log.error("PUT: HTTP \(put.status)"); continue }
                 log.acknowledged(chunk)
                 while true {
+                    // Signed as the writer's own device (the server checks).
                     let entry = try vault.entry(creating: "w\(writer)-\(n)", baseSeq: known.seq, baseHead: known.head)
+                        .signed(by: testIdentity, device: device, vault: vault.keys.vaultID)
                     let r = try await client.append(entry, references: [chunk.id])
                     if r.status == 201 {
                         let answer = try AppendResponse.decodeStrictly(Data(r.body))

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import LockCrypto
 import LockTesting
 import LockWire
@@ -73,21 +74,27 @@ import Testing
         defer { server.stop() }
         let vault = try TestVault.make(user: "legacy")
         _ = try await vault.register(on: server)
-        let (old, oldID) = try await Self.enrol(vault, on: server, name: "old", identity: nil)
+        let (old, oldID) = try await Self.enrol(vault, on: server, name: "old", identity: .generate())
+        // A device enrolled by lockfs 0.1 has no keys on the server: made so in the database.
+        server.stop()
+        let db = try DatabaseQueue(path: server.dataDirectory.appendingPathComponent("metadata.sqlite").path)
+        try await db.write { try $0.execute(sql: "UPDATE devices SET signing_key = NULL, box_key = NULL WHERE id = ?", arguments: [Data(oldID.bytes)]) }
+        try await server.restart()
+        let old2 = APIClient(baseURL: server.baseURL, token: old.token)
         // As lockfs 0.1 wrote: unsigned, accepted while the device has no key.
-        let first = try vault.entry(creating: "one", baseSeq: .start, baseHead: vault.genesis)
-        #expect(try await old.append(first, references: []).status == 201)
-        let page = try await old.pull(after: 0)
+        let first = try vault.entry(creating: "one", baseSeq: .start, baseHead: vault.genesis).unsigned
+        #expect(try await old2.append(first, references: []).status == 201)
+        let page = try await old2.pull(after: 0)
         let head = page.items[0].head
         // Upgraded: its first signed entry binds its key …
         let identity = DeviceIdentity.generate()
-        let second = try vault.entry(creating: "two", baseSeq: JournalSeq(1), baseHead: head)
-        #expect(try await old.append(second.signed(by: identity, device: oldID, vault: vault.keys.vaultID), references: []).status == 201)
-        let head2 = try await old.pull(after: 1).items[0].head
+        let second = try vault.entry(creating: "two", baseSeq: JournalSeq(1), baseHead: head).unsigned
+        #expect(try await old2.append(second.signed(by: identity, device: oldID, vault: vault.keys.vaultID), references: []).status == 201)
+        let head2 = try await old2.pull(after: 1).items[0].head
         // … and from then on nothing unsigned or signed with another key goes in.
-        let third = try vault.entry(creating: "three", baseSeq: JournalSeq(2), baseHead: head2)
-        #expect(try await old.append(third, references: []).status == 409)
-        #expect(try await old.append(third.signed(by: .generate(), device: oldID, vault: vault.keys.vaultID), references: []).status == 403)
-        #expect(try await old.append(third.signed(by: identity, device: oldID, vault: vault.keys.vaultID), references: []).status == 201)
+        let third = try vault.entry(creating: "three", baseSeq: JournalSeq(2), baseHead: head2).unsigned
+        #expect(try await old2.append(third, references: []).status == 409)
+        #expect(try await old2.append(third.signed(by: .generate(), device: oldID, vault: vault.keys.vaultID), references: []).status == 403)
+        #expect(try await old2.append(third.signed(by: identity, device: oldID, vault: vault.keys.vaultID), references: []).status == 201)
     }
 }

@@ -23,7 +23,7 @@ import Testing
             let vault = try TestVault.make(user: user)
             let laptop = try await vault.register(on: server, deviceName: "laptop")
             let login = try await APIClient(baseURL: server.baseURL).json(.POST, "/v1/login",
-                                                                          LoginRequest(user: user, loginSecret: vault.loginSecret, deviceName: "phone"))
+                                                                          LoginRequest(user: user, loginSecret: vault.loginSecret, deviceName: "phone", device: testDeviceKeys))
             guard login.status == 200, let token = login.json["token"] as? String, let phoneID = login.json["device"] as? String else {
                 throw TestFailure("login: HTTP \(login.status)")
             }
@@ -34,7 +34,7 @@ import Testing
 
         func ownerCanLogIn() async throws -> Bool {
             let r = try await APIClient(baseURL: server.baseURL).json(.POST, "/v1/login",
-                                                                      LoginRequest(user: vault.user, loginSecret: vault.loginSecret, deviceName: "check"))
+                                                                      LoginRequest(user: vault.user, loginSecret: vault.loginSecret, deviceName: "check", device: testDeviceKeys))
             return r.status == 200
         }
     }
@@ -55,7 +55,7 @@ import Testing
         // Nothing changed: the owner's password logs in, the thief's secret does not.
         #expect(try await s.ownerCanLogIn())
         let thief = try await APIClient(baseURL: s.server.baseURL).json(.POST, "/v1/login",
-                                                                        LoginRequest(user: s.vault.user, loginSecret: mine, deviceName: "thief"))
+                                                                        LoginRequest(user: s.vault.user, loginSecret: mine, deviceName: "thief", device: testDeviceKeys))
         #expect(thief.status == 403)
         #expect(try await s.laptop.deviceList().count == 3)
 
@@ -86,14 +86,14 @@ import Testing
 
         // The owner revokes another device with the password.
         let third = try await APIClient(baseURL: s.server.baseURL).json(.POST, "/v1/login",
-                                                                        LoginRequest(user: s.vault.user, loginSecret: s.vault.loginSecret, deviceName: "tablet"))
+                                                                        LoginRequest(user: s.vault.user, loginSecret: s.vault.loginSecret, deviceName: "tablet", device: testDeviceKeys))
         let tabletID = try #require(third.json["device"] as? String)
         let revoke = try await s.laptop.json(.POST, "/v1/devices/\(tabletID)/revoke", RevokeDeviceRequest(loginSecret: s.vault.loginSecret))
         #expect(revoke.status == 204, "\(revoke.json)")
         #expect(try await s.laptop.deviceList().map(\.id) == [s.laptopID])
     }
 
-    @Test func proofGuessesAreRateLimitedPerAccount() async throws {
+    @Test func proofGuessesAreRateLimitedPerDevice() async throws {
         let s = try await Scene.make("thief-guess", arguments: ["--login-refill", "3600"])
         defer { s.server.stop() }
         var statuses: [Int] = []
@@ -102,20 +102,36 @@ import Testing
             statuses.append(r.status)
         }
         #expect(statuses.prefix(10).allSatisfy { $0 == 403 } && statuses.suffix(2).allSatisfy { $0 == 429 }, "\(statuses)")
-        // The right proof is refused too while the limit holds: the limit is the account's, not the guess's.
-        let right = try await s.laptop.json(.POST, "/v1/devices/\(s.phoneID)/revoke", RevokeDeviceRequest(loginSecret: s.vault.loginSecret))
-        #expect(right.status == 429)
+        // The thief's device is stopped, even with the right proof …
+        let thief = try await s.phone.json(.POST, "/v1/devices/\(s.laptopID)/revoke", RevokeDeviceRequest(loginSecret: s.vault.loginSecret))
+        #expect(thief.status == 429)
+        // … but it cannot empty the owner's bucket: the laptop revokes the phone.
+        let owner = try await s.laptop.json(.POST, "/v1/devices/\(s.phoneID)/revoke", RevokeDeviceRequest(loginSecret: s.vault.loginSecret))
+        #expect(owner.status == 204, "\(owner.status) \(owner.json)")
+    }
+
+    @Test func aPhishedPasswordCannotReplaceTheRecoveryKey() async throws {
+        let s = try await Scene.make("thief-phish")
+        defer { s.server.stop() }
+        let r = try await s.phone.json(.PUT, "/v1/keyring", KeyringReplaceRequest(
+            keyring: s.vault.keyring, loginSecret: s.vault.loginSecret, proof: .password(s.vault.loginSecret),
+            setRecoveryProof: Sodium.randomBytes(32)))
+        #expect(r.status == 403, "\(r.status) \(r.json)")
+        // The owner's recovery key still enrols a machine.
+        let rescue = try await APIClient(baseURL: s.server.baseURL).json(.POST, "/v1/recover", RecoverRequest(
+            user: s.vault.user, recoveryProof: s.vault.recoveryProof, deviceName: "rescue", device: testDeviceKeys))
+        #expect(rescue.status == 200)
     }
 
     @Test func theRecoveryKeyEnrolsAMachineAndSignsTheOthersOut() async throws {
         let s = try await Scene.make("recovering")
         defer { s.server.stop() }
         let anonymous = APIClient(baseURL: s.server.baseURL)
-        let wrong = try await anonymous.json(.POST, "/v1/recover", RecoverRequest(user: s.vault.user, recoveryProof: Sodium.randomBytes(32), deviceName: "new"))
-        let unknown = try await anonymous.json(.POST, "/v1/recover", RecoverRequest(user: "nobody-here", recoveryProof: s.vault.recoveryProof, deviceName: "new"))
+        let wrong = try await anonymous.json(.POST, "/v1/recover", RecoverRequest(user: s.vault.user, recoveryProof: Sodium.randomBytes(32), deviceName: "new", device: testDeviceKeys))
+        let unknown = try await anonymous.json(.POST, "/v1/recover", RecoverRequest(user: "nobody-here", recoveryProof: s.vault.recoveryProof, deviceName: "new", device: testDeviceKeys))
         #expect(wrong.status == 403 && unknown.status == 403 && wrong.json["message"] as? String == unknown.json["message"] as? String)
 
-        let enrolled = try await anonymous.json(.POST, "/v1/recover", RecoverRequest(user: s.vault.user, recoveryProof: s.vault.recoveryProof, deviceName: "laptop"))
+        let enrolled = try await anonymous.json(.POST, "/v1/recover", RecoverRequest(user: s.vault.user, recoveryProof: s.vault.recoveryProof, deviceName: "laptop", device: testDeviceKeys))
         #expect(enrolled.status == 200, "\(enrolled.json)")
         let rescuer = APIClient(baseURL: s.server.baseURL, token: try #require(enrolled.json["token"] as? String))
         // A repeated name gets a suffix.
@@ -130,7 +146,7 @@ import Testing
         #expect(try await s.phone.send(.GET, "/v1/account").status == 401)
         #expect(try await rescuer.deviceList().count == 1)
         #expect(try await s.ownerCanLogIn() == false)
-        let relogin = try await anonymous.json(.POST, "/v1/login", LoginRequest(user: s.vault.user, loginSecret: newSecret, deviceName: "again"))
+        let relogin = try await anonymous.json(.POST, "/v1/login", LoginRequest(user: s.vault.user, loginSecret: newSecret, deviceName: "again", device: testDeviceKeys))
         #expect(relogin.status == 200)
     }
 
@@ -143,6 +159,11 @@ import Testing
         let body = #"{"user":"old-client","invite":"\#(invite)","loginSecret":"\#(Data(vault.loginSecret).base64EncodedString())","keyring":"\#(Data(vault.keyring.encoded).base64EncodedString())","deviceName":"old"}"#
         let r = try await APIClient(baseURL: server.baseURL).send(.POST, "/v1/register", body: Array(body.utf8), contentType: "application/json")
         #expect(r.status == 409 && r.errorCode == "upgrade_required" && (r.json["message"] as? String ?? "").contains("upgrade lockfs"))
+        // A login as lockfs 0.1 sent it (no device keys), with the right password.
+        _ = try await vault.register(on: server)
+        let login = try await APIClient(baseURL: server.baseURL).json(.POST, "/v1/login",
+                                                                      LoginRequest(user: vault.user, loginSecret: vault.loginSecret, deviceName: "old"))
+        #expect(login.status == 409 && login.errorCode == "upgrade_required", "\(login.status) \(login.json)")
     }
 
     @Test(arguments: [
@@ -155,22 +176,23 @@ import Testing
     }
 
     @Test func fakePreLoginParametersChangeLikeRealOnes() throws {
-        let secret = Sodium.randomBytes(32)
+        // A fixed deployment secret: the outcome is deterministic.
+        let secret = [UInt8](repeating: 7, count: 32)
         let day: TimeInterval = 86_400
-        let start = Date(timeIntervalSince1970: 1_780_000_000)
-        var changes = 0
-        var previous = try ServerAPI.fakeParameters(user: "nobody", secret: secret, now: start)
-        for d in 1...720 {
-            let p = try ServerAPI.fakeParameters(user: "nobody", secret: secret, now: start + Double(d) * day)
-            #expect(try ServerAPI.fakeParameters(user: "nobody", secret: secret, now: start + Double(d) * day + 3600) == p)
-            if p != previous { changes += 1 }
-            previous = p
+        var changed = 0, unchanged = 0
+        for n in 0..<200 {
+            var values: Set<[UInt8]> = []
+            for d in stride(from: 0, to: 720, by: 5) {
+                values.insert(try ServerAPI.fakeParameters(user: "nobody-\(n)", secret: secret, now: Date(timeIntervalSince1970: Double(d) * day)).salt)
+            }
+            if values.count > 1 { changed += 1 } else { unchanged += 1 }
+            #expect(values.count <= 8, "nobody-\(n): \(values.count) salts in 720 days")
         }
-        // About once per 90 days: 720 days see 7–9 changes, never none.
-        #expect((6...9).contains(changes), "\(changes) changes in 720 days")
+        // Some fake names change over two years and some do not, as real ones.
+        #expect(changed > 100 && unchanged > 5, "\(changed) changed, \(unchanged) did not")
         // Stable within a day, different per name, and per deployment secret.
-        let now = Date()
-        #expect(try ServerAPI.fakeParameters(user: "a", secret: secret, now: now) == ServerAPI.fakeParameters(user: "a", secret: secret, now: now))
+        let now = Date(timeIntervalSince1970: 1_780_000_000)   // 20:26 UTC: a minute later is the same day
+        #expect(try ServerAPI.fakeParameters(user: "a", secret: secret, now: now) == ServerAPI.fakeParameters(user: "a", secret: secret, now: now + 60))
         #expect(try ServerAPI.fakeParameters(user: "a", secret: secret, now: now) != ServerAPI.fakeParameters(user: "b", secret: secret, now: now))
         #expect(try ServerAPI.fakeParameters(user: "a", secret: secret, now: now) != ServerAPI.fakeParameters(user: "a", secret: Sodium.randomBytes(32), now: now))
     }
