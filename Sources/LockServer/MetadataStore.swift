@@ -207,7 +207,12 @@ public protocol MetadataStore: Sendable {
     func replaceKeyring(account: AccountID, _ change: KeyringChange, now: Date) async throws
 
     // Devices
-    func addDevice(_ device: NewDevice, account: AccountID, now: Date) async throws
+    /// Enrols a device; with `ifLoginHash`, only if the account's login hash is
+    /// still that one, checked in the same transaction (a login whose password
+    /// was replaced meanwhile by a recovery must not add a device after the
+    /// recovery signed every other device out).
+    /// - Throws: `ServerError.forbidden` when the login hash changed.
+    func addDevice(_ device: NewDevice, account: AccountID, now: Date, ifLoginHash: [UInt8]?) async throws
     /// The device whose token hashes to `tokenHash`, with its account; nil if none or revoked.
     func device(tokenHash: [UInt8], now: Date) async throws -> (Account, DeviceRecord)?
     func devices(account: AccountID) async throws -> [DeviceRecord]
@@ -243,6 +248,11 @@ public protocol MetadataStore: Sendable {
 }
 
 extension MetadataStore {
+    /// Enrols a device unconditionally.
+    public func addDevice(_ device: NewDevice, account: AccountID, now: Date) async throws {
+        try await addDevice(device, account: account, now: now, ifLoginHash: nil)
+    }
+
     /// A password change: keyring, parameters and login hash only.
     public func replaceKeyring(account: AccountID, keyring: [UInt8], kdf: [UInt8], loginSalt: [UInt8], loginHash: [UInt8]) async throws {
         try await replaceKeyring(account: account, KeyringChange(keyring: keyring, kdf: kdf, loginSalt: loginSalt, loginHash: loginHash),

@@ -137,7 +137,7 @@ public struct ServerAPI: Sendable {
         let (token, tokenHash) = Credentials.newToken()
         let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash,
                                signingKey: keys.signing, boxKey: keys.box)
-        try await store.addDevice(device, account: account.id, now: Date())
+        try await store.addDevice(device, account: account.id, now: Date(), ifLoginHash: account.loginHash)
         return try Self.json(LoginResponse(token: token, device: device.id, vault: account.vaultID))
     }
 

@@ -224,8 +224,16 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     // MARK: Devices
 
-    public func addDevice(_ device: NewDevice, account: AccountID, now: Date) async throws {
-        try await pool.write { db in try Self.insertDevice(db, device, account: account, now: now) }
+    public func addDevice(_ device: NewDevice, account: AccountID, now: Date, ifLoginHash: [UInt8]?) async throws {
+        try await pool.write { db in
+            if let ifLoginHash {
+                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM accounts WHERE id = ? AND login_hash = ?",
+                                        arguments: [account.rawValue, Data(ifLoginHash)]) == true else {
+                    throw ServerError.forbidden("wrong user name or password")
+                }
+            }
+            try Self.insertDevice(db, device, account: account, now: now)
+        }
     }
 
     public func device(tokenHash: [UInt8], now: Date) async throws -> (Account, DeviceRecord)? {

@@ -205,8 +205,20 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
 
     // MARK: Devices
 
-    public func addDevice(_ device: NewDevice, account: AccountID, now: Date) async throws {
-        try await withConnection { c in try await Self.insertDevice(c, device, account: account, now: now, self.logger) }
+    public func addDevice(_ device: NewDevice, account: AccountID, now: Date, ifLoginHash: [UInt8]?) async throws {
+        guard let ifLoginHash else {
+            try await withConnection { c in try await Self.insertDevice(c, device, account: account, now: now, self.logger) }
+            return
+        }
+        try await transaction { c in
+            // FOR SHARE: a keyring change waits for this enrolment (and its
+            // "revoke every other device" then covers it), or came first.
+            let rows = try await c.query("""
+                SELECT 1 FROM accounts WHERE id = \(account.rawValue) AND login_hash = \(ByteBuffer(bytes: ifLoginHash)) FOR SHARE
+                """, logger: self.logger).collect()
+            guard !rows.isEmpty else { throw ServerError.forbidden("wrong user name or password") }
+            try await Self.insertDevice(c, device, account: account, now: now, self.logger)
+        }
     }
 
     public func device(tokenHash: [UInt8], now: Date) async throws -> (Account, DeviceRecord)? {

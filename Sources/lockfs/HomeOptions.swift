@@ -22,10 +22,28 @@ struct HomeOptions: ParsableArguments {
             printWarning("\(loaded.server) is plain HTTP: the device token crosses the network in clear; move the server to https:// and log in again")
         }
         // A device enrolled by lockfs 0.1 gets its keys here, once: it signs
-        // its entries from now on (docs/security.md, "Device keys").
-        let (credentials, added) = loaded.withIdentity()
-        if added { try credentials.save(to: clientHome.credentialsFile) }
-        return credentials
+        // its entries from now on (docs/security.md, "Device keys"). Under a
+        // lock, read again: two commands starting at once must not each make
+        // keys (the server would bind one, and refuse the other's entries).
+        guard loaded.identity == nil else { return loaded }
+        return try withCredentialsLock {
+            let again = try DeviceCredentials.load(from: clientHome.credentialsFile)
+            let (credentials, added) = again.withIdentity()
+            if added { try credentials.save(to: clientHome.credentialsFile) }
+            return credentials
+        }
+    }
+
+    /// Runs `body` holding an exclusive lock on the credentials (a lock file beside device.json).
+    func withCredentialsLock<T>(_ body: () throws -> T) throws -> T {
+        let path = clientHome.credentialsFile.path + ".lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw LockError.io(errno: errno, "open \(path)") }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw LockError.io(errno: errno, "lock \(path)") }
+        }
+        return try body()
     }
 
     /// Refuses to enrol a second device into a home that has one.

@@ -380,6 +380,43 @@ extension VaultKeys {
         #expect(login.status == 0, "\(login.stderr)")
     }
 
+    /// A device.json of lockfs 0.1 gets device keys at the first command, under
+    /// a lock: a second command starting meanwhile waits and reads the keys
+    /// the first saved, instead of making (and saving) keys of its own.
+    @Test func oldCredentialsGetTheirKeysOnceUnderALock() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let dir = try makeTemporaryDirectory("cli-upgrade")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let home = dir.appendingPathComponent("home").path, password = dir.appendingPathComponent("pw").path
+        try Data("upgrade test passphrase\n".utf8).write(to: URL(fileURLWithPath: password))
+        let made = try await Self.lockfs(["init", "--home", home, "--server", server.baseURL, "--user", "otto",
+                                          "--invite", try await VaultAccountTests.invite(server, "otto"), "--password-file", password])
+        #expect(made.status == 0, "\(made.stderr)")
+        // Back to a device.json as lockfs 0.1 wrote it: no device keys.
+        let file = URL(fileURLWithPath: home + "/device.json")
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
+        json["signingSeed"] = nil
+        json["boxSecret"] = nil
+        try JSONSerialization.data(withJSONObject: json).write(to: file)
+
+        let lock = open(home + "/device.json.lock", O_RDWR | O_CREAT, 0o600)
+        #expect(lock >= 0 && flock(lock, LOCK_EX) == 0)
+        let (process, _, _) = try spawnProcess(Self.binary, ["devices", "--home", home], environment: ["LOCKFS_HOME": nil])
+        try await Task.sleep(for: .seconds(1))
+        #expect(process.isRunning, "the command did not wait for the lock")
+        // Meanwhile "another command" gave the device its keys.
+        let mine = DeviceIdentity.generate()
+        json["signingSeed"] = mine.signingSeed.withUnsafeBytes { Data($0).base64EncodedString() }
+        json["boxSecret"] = mine.boxSecret.withUnsafeBytes { Data($0).base64EncodedString() }
+        try JSONSerialization.data(withJSONObject: json).write(to: file)
+        flock(lock, LOCK_UN)
+        close(lock)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        #expect(try DeviceCredentials.load(from: file).identity?.signingPublicKey == mine.signingPublicKey)
+    }
+
     @Test func plainHTTPToAnotherMachineIsRefusedBeforeConnecting() async throws {
         let dir = try makeTemporaryDirectory("cli-http")
         defer { try? FileManager.default.removeItem(at: dir) }

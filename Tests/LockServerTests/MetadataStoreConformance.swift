@@ -117,6 +117,11 @@ struct MetadataStoreUnderTest: Sendable {
     }
 
     @Test(arguments: MetadataStoreFactory.all)
+    func recoveryAndEnrolmentRace(_ factory: MetadataStoreFactory) async throws {
+        try await factory.run { store, _ in try await MetadataStoreConformance.recoveryAndEnrolmentRace(store) }
+    }
+
+    @Test(arguments: MetadataStoreFactory.all)
     func devices(_ factory: MetadataStoreFactory) async throws {
         try await factory.run { store, _ in try await MetadataStoreConformance.devices(store) }
     }
@@ -402,6 +407,31 @@ enum MetadataStoreConformance {
         #expect(try await store.missingChunks(account: bob.id, ids: [c1]).isEmpty)
         #expect(try await store.entries(account: bob.id, after: .start, limit: 100).latest == JournalSeq(1))
         #expect(try await store.account(named: "bob")?.storedBytes == 50)
+    }
+
+    /// Issue 13 review: a recovery (new login hash, every other device revoked)
+    /// and a login checked against the old hash. The login's device must not
+    /// survive; a keyring change checked against a stale hash must not apply.
+    static func recoveryAndEnrolmentRace(_ store: any MetadataStore) async throws {
+        let (alice, _, first) = try await F.register(store, "alice")
+        let old = alice.loginHash, new = Sodium.randomBytes(32)
+        try await store.replaceKeyring(account: alice.id, KeyringChange(
+            keyring: alice.keyring, kdf: alice.kdf, loginSalt: Sodium.randomBytes(16), loginHash: new,
+            recoveryVerifier: Sodium.randomBytes(48), revokeAllBut: first.id, expectedLoginHash: old), now: F.now)
+        let late = NewDevice(id: .random(), name: "checked before the recovery", tokenHash: Sodium.randomBytes(32))
+        await #expect(throws: ServerError.forbidden("wrong user name or password")) {
+            try await store.addDevice(late, account: alice.id, now: F.now, ifLoginHash: old)
+        }
+        await #expect(throws: ServerError.self) {
+            try await store.replaceKeyring(account: alice.id, KeyringChange(
+                keyring: alice.keyring, kdf: alice.kdf, loginSalt: Sodium.randomBytes(16), loginHash: Sodium.randomBytes(32),
+                expectedLoginHash: old), now: F.now)
+        }
+        #expect(try await store.account(named: "alice")?.loginHash == new)
+        #expect(try await store.devices(account: alice.id).map(\.id) == [first.id])
+        let fresh = NewDevice(id: .random(), name: "with the new password", tokenHash: Sodium.randomBytes(32))
+        try await store.addDevice(fresh, account: alice.id, now: F.now, ifLoginHash: new)
+        #expect(try await store.devices(account: alice.id).count == 2)
     }
 
     static func replaceKeyring(_ store: any MetadataStore) async throws {
