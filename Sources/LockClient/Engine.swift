@@ -52,8 +52,9 @@ public struct EngineStatus: Sendable, Codable {
     public var pinnedBytes: Int
     /// Set when the server broke the rules (tampered data, a broken or forked journal).
     public var integrityAlarm: String?
-    /// Journal entries skipped since start because their signature or signer
-    /// was wrong (`EntryAuthority`), and why the last one was.
+    /// Journal entries skipped because their signature or signer was wrong
+    /// (`EntryAuthority`; counted for this home since it began), and why the
+    /// last one was.
     public var ignoredEntries: Int = 0
     public var lastIgnoredEntry: String? = nil
 }
@@ -178,7 +179,7 @@ public final class Engine: Sendable {
         var alarm: String?
         /// Keys bound to devices by their first signed entry (`EntryAuthority`).
         var signers: [DeviceID: [UInt8]] = [:]
-        /// Entries skipped by `EntryAuthority` since start, and the last reason.
+        /// Entries skipped by `EntryAuthority` (kept in the index), and the last reason.
         var ignoredEntries = 0
         var lastIgnored: String?
         var online = false
@@ -229,6 +230,8 @@ public final class Engine: Sendable {
         }
         s.accessTimes = snap.accessTimes
         s.signers = snap.signers
+        s.ignoredEntries = Int(try index.metaInt("ignored_entries") ?? 0)
+        s.lastIgnored = try index.meta("last_ignored_entry").map { String(decoding: $0, as: UTF8.self) }
         for n in snap.localNodes { s.localNodes[n.id] = n }
         for (ino, node) in snap.inodes { s.inoByNode[node] = ino; s.nodeByIno[ino] = node }
         for n in base.nodes.values { if let m = n.manifest { for c in m.chunks { s.serverChunks.insert(c.id) } } }
@@ -520,7 +523,7 @@ public final class Engine: Sendable {
         let changed = base.takeChanges()
         let changedNodes = changed.compactMap { base.node($0) }
         try index.commit(Index.AppliedPage(nodes: changedNodes, aliases: base.takeAliases(), heads: heads, deviceStamps: changedStamps,
-                                           confirmedStamps: confirmed, signers: newSigners))
+                                           confirmedStamps: confirmed, signers: newSigners, ignored: ignored))
         var view = ViewChanges()
         var orphans: [NodeID] = []
         let (drained, wakeUploader) = state.withLock { s -> (Bool, Bool) in

@@ -304,6 +304,8 @@ public final class Index: Sendable {
         public var confirmedStamps: [Int64]
         /// Signing keys bound by this page (each device's first signed entry).
         public var signers: [DeviceID: [UInt8]] = [:]
+        /// Why entries of this page were ignored (`EntryAuthority`), one line each.
+        public var ignored: [String] = []
     }
 
     public func commit(_ page: AppliedPage) throws {
@@ -325,6 +327,12 @@ public final class Index: Sendable {
             }
             for (device, key) in page.signers {
                 try db.execute(sql: "INSERT OR IGNORE INTO signers (device, public_key) VALUES (?, ?)", arguments: [Data(device.bytes), Data(key)])
+            }
+            if let last = page.ignored.last {
+                let before = try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'ignored_entries'")
+                    .map { UInt64(bigEndianBytes: Array($0)) } ?? 0
+                try Self.setMeta(db, "ignored_entries", ByteOrder.bigEndian(before + UInt64(page.ignored.count)))
+                try Self.setMeta(db, "last_ignored_entry", Array(last.utf8))
             }
         }
     }

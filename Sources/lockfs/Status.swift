@@ -24,6 +24,9 @@ struct Status: AsyncParsableCommand {
         var pinnedBytes: Int
         var integrityAlarm: String?
         var mountedElsewhere: Bool
+        /// Journal entries ignored as wrongly signed (docs/security.md, "Device keys").
+        var ignoredEntries: Int = 0
+        var lastIgnoredEntry: String?
     }
 
     /// The state of paths in a running mount, and that mount's engine.
@@ -48,6 +51,9 @@ struct Status: AsyncParsableCommand {
             print("queued:     \(engine.queuedOperations) change(s), \(formatBytes(engine.queuedBytes)) to upload")
             print("cache:      \(formatBytes(engine.cacheSize)) of \(formatBytes(engine.cacheLimit)); pinned \(formatBytes(engine.pinnedBytes))")
             for p in paths { print("\(states[p]!)\t\(p)") }
+            if engine.ignoredEntries > 0 {
+                print("ignored:    \(engine.ignoredEntries) journal entr\(engine.ignoredEntries == 1 ? "y" : "ies") the server should have refused (last: \(engine.lastIgnoredEntry ?? "?"))")
+            }
             if let alarm = engine.integrityAlarm { print("INTEGRITY ALARM: \(alarm)") }
         }
         if engine.integrityAlarm != nil { throw ExitCode(ExitCodes.integrity) }
@@ -67,6 +73,8 @@ struct Status: AsyncParsableCommand {
             report.journalSeq = counts.cursor
             report.queuedOperations = counts.pendingOperations
             report.integrityAlarm = try index.meta("alarm").map { String(decoding: $0, as: UTF8.self) }
+            report.ignoredEntries = Int(try index.metaInt("ignored_entries") ?? 0)
+            report.lastIgnoredEntry = try index.meta("last_ignored_entry").map { String(decoding: $0, as: UTF8.self) }
         } else {
             let open = try OpenEngine(home)
             if !offline {
@@ -82,6 +90,8 @@ struct Status: AsyncParsableCommand {
             report.cacheLimitBytes = s.cacheLimit
             report.pinnedBytes = s.pinnedBytes
             report.integrityAlarm = s.integrityAlarm
+            report.ignoredEntries = s.ignoredEntries
+            report.lastIgnoredEntry = s.lastIgnoredEntry
         }
         if json {
             let enc = JSONEncoder()
@@ -98,6 +108,9 @@ struct Status: AsyncParsableCommand {
             print("queued:     \(report.queuedOperations) change(s)\(report.mountedElsewhere ? "" : ", \(formatBytes(report.queuedBytes)) to upload")")
             if !report.mountedElsewhere {
                 print("cache:      \(formatBytes(report.cacheBytes)) of \(formatBytes(report.cacheLimitBytes)); pinned \(formatBytes(report.pinnedBytes))")
+            }
+            if report.ignoredEntries > 0 {
+                print("ignored:    \(report.ignoredEntries) journal entr\(report.ignoredEntries == 1 ? "y" : "ies") the server should have refused (last: \(report.lastIgnoredEntry ?? "?"))")
             }
             if let alarm = report.integrityAlarm {
                 print("INTEGRITY ALARM: \(alarm)")

@@ -249,6 +249,9 @@ import Testing
         try await b.pullOnce()
         #expect(b.status().integrityAlarm == nil)
         #expect(b.status().ignoredEntries == 1 && b.status().cursor == 4)
+        #expect(b.status().lastIgnoredEntry?.contains("journal entry 4 was ignored") == true)
+        // Kept in the index: a restarted engine (and `lockfs status`) still says so.
+        #expect(try vault.phone(on: server).status().ignoredEntries == 1)
         #expect(Set(b.snapshot().keys) == ["/one.txt", "/two.txt", "/three.txt", "/mine.txt"])
         try await b.syncNow()
         #expect(b.status().queuedOperations == 0)
