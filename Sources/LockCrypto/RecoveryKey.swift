@@ -122,6 +122,28 @@ extension VaultKeys {
         }
     }
 
+    /// MK of generation `generation` wrapped for `password` keys: as
+    /// `passwordSlot(_:parameters:)` for generation 1, and with u32 g
+    /// appended to the context after it (docs/design.md, keyring v2).
+    public func passwordSlot(_ keys: PasswordKeys, parameters: KDFParameters, generation: UInt32, nonce: [UInt8]? = nil) throws -> [UInt8] {
+        try master.withUnsafeBytes {
+            try Envelope.seal($0, kind: .passwordSlot, key: keys.keyEncryptionKey,
+                              context: Self.passwordContext(vaultID, parameters, generation), nonce: nonce)
+        }
+    }
+
+    /// Unlocks generation `generation` from its password slot.
+    /// - Throws: `wrongPassword`, `authenticationFailed` (also for a slot of another generation).
+    public static func unlock(vaultID: VaultID, passwordSlot: [UInt8], parameters: KDFParameters, generation: UInt32,
+                              keys: PasswordKeys) throws -> VaultKeys {
+        try unwrap(slot: passwordSlot, kind: .passwordSlot, key: keys.keyEncryptionKey,
+                   context: passwordContext(vaultID, parameters, generation), vaultID: vaultID, wrongKey: .wrongPassword)
+    }
+
+    static func passwordContext(_ vaultID: VaultID, _ parameters: KDFParameters, _ generation: UInt32) -> [UInt8] {
+        vaultID.bytes + parameters.encoded + (generation == 1 ? [] : ByteOrder.bigEndian32(generation))
+    }
+
     /// MK wrapped for `recovery`.
     public func recoverySlot(_ recovery: RecoveryKey, nonce: [UInt8]? = nil) throws -> [UInt8] {
         try master.withUnsafeBytes {

@@ -54,6 +54,15 @@ def padme(n):
     return (n + m) & ~m
 
 
+def open_envelope_any(blob, kind, key, context):
+    """open_envelope for an envelope sealed with a random nonce."""
+    assert blob[0] == 1 and blob[1] == kind and blob[2:10] == key_id(key)
+    padded = xchacha_open(blob[34:], blob[:10] + context, blob[10:34], key)
+    body = padded.rstrip(b"\0")
+    assert body.endswith(b"\x80") and padme(len(body)) == len(padded)
+    return body[:-1]
+
+
 def open_envelope(blob, kind, key, context):
     """version ‖ kind ‖ key id ‖ nonce ‖ ciphertext ‖ tag; AD = blob[0:10] ‖ context."""
     assert blob[0] == 1 and blob[1] == kind and blob[2:10] == key_id(key) and blob[10:34] == NONCE
@@ -163,6 +172,33 @@ k = bytes.fromhex(W["keyring"])
 p_len = int.from_bytes(k[46:48], "big")
 slot = k[48:48 + p_len]
 check("wire.keyring", k[0] == 1 and k[1:17] == VAULT and k[17:46] == params and slot[1] == 4)
+
+# Keyring v2 (key generations): generation 3 of MKs 60.., 40.., 00..; the recovery seal
+# and the phone's seal (X25519 90..af) give MK3; the links give MK2, then MK1.
+k2 = bytes.fromhex(W["keyring.v2"])
+g = int.from_bytes(k2[46:50], "big")
+pos = 82
+def take16(buf, at):
+    n = int.from_bytes(buf[at:at + 2], "big")
+    return buf[at + 2:at + 2 + n], at + 2 + n
+pw_slot, pos = take16(k2, pos)
+rseal, pos = take16(k2, pos)
+links = []
+nlinks, pos = int.from_bytes(k2[pos:pos + 2], "big"), pos + 2
+for _ in range(nlinks):
+    l, pos = take16(k2, pos)
+    links.append(l)
+ndev = int.from_bytes(k2[pos:pos + 2], "big")
+dev_id, dseal = k2[pos + 2:pos + 18], take16(k2, pos + 18)[0]
+rbox2 = nacl.public.PrivateKey(kdf(bytes(range(0x70, 0x90)), 3, b"lockfsRK"))
+mk3 = bytes(range(0x60, 0x80)); mk2 = bytes(range(0x40, 0x60))
+opened = nacl.public.SealedBox(rbox2).decrypt(rseal)
+dev_opened = nacl.public.SealedBox(nacl.public.PrivateKey(bytes(range(0x90, 0xB0)))).decrypt(dseal)
+l3 = open_envelope_any(links[0], 6, kdf(mk3, 5, b"lockfsMK"), VAULT + (2).to_bytes(4, "big"))
+l2 = open_envelope_any(links[1], 6, kdf(mk2, 5, b"lockfsMK"), VAULT + (1).to_bytes(4, "big"))
+check("wire.keyring.v2 (recovery and device seals give MK3, links give MK2 and MK1)",
+      k2[0] == 2 and g == 3 and k2[50:82] == bytes(rbox2.public_key) and opened == (3).to_bytes(4, "big") + mk3
+      and dev_id == ids16(0x40) and dev_opened == opened and l3 == mk2 and l2 == MK and ndev == 1)
 
 # AWS Signature Version 4 (Tests/Vectors/sigv4.json): botocore computes each
 # canonical request, string to sign and Authorization header from the request.
