@@ -129,14 +129,7 @@ public enum VaultAccount {
                                       strength: KDFParameters.Strength = .moderate) async throws -> KDFParameters {
         let keyring = try await verifiedKeyring(credentials, remote: remote)
         let oldKeys = try PasswordKeys.derive(password: old, parameters: keyring.parameters)
-        let opened: VaultKeys
-        do {
-            opened = try keyring.unlock(password: oldKeys)
-        } catch CryptoError.wrongPassword {
-            throw LockError.unauthorized("the current password is wrong")
-        } catch CryptoError.authenticationFailed {
-            throw LockError.integrity("the server's keyring was altered")
-        }
+        let opened = try unlock(keyring, password: oldKeys, wrong: .unauthorized("the current password is wrong"))
         try requireSameMaster(opened, credentials.keys)
         if let registerRecovery { try requireSameMaster(try openRecoverySlot(keyring, registerRecovery), credentials.keys) }
         var current = oldKeys.loginSecret.withUnsafeBytes { Array($0) }
@@ -256,13 +249,7 @@ public enum VaultAccount {
     public static func revoke(_ device: DeviceID, password: String, credentials: DeviceCredentials, remote: any Remote) async throws {
         let keyring = try await verifiedKeyring(credentials, remote: remote)
         let keys = try PasswordKeys.derive(password: password, parameters: keyring.parameters)
-        do {
-            _ = try keyring.unlock(password: keys)
-        } catch CryptoError.wrongPassword {
-            throw LockError.unauthorized("the password is wrong")
-        } catch CryptoError.authenticationFailed {
-            throw LockError.integrity("the server's keyring was altered")
-        }
+        _ = try unlock(keyring, password: keys, wrong: .unauthorized("the password is wrong"))
         var secret = keys.loginSecret.withUnsafeBytes { Array($0) }
         defer { Sodium.wipe(&secret) }
         do {
@@ -389,10 +376,17 @@ public enum VaultAccount {
 
     /// Opens the password slot of a keyring the server has already vouched for.
     static func unlock(_ keyring: Keyring, password: PasswordKeys, accepted what: String) throws -> VaultKeys {
+        try unlock(keyring, password: password,
+                   wrong: .integrity("the server \(what) but its keyring does not open with it: the server is broken or hostile"))
+    }
+
+    /// Opens the password slot; `wrong` for a password that does not open it,
+    /// `.integrity` for an altered slot.
+    static func unlock(_ keyring: Keyring, password: PasswordKeys, wrong: LockError) throws -> VaultKeys {
         do {
             return try keyring.unlock(password: password)
         } catch CryptoError.wrongPassword {
-            throw LockError.integrity("the server \(what) but its keyring does not open with it: the server is broken or hostile")
+            throw wrong
         } catch CryptoError.authenticationFailed {
             throw LockError.integrity("the server's keyring was altered")
         }
