@@ -62,19 +62,24 @@ test-swift: $(VENV)/.ready
 	$(BOUNDED) $(SWIFT) test --skip-build --no-parallel --filter LockFSTests || { echo "mount suites failed or ran over $(TEST_TIMEOUT) s" >&2; exit 1; }
 
 ## soak: the convergence simulation at length: SOAK_SESSIONS short sessions (60 rounds,
-## three to five devices) and SOAK_LONG_SESSIONS of SOAK_LONG_ROUNDS rounds, from SOAK_SEED.
+## three to five devices) and SOAK_LONG_SESSIONS of SOAK_LONG_ROUNDS rounds, from SOAK_SEED;
+## each run also drives the oracle through two real mounts for SOAK_MOUNT_ROUNDS rounds
+## (seeds SOAK_SEED + 30 and + 31; CI's `make test` runs it for 150 rounds at seed 12).
 SOAK_SEED ?= 1
 SOAK_SESSIONS ?= 2000
 SOAK_LONG_SESSIONS ?= 10
 SOAK_LONG_ROUNDS ?= 3000
+SOAK_MOUNT_ROUNDS ?= 400
 soak: deps
 	$(SWIFT) build --build-tests
 	@start=$$(date +%s); \
 	echo "soak: $(SOAK_SESSIONS) sessions of 60 rounds from seed $(SOAK_SEED)"; \
 	LOCKFS_SOAK_ROUNDS=60 LOCKFS_SOAK_SESSIONS=$(SOAK_SESSIONS) LOCKFS_SOAK_SEED=$(SOAK_SEED) \
+	LOCKFS_MOUNT_SOAK_ROUNDS=$(SOAK_MOUNT_ROUNDS) LOCKFS_MOUNT_SOAK_SEED=$$(( $(SOAK_SEED) + 30 )) \
 	  $(SWIFT) test --skip-build --filter ConvergenceTests || exit 1; \
 	echo "soak: $(SOAK_LONG_SESSIONS) sessions of $(SOAK_LONG_ROUNDS) rounds from seed $$(( $(SOAK_SEED) + 100000 ))"; \
 	LOCKFS_SOAK_ROUNDS=$(SOAK_LONG_ROUNDS) LOCKFS_SOAK_SESSIONS=$(SOAK_LONG_SESSIONS) LOCKFS_SOAK_SEED=$$(( $(SOAK_SEED) + 100000 )) \
+	LOCKFS_MOUNT_SOAK_ROUNDS=$(SOAK_MOUNT_ROUNDS) LOCKFS_MOUNT_SOAK_SEED=$$(( $(SOAK_SEED) + 31 )) \
 	  $(SWIFT) test --skip-build --filter ConvergenceTests || exit 1; \
 	echo "soak: $$(( $(SOAK_SESSIONS) * 60 + $(SOAK_LONG_SESSIONS) * $(SOAK_LONG_ROUNDS) )) rounds green in $$(( $$(date +%s) - start )) s"
 
