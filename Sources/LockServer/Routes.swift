@@ -106,9 +106,7 @@ public struct ServerAPI: Sendable {
         if let retry = limiter.attempt("register \(context.remoteAddress)") { throw ServerError.tooManyRequests(retryAfterSeconds: retry) }
         let salt = Sodium.randomBytes(16)
         let (token, tokenHash) = Credentials.newToken()
-        guard let keys = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey) else {
-            throw Self.upgradeRequired("a new device must send its public keys")
-        }
+        let keys = try Self.requireKeys(DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey))
         let device = NewDevice(id: .random(), name: body.deviceName, tokenHash: tokenHash, signingKey: keys.signing, boxKey: keys.box)
         let account = try await store.register(
             NewAccount(name: body.user, vaultID: keyring.vaultID, kdf: keyring.parameters.encoded, keyring: keyringBytes,
@@ -133,7 +131,7 @@ public struct ServerAPI: Sendable {
             // One answer for an unknown name and a wrong password.
             throw ServerError.forbidden("wrong user name or password")
         }
-        guard let keys = offered else { throw Self.upgradeRequired("a new device must send its public keys") }
+        let keys = try Self.requireKeys(offered)
         let (token, tokenHash) = Credentials.newToken()
         let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash,
                                signingKey: keys.signing, boxKey: keys.box)
@@ -156,9 +154,7 @@ public struct ServerAPI: Sendable {
         try request.require(contentType: Self.json)
         let body = try RecoverRequest.decodeStrictly(Data(try await request.bytes(limit: 16 << 10)))
         try Self.validate(deviceName: body.deviceName)
-        guard let keys = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey) else {
-            throw Self.upgradeRequired("a new device must send its public keys")
-        }
+        let keys = try Self.requireKeys(DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey))
         if let retry = limiter.attempt("login \(body.user) \(context.remoteAddress)") {
             throw ServerError.tooManyRequests(retryAfterSeconds: retry)
         }
@@ -270,6 +266,13 @@ public struct ServerAPI: Sendable {
             throw ServerError.badRequest("\(field) must be 32 bytes, base64")
         }
         return bytes
+    }
+
+    /// A new device's public keys; an enrolment without them comes from a
+    /// client older than 0.2 (its device could sign nothing).
+    static func requireKeys(_ keys: DevicePublicKeys?) throws -> DevicePublicKeys {
+        guard let keys else { throw upgradeRequired("a new device must send its public keys") }
+        return keys
     }
 
     /// What an older client meets when it skips a proof this server requires.
