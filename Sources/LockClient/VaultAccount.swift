@@ -96,11 +96,7 @@ public enum VaultAccount {
         return try await enrol(server: server, user: user, deviceName: deviceName, caFile: caFile, wrong: wrongLogin,
                                authenticated: authenticated, request: { keys in
             try await remote.login(LoginRequest(user: user, loginSecret: secret, deviceName: deviceName, device: keys))
-        }, open: { device, session in
-            let keyring = try await mapped { try await device.keyring() }
-            guard keyring.vaultID == session.vault else {
-                throw LockError.integrity("the server's keyring belongs to another vault than the login named")
-            }
+        }, open: { _, keyring in
             guard keyring.parameters == parameters else {
                 throw LockError.integrity("the server's keyring names other password parameters than its pre-login answer")
             }
@@ -185,11 +181,7 @@ public enum VaultAccount {
                                wrong: "wrong user name or recovery key (or the account was made before lockfs 0.2 and its server cannot check recovery keys; see docs/operations.md, \"Recovery\")",
                                authenticated: authenticated, request: { keys in
             try await remote.recover(RecoverRequest(user: user, recoveryProof: proof, deviceName: deviceName, device: keys))
-        }, open: { device, session in
-            let keyring = try await mapped { try await device.keyring() }
-            guard keyring.vaultID == session.vault else {
-                throw LockError.integrity("the server's keyring belongs to another vault than the recovery named")
-            }
+        }, open: { device, keyring in
             let keys: VaultKeys
             do {
                 keys = try keyring.unlock(recovery: recoveryKey)
@@ -207,13 +199,15 @@ public enum VaultAccount {
     /// Enrols a new device (by password or recovery key): makes its keys,
     /// asks the server (`request`, given the public keys), runs `open` with
     /// the new device's remote to get the vault keys, and returns the
-    /// credentials. If anything fails after the server enrolled the device, it
+    /// credentials. `open` gets the new device's remote and the server's
+    /// keyring, checked to belong to the vault the server named. If anything
+    /// fails after the server enrolled the device, it
     /// is revoked again (best effort): no token is left that no device holds.
     /// - Throws: `LockError.unauthorized(wrong)` when the server says 403.
     static func enrol(server: String, user: String, deviceName: String, caFile: String?, wrong: String,
                       authenticated: (String) -> any Remote,
                       request: (DevicePublicKeys) async throws -> Session,
-                      open: (any Remote, Session) async throws -> (VaultKeys, KDFParameters)) async throws -> DeviceCredentials {
+                      open: (any Remote, Keyring) async throws -> (VaultKeys, KDFParameters)) async throws -> DeviceCredentials {
         let identity = DeviceIdentity.generate()
         let session: Session
         do {
@@ -225,7 +219,11 @@ public enum VaultAccount {
         }
         let device = authenticated(session.token)
         do {
-            let (keys, kdf) = try await open(device, session)
+            let keyring = try await mapped { try await device.keyring() }
+            guard keyring.vaultID == session.vault else {
+                throw LockError.integrity("the server's keyring belongs to another vault than the one it enrolled this device in")
+            }
+            let (keys, kdf) = try await open(device, keyring)
             return DeviceCredentials(server: server, user: user, device: session.device, deviceName: deviceName,
                                      vault: session.vault, token: session.token, keys: keys, caFile: caFile, identity: identity, kdf: kdf)
         } catch {
