@@ -40,4 +40,8 @@ public enum CryptoError: Error, Equatable, Sendable {
     case invalidKeySize(Int)
     /// An identifier of the wrong length.
     case invalidIdentifier(length: Int)
+    /// A keyring whose key generations do not extend the ones this device
+    /// holds (one is missing or has another key): a keyring made by
+    /// someone without the vault's keys.
+    case generationMismatch(String)
 }

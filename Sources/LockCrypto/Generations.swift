@@ -92,15 +92,18 @@ extension ByteOrder {
 extension DeviceIdentity {
     static let boxKeyDomain = Array("lockfs box key v1".utf8)
 
-    /// This device's X25519 key signed by its Ed25519 key, for vault `vault`:
-    /// a rotating client wraps a new generation only to box keys signed by a
-    /// signing key the journal bound to a device (a server cannot add one).
-    public func boxKeySignature(vault: VaultID) -> [UInt8] {
-        sign(Self.boxKeyDomain + vault.bytes + boxPublicKey)
+    /// This device's X25519 key signed by its Ed25519 key
+    /// (`"lockfs box key v1" ‖ box key`): a rotating client wraps a new
+    /// generation only to box keys signed by a signing key the journal bound
+    /// to a device (a server cannot add one, nor swap a device's box key).
+    /// Made at enrolment, before the device knows its vault id, so it names
+    /// no vault: the signing key is made for one enrolment and binds it.
+    public func boxKeySignature() -> [UInt8] {
+        sign(Self.boxKeyDomain + boxPublicKey)
     }
 
-    /// Whether `signature` is `signingKey`'s signature of `boxKey` for `vault`.
-    public static func verifyBoxKey(_ boxKey: [UInt8], signature: [UInt8], signingKey: [UInt8], vault: VaultID) -> Bool {
-        boxKey.count == 32 && verify(signature, of: boxKeyDomain + vault.bytes + boxKey, publicKey: signingKey)
+    /// Whether `signature` is `signingKey`'s signature of `boxKey`.
+    public static func verifyBoxKey(_ boxKey: [UInt8], signature: [UInt8], signingKey: [UInt8]) -> Bool {
+        boxKey.count == 32 && verify(signature, of: boxKeyDomain + boxKey, publicKey: signingKey)
     }
 }

@@ -61,11 +61,55 @@ import Testing
 
     @Test func boxKeysAreSignedByTheDevicesSigningKey() {
         let device = DeviceIdentity.generate(), other = DeviceIdentity.generate()
-        let vault = VaultID.random()
-        let signature = device.boxKeySignature(vault: vault)
-        #expect(DeviceIdentity.verifyBoxKey(device.boxPublicKey, signature: signature, signingKey: device.signingPublicKey, vault: vault))
-        #expect(!DeviceIdentity.verifyBoxKey(other.boxPublicKey, signature: signature, signingKey: device.signingPublicKey, vault: vault))
-        #expect(!DeviceIdentity.verifyBoxKey(device.boxPublicKey, signature: signature, signingKey: other.signingPublicKey, vault: vault))
-        #expect(!DeviceIdentity.verifyBoxKey(device.boxPublicKey, signature: signature, signingKey: device.signingPublicKey, vault: .random()))
+        let signature = device.boxKeySignature()
+        #expect(DeviceIdentity.verifyBoxKey(device.boxPublicKey, signature: signature, signingKey: device.signingPublicKey))
+        #expect(!DeviceIdentity.verifyBoxKey(other.boxPublicKey, signature: signature, signingKey: device.signingPublicKey))
+        #expect(!DeviceIdentity.verifyBoxKey(device.boxPublicKey, signature: signature, signingKey: other.signingPublicKey))
+    }
+}
+
+/// How a device takes a keyring's generations: pure, by example.
+@Suite struct KeyGenerationsTests {
+    static let g1 = VaultKeys.generate()
+    static let g2 = VaultKeys(vaultID: g1.vaultID, master: .random())
+    static let g3 = VaultKeys(vaultID: g1.vaultID, master: .random())
+
+    @Test func adoptsOnlyWhatExtendsTheGenerationsHeld() throws {
+        let forged = VaultKeys(vaultID: Self.g1.vaultID, master: .random())
+        let cases: [(String, [VaultKeys], Result<Bool, CryptoError>)] = [
+            ("the same", [Self.g2, Self.g1], .success(false)),
+            ("one newer", [Self.g3, Self.g2, Self.g1], .success(true)),
+            ("one fewer", [Self.g1], .failure(.generationMismatch(""))),
+            ("a held one swapped", [Self.g3, forged, Self.g1], .failure(.generationMismatch(""))),
+            ("the oldest swapped", [Self.g3, Self.g2, forged], .failure(.generationMismatch(""))),
+            ("another vault", [VaultKeys(vaultID: .random(), master: Self.g3.master), Self.g2, Self.g1], .failure(.generationMismatch(""))),
+        ]
+        for (name, offered, expected) in cases {
+            let held = KeyGenerations([Self.g2, Self.g1])
+            switch (Result { try held.adopt(offered) }, expected) {
+            case (.success(let got), .success(let want)):
+                #expect(got == want, "\(name)")
+                #expect(held.generation == (want ? 3 : 2), "\(name)")
+            case (.failure(CryptoError.generationMismatch), .failure):
+                #expect(held.generation == 2, "\(name): nothing adopted")
+            case (let got, _):
+                Issue.record("\(name): \(got)")
+            }
+        }
+    }
+
+    @Test func opensEachEnvelopeWithTheGenerationThatSealedIt() throws {
+        let held = KeyGenerations([Self.g2, Self.g1])
+        let old = try [UInt8](repeating: 1, count: 100).withUnsafeBytes { try Self.g1.sealChunk($0) }
+        let new = try [UInt8](repeating: 2, count: 100).withUnsafeBytes { try Self.g2.sealChunk($0) }
+        let entry = try Self.g2.sealEntry([1, 2, 3], baseSeq: 0, baseHead: .genesis(of: Self.g1.vaultID))
+        #expect(held.keys(opening: old.bytes)?.sameMaster(as: Self.g1) == true)
+        #expect(held.keys(opening: new.bytes)?.sameMaster(as: Self.g2) == true)
+        #expect(held.keys(opening: entry)?.sameMaster(as: Self.g2) == true)
+        #expect(held.newest.sameMaster(as: Self.g2))
+        // A generation not held yet, and bytes that are no envelope.
+        let newer = try [UInt8](repeating: 3, count: 100).withUnsafeBytes { try Self.g3.sealChunk($0) }
+        #expect(held.keys(opening: newer.bytes) == nil)
+        #expect(held.keys(opening: [1, 2, 3]) == nil)
     }
 }

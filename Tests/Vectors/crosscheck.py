@@ -128,7 +128,7 @@ check("generation.link-2 (MK1 under crypto_kdf(MK2, 5, lockfsMK))",
       open_envelope(bytes.fromhex(V["generation.link-2"]), 6, kdf(MK2, 5, b"lockfsMK"), VAULT + (1).to_bytes(4, "big")) == MK)
 sig_key = nacl.signing.SigningKey(bytes(range(0x50, 0x70)))
 box_pub = bytes(nacl.public.PrivateKey(bytes(range(0x90, 0xB0))).public_key)
-sig_key.verify_key.verify(b"lockfs box key v1" + VAULT + box_pub, bytes.fromhex(V["device.box-key-signature"]))
+sig_key.verify_key.verify(b"lockfs box key v1" + box_pub, bytes.fromhex(V["device.box-key-signature"]))
 check("device.box-key-signature", True)
 check("keyring.recovery-slot", open_envelope(bytes.fromhex(V["keyring.recovery-slot"]), 5, rkek, VAULT) == MK)
 
