@@ -47,8 +47,10 @@ public struct MetadataSnapshot: Sendable, Equatable {
         public var revokedAt: Date?
         public var signingKey: [UInt8]?
         public var boxKey: [UInt8]?
+        public var boxKeySignature: [UInt8]?
         public init(id: DeviceID, account: AccountID, name: String, tokenHash: [UInt8], createdAt: Date, lastSeenAt: Date?, revokedAt: Date?,
-                    signingKey: [UInt8]? = nil, boxKey: [UInt8]? = nil) {
+                    signingKey: [UInt8]? = nil, boxKey: [UInt8]? = nil, boxKeySignature: [UInt8]? = nil) {
+            self.boxKeySignature = boxKeySignature
             self.signingKey = signingKey
             self.boxKey = boxKey
             self.id = id

@@ -130,9 +130,14 @@ public struct DeviceRecord: Sendable, Equatable {
     public let signingKey: [UInt8]?
     /// Its X25519 key (key generations); nil as for `signingKey`.
     public let boxKey: [UInt8]?
+    /// `boxKey` signed by `signingKey` ("lockfs box key v1"): a rotating
+    /// client wraps a new generation only to box keys it can verify. Nil for
+    /// devices enrolled before it was kept.
+    public let boxKeySignature: [UInt8]?
 
     public init(id: DeviceID, account: AccountID, name: String, createdAt: Date, lastSeenAt: Date?,
-                signingKey: [UInt8]? = nil, boxKey: [UInt8]? = nil) {
+                signingKey: [UInt8]? = nil, boxKey: [UInt8]? = nil, boxKeySignature: [UInt8]? = nil) {
+        self.boxKeySignature = boxKeySignature
         self.id = id
         self.account = account
         self.name = name
@@ -150,7 +155,10 @@ public struct NewDevice: Sendable {
     public let tokenHash: [UInt8]
     public let signingKey: [UInt8]?
     public let boxKey: [UInt8]?
-    public init(id: DeviceID, name: String, tokenHash: [UInt8], signingKey: [UInt8]? = nil, boxKey: [UInt8]? = nil) {
+    public let boxKeySignature: [UInt8]?
+    public init(id: DeviceID, name: String, tokenHash: [UInt8], signingKey: [UInt8]? = nil, boxKey: [UInt8]? = nil,
+                boxKeySignature: [UInt8]? = nil) {
+        self.boxKeySignature = boxKeySignature
         self.id = id
         self.name = name
         self.tokenHash = tokenHash

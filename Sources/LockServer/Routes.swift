@@ -56,7 +56,7 @@ public struct ServerAPI: Sendable {
         v1.post("recover") { request, context in try await self.recover(request, context) }
 
         let authed = v1.group().add(middleware: AuthMiddleware(store: store))
-        authed.get("devices") { _, context in try await self.devices(context) }
+        authed.get("devices") { request, context in try await self.devices(request, context) }
         authed.delete("devices/:id") { _, context in try await self.revokeSelf(context) }
         authed.post("devices/:id/revoke") { request, context in try await self.revoke(request, context) }
         authed.get("keyring") { _, context in Self.binaryResponse(try context.caller().account.keyring) }
@@ -95,7 +95,7 @@ public struct ServerAPI: Sendable {
         }
         guard let recoveryText = body.recoveryProof else { throw Self.upgradeRequired("registration needs a recovery proof") }
         let recoveryProof = try Self.secret(recoveryText, "recoveryProof")
-        let keyring = try Keyring(decoding: keyringBytes)
+        let keyring = try VaultKeyring(decoding: keyringBytes)
         var inviteHash: [UInt8]? = nil
         if !settings.openRegistration {
             guard let code = body.invite, let hash = Credentials.inviteHash(code) else {
@@ -106,8 +106,8 @@ public struct ServerAPI: Sendable {
         if let retry = limiter.attempt("register \(context.remoteAddress)") { throw ServerError.tooManyRequests(retryAfterSeconds: retry) }
         let salt = Sodium.randomBytes(16)
         let (token, tokenHash) = Credentials.newToken()
-        let keys = try Self.requireKeys(DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey))
-        let device = NewDevice(id: .random(), name: body.deviceName, tokenHash: tokenHash, signingKey: keys.signing, boxKey: keys.box)
+        let keys = try Self.requireKeys(DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey, boxSignature: body.boxKeySignature))
+        let device = NewDevice(id: .random(), name: body.deviceName, tokenHash: tokenHash, signingKey: keys.signing, boxKey: keys.box, boxKeySignature: keys.boxSignature)
         let account = try await store.register(
             NewAccount(name: body.user, vaultID: keyring.vaultID, kdf: keyring.parameters.encoded, keyring: keyringBytes,
                        loginSalt: salt, loginHash: Credentials.loginHash(secret: secret, salt: salt),
@@ -121,7 +121,7 @@ public struct ServerAPI: Sendable {
         try request.require(contentType: Self.json)
         let body = try LoginRequest.decodeStrictly(Data(try await request.bytes(limit: 16 << 10)))
         try Self.validate(deviceName: body.deviceName)
-        let offered = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey)
+        let offered = try DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey, boxSignature: body.boxKeySignature)
         if let retry = limiter.attempt("login \(body.user) \(context.remoteAddress)") {
             throw ServerError.tooManyRequests(retryAfterSeconds: retry)
         }
@@ -134,16 +134,21 @@ public struct ServerAPI: Sendable {
         let keys = try Self.requireKeys(offered)
         let (token, tokenHash) = Credentials.newToken()
         let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash,
-                               signingKey: keys.signing, boxKey: keys.box)
+                               signingKey: keys.signing, boxKey: keys.box, boxKeySignature: keys.boxSignature)
         try await store.addDevice(device, account: account.id, now: Date(), ifLoginHash: account.loginHash)
         return try Self.json(LoginResponse(token: token, device: device.id, vault: account.vaultID))
     }
 
-    func devices(_ context: ServerContext) async throws -> Response {
+    /// `GET /v1/devices`; with `?keys=1` each device's public keys too
+    /// (asked for, so that a client that reads the list strictly and
+    /// predates them still can).
+    func devices(_ request: Request, _ context: ServerContext) async throws -> Response {
         let (account, me) = try context.caller()
-        let list = try await store.devices(account: account.id).map {
-            DeviceInfo(id: $0.id.hex, name: $0.name, createdAt: $0.createdAt.timeIntervalSince1970,
-                       lastSeenAt: $0.lastSeenAt?.timeIntervalSince1970, current: $0.id == me.id)
+        let withKeys = request.uri.queryParameters["keys"] == "1"
+        let list = try await store.devices(account: account.id).map { d in
+            DeviceInfo(id: d.id.hex, name: d.name, createdAt: d.createdAt.timeIntervalSince1970,
+                       lastSeenAt: d.lastSeenAt?.timeIntervalSince1970, current: d.id == me.id,
+                       keys: withKeys ? d.signingKey.flatMap { s in d.boxKey.map { DevicePublicKeys(signing: s, box: $0, boxSignature: d.boxKeySignature) } } : nil)
         }
         return try Self.json(DeviceList(devices: list))
     }
@@ -154,7 +159,7 @@ public struct ServerAPI: Sendable {
         try request.require(contentType: Self.json)
         let body = try RecoverRequest.decodeStrictly(Data(try await request.bytes(limit: 16 << 10)))
         try Self.validate(deviceName: body.deviceName)
-        let keys = try Self.requireKeys(DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey))
+        let keys = try Self.requireKeys(DevicePublicKeys.decode(signing: body.signingKey, box: body.boxKey, boxSignature: body.boxKeySignature))
         if let retry = limiter.attempt("login \(body.user) \(context.remoteAddress)") {
             throw ServerError.tooManyRequests(retryAfterSeconds: retry)
         }
@@ -165,7 +170,7 @@ public struct ServerAPI: Sendable {
         }
         let (token, tokenHash) = Credentials.newToken()
         let device = NewDevice(id: .random(), name: try await uniqueName(body.deviceName, account: account.id), tokenHash: tokenHash,
-                               signingKey: keys.signing, boxKey: keys.box)
+                               signingKey: keys.signing, boxKey: keys.box, boxKeySignature: keys.boxSignature)
         try await store.addDevice(device, account: account.id, now: Date())
         context.logger.notice("device enrolled by recovery key", metadata: ["account": "\(account.id)"])
         return try Self.json(LoginResponse(token: token, device: device.id, vault: account.vaultID))
@@ -202,7 +207,8 @@ public struct ServerAPI: Sendable {
     func replaceKeyring(_ request: Request, _ context: ServerContext) async throws -> Response {
         let (account, me) = try context.caller()
         try request.require(contentType: Self.json)
-        let body = try KeyringReplaceRequest.decodeStrictly(Data(try await request.bytes(limit: 16 << 10)))
+        // A keyring of generation g holds g − 1 links and a seal per device.
+        let body = try KeyringReplaceRequest.decodeStrictly(Data(try await request.bytes(limit: 1 << 20)))
         let secret = try Self.secret(body.loginSecret, "loginSecret")
         guard let bytes = Data(base64Encoded: body.keyring).map(Array.init) else { throw ServerError.badRequest("keyring must be base64") }
         let proof: OwnerProof
@@ -212,9 +218,13 @@ public struct ServerAPI: Sendable {
         case (nil, nil): throw Self.upgradeRequired("replacing the keyring needs the current password or the recovery key")
         default: throw ServerError.badRequest("give one proof: currentLoginSecret or recoveryProof")
         }
-        let keyring = try Keyring(decoding: bytes)
+        let keyring = try VaultKeyring(decoding: bytes)
         guard keyring.vaultID == account.vaultID else { throw ServerError.badRequest("the keyring belongs to another vault") }
         try checkProof(proof, account: account, caller: me.id, what: "keyring")
+        let current = Self.keyringGeneration(account.keyring)
+        if let why = Self.generationProblem(replacing: account.keyring, with: keyring) {
+            throw ServerError.conflict(code: "keyring_changed", message: why)
+        }
         var verifier: [UInt8]? = nil
         if let set = body.setRecoveryProof {
             // Registering is for accounts that have none; replacing one needs the
@@ -232,7 +242,10 @@ public struct ServerAPI: Sendable {
             loginHash: Credentials.loginHash(secret: secret, salt: salt), recoveryVerifier: verifier,
             revokeAllBut: recovering ? me.id : nil, expectedLoginHash: account.loginHash), now: Date())
         context.logger.notice(recovering ? "keyring replaced by recovery; other devices revoked" : "keyring replaced",
-                              metadata: ["account": "\(account.id)"])
+                              metadata: ["account": "\(account.id)", "generation": "\(keyring.generation)"])
+        // Long-polls return, so that devices see the new generation in the
+        // header of their next page at once (a rotation must reach them).
+        if keyring.generation > current { notifier.notify(account.id) }
         return Response(status: .noContent)
     }
 
@@ -399,6 +412,7 @@ public struct ServerAPI: Sendable {
         let maxSeconds = Double(settings.maxLongPoll.components.seconds)
         let wait = Duration.milliseconds(Int64(min(waitSeconds, maxSeconds) * 1000))
         let generation = notifier.generation(of: account.id)
+        var keyring = account.keyring
         var page = try await store.entries(account: account.id, after: JournalSeq(after), limit: limit)
         if page.items.isEmpty && wait > .zero {
             metrics.longPoll(1)
@@ -411,9 +425,12 @@ public struct ServerAPI: Sendable {
             }
             metrics.longPoll(-1)
             page = try await store.entries(account: account.id, after: JournalSeq(after), limit: limit)
+            if let now = try await store.account(named: account.name) { keyring = now.keyring }
         }
         let items = try page.items.map { EntryPage.Item(seq: $0.seq, head: $0.head, entry: try JournalEntry(decoding: $0.bytes)) }
-        return Self.binaryResponse(try EntryPage(items: items, latest: page.latest).encoded)
+        var response = Self.binaryResponse(try EntryPage(items: items, latest: page.latest).encoded)
+        response.headers[HTTPFields.Element.Name(APIv1.keyringGenerationHeader)!] = "\(Self.keyringGeneration(keyring))"
+        return response
     }
 
     func putCheckpoint(_ request: Request, _ context: ServerContext) async throws -> Response {
@@ -492,6 +509,33 @@ public struct ServerAPI: Sendable {
 
     static func jsonResponse(_ text: String) -> Response {
         Response(status: .ok, headers: [.contentType: Self.json], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// Why `new` may not replace the stored keyring `old`, or nil. A
+    /// replacement keeps the generation (a password change: the generation's
+    /// recovery seal and links unchanged, so its master key is the same) or
+    /// adds exactly one (a rotation). So a stale client cannot take a
+    /// generation away, nor two racing rotations swap one that devices
+    /// adopted already.
+    static func generationProblem(replacing old: [UInt8], with new: VaultKeyring) -> String? {
+        let stored = try? VaultKeyring(decoding: old)
+        let current = stored?.generation ?? 1
+        switch new.generation {
+        case current + 1: return nil
+        case current:
+            if case .v2(let o)? = stored, case .v2(let n) = new, o.recoverySeal != n.recoverySeal || o.links != n.links {
+                return "the keyring is at key generation \(current) already, with other keys: fetch it again"
+            }
+            return nil
+        default:
+            return "the keyring is at key generation \(current); this one is at \(new.generation): fetch it again"
+        }
+    }
+
+    /// The key generation of stored keyring bytes (1 for version 1; the
+    /// server checked the record when it stored it).
+    static func keyringGeneration(_ bytes: [UInt8]) -> UInt32 {
+        (try? VaultKeyring(decoding: bytes))?.generation ?? 1
     }
 
     static func binaryResponse(_ bytes: [UInt8]) -> Response {

@@ -107,6 +107,10 @@ public final class SQLiteMetadataStore: MetadataStore {
             try db.execute(sql: "ALTER TABLE devices ADD COLUMN signing_key BLOB")
             try db.execute(sql: "ALTER TABLE devices ADD COLUMN box_key BLOB")
         }
+        // The box key's signature (issue 13, key generations): NULL for devices enrolled before.
+        m.registerMigration("v4") { db in
+            try db.execute(sql: "ALTER TABLE devices ADD COLUMN box_key_signature BLOB")
+        }
         return m
     }
 
@@ -378,9 +382,9 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     private static func insertDevice(_ db: Database, _ d: NewDevice, account: AccountID, now: Date) throws {
-        try db.execute(sql: "INSERT INTO devices (id, account_id, name, token_hash, created_at, signing_key, box_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        try db.execute(sql: "INSERT INTO devices (id, account_id, name, token_hash, created_at, signing_key, box_key, box_key_signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        arguments: [Data(d.id.bytes), account.rawValue, d.name, Data(d.tokenHash), now.timeIntervalSince1970,
-                                   d.signingKey.map { Data($0) }, d.boxKey.map { Data($0) }])
+                                   d.signingKey.map { Data($0) }, d.boxKey.map { Data($0) }, d.boxKeySignature.map { Data($0) }])
     }
 
     private static func account(_ db: Database, id: AccountID) throws -> Account? {
@@ -399,7 +403,8 @@ public final class SQLiteMetadataStore: MetadataStore {
         DeviceRecord(id: try DeviceID(bytes: Array(r["id"] as Data)), account: AccountID(r["account_id"]), name: r["name"],
                      createdAt: Date(timeIntervalSince1970: r["created_at"]),
                      lastSeenAt: (r["last_seen_at"] as Double?).map { Date(timeIntervalSince1970: $0) },
-                     signingKey: (r["signing_key"] as Data?).map { Array($0) }, boxKey: (r["box_key"] as Data?).map { Array($0) })
+                     signingKey: (r["signing_key"] as Data?).map { Array($0) }, boxKey: (r["box_key"] as Data?).map { Array($0) },
+                     boxKeySignature: (r["box_key_signature"] as Data?).map { Array($0) })
     }
 }
 
@@ -426,7 +431,8 @@ extension SQLiteMetadataStore: MetadataExporting {
                 MetadataSnapshot.DeviceRow(id: try DeviceID(bytes: bytes($0, "id")), account: AccountID($0["account_id"]), name: $0["name"],
                                            tokenHash: bytes($0, "token_hash"), createdAt: date($0["created_at"]),
                                            lastSeenAt: ($0["last_seen_at"] as Double?).map(date), revokedAt: ($0["revoked_at"] as Double?).map(date),
-                                           signingKey: ($0["signing_key"] as Data?).map { Array($0) }, boxKey: ($0["box_key"] as Data?).map { Array($0) })
+                                           signingKey: ($0["signing_key"] as Data?).map { Array($0) }, boxKey: ($0["box_key"] as Data?).map { Array($0) },
+                                           boxKeySignature: ($0["box_key_signature"] as Data?).map { Array($0) })
             }
             s.chunks = try Row.fetchAll(db, sql: "SELECT account_id, id, size FROM chunks ORDER BY account_id, id").map {
                 MetadataSnapshot.ChunkRow(account: AccountID($0["account_id"]), id: try ChunkID(bytes: bytes($0, "id")), size: $0["size"])

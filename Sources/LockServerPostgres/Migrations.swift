@@ -92,6 +92,8 @@ enum Migrations {
         (2, ["ALTER TABLE accounts ADD COLUMN recovery_verifier BYTEA"]),
         // Device keys (issue 13): NULL for devices enrolled before.
         (3, ["ALTER TABLE devices ADD COLUMN signing_key BYTEA", "ALTER TABLE devices ADD COLUMN box_key BYTEA"]),
+        // The box key's signature (issue 13, key generations): NULL for devices enrolled before.
+        (4, ["ALTER TABLE devices ADD COLUMN box_key_signature BYTEA"]),
     ]
 
     /// The version this build migrates to.

@@ -229,7 +229,7 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
                 WHERE d.token_hash = \(ByteBuffer(bytes: tokenHash)) AND d.revoked_at IS NULL
                 """, logger: self.logger).collect()
             guard let row = rows.first else { return nil }
-            return (try Self.account(from: row, offset: 7), try Self.device(from: row))
+            return (try Self.account(from: row, offset: 8), try Self.device(from: row))
         }
         // Last-seen is advisory: refresh it at most once a minute per device.
         if let (_, device) = found, device.lastSeenAt.map({ now.timeIntervalSince($0) > 60 }) ?? true {
@@ -588,7 +588,7 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
     }
 
     static func deviceColumns(_ table: String) -> String {
-        ["id", "account_id", "name", "created_at", "last_seen_at", "signing_key", "box_key"].map { "\(table).\($0)" }.joined(separator: ", ")
+        ["id", "account_id", "name", "created_at", "last_seen_at", "signing_key", "box_key", "box_key_signature"].map { "\(table).\($0)" }.joined(separator: ", ")
     }
 
     static func account(from row: PostgresRow) throws -> Account { try account(from: row, offset: 0) }
@@ -606,15 +606,16 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
             recoveryVerifier: try cells[9].decode(ByteBuffer?.self).map { Array(buffer: $0) })
     }
 
-    /// A device from `deviceColumns`' five columns at the start of `row`.
+    /// A device from `deviceColumns`' eight columns at the start of `row`.
     static func device(from row: PostgresRow) throws -> DeviceRecord {
-        let cells = Array(Array(row).prefix(7))
+        let cells = Array(Array(row).prefix(8))
         return DeviceRecord(
             id: try DeviceID(bytes: Array(buffer: try cells[0].decode(ByteBuffer.self))),
             account: AccountID(try cells[1].decode(Int64.self)), name: try cells[2].decode(String.self),
             createdAt: try cells[3].decode(Date.self), lastSeenAt: try cells[4].decode(Date?.self),
             signingKey: try cells[5].decode(ByteBuffer?.self).map { Array(buffer: $0) },
-            boxKey: try cells[6].decode(ByteBuffer?.self).map { Array(buffer: $0) })
+            boxKey: try cells[6].decode(ByteBuffer?.self).map { Array(buffer: $0) },
+            boxKeySignature: try cells[7].decode(ByteBuffer?.self).map { Array(buffer: $0) })
     }
 
     private static func exists(_ c: PostgresConnection, _ query: PostgresQuery, _ logger: Logger) async throws -> Bool {
@@ -623,9 +624,10 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
 
     private static func insertDevice(_ c: PostgresConnection, _ d: NewDevice, account: AccountID, now: Date, _ logger: Logger) async throws {
         try await c.query("""
-            INSERT INTO devices (id, account_id, name, token_hash, created_at, signing_key, box_key)
+            INSERT INTO devices (id, account_id, name, token_hash, created_at, signing_key, box_key, box_key_signature)
             VALUES (\(ByteBuffer(bytes: d.id.bytes)), \(account.rawValue), \(d.name), \(ByteBuffer(bytes: d.tokenHash)), \(now),
-                    \(d.signingKey.map { ByteBuffer(bytes: $0) }), \(d.boxKey.map { ByteBuffer(bytes: $0) }))
+                    \(d.signingKey.map { ByteBuffer(bytes: $0) }), \(d.boxKey.map { ByteBuffer(bytes: $0) }),
+                    \(d.boxKeySignature.map { ByteBuffer(bytes: $0) }))
             """, logger: logger)
     }
 

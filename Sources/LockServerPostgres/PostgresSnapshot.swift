@@ -45,7 +45,7 @@ extension PostgresMetadataStore: MetadataExporting, MetadataImporting {
             }
             s.devices = try await all("""
                 SELECT id, account_id, name, token_hash, \(Self.micros("created_at")), \(Self.micros("last_seen_at")), \(Self.micros("revoked_at")),
-                       signing_key, box_key
+                       signing_key, box_key, box_key_signature
                 FROM devices ORDER BY id
                 """).map {
                 let (id, account, name, hash, created, seen, revoked) = try $0.decode((ByteBuffer, Int64, String, ByteBuffer, Int64, Int64?, Int64?).self)
@@ -53,7 +53,8 @@ extension PostgresMetadataStore: MetadataExporting, MetadataImporting {
                 return MetadataSnapshot.DeviceRow(id: try DeviceID(bytes: bytes(id)), account: AccountID(account), name: name, tokenHash: bytes(hash),
                                                   createdAt: date(created), lastSeenAt: seen.map(date), revokedAt: revoked.map(date),
                                                   signingKey: try cells[7].decode(ByteBuffer?.self).map(bytes),
-                                                  boxKey: try cells[8].decode(ByteBuffer?.self).map(bytes))
+                                                  boxKey: try cells[8].decode(ByteBuffer?.self).map(bytes),
+                                                  boxKeySignature: try cells[9].decode(ByteBuffer?.self).map(bytes))
             }
             s.chunks = try await all("SELECT account_id, id, size FROM chunks ORDER BY account_id, id").map {
                 let (account, id, size) = try $0.decode((Int64, ByteBuffer, Int64).self)
@@ -117,11 +118,12 @@ extension PostgresMetadataStore: MetadataExporting, MetadataImporting {
             }
             for d in s.devices {
                 try await c.query("""
-                    INSERT INTO devices (id, account_id, name, token_hash, created_at, last_seen_at, revoked_at, signing_key, box_key)
+                    INSERT INTO devices (id, account_id, name, token_hash, created_at, last_seen_at, revoked_at, signing_key, box_key,
+                                         box_key_signature)
                     VALUES (\(ByteBuffer(bytes: d.id.bytes)), \(d.account.rawValue), \(d.name), \(ByteBuffer(bytes: d.tokenHash)),
                             \(unescaped: Self.timestamp(d.createdAt)), \(unescaped: Self.timestamp(d.lastSeenAt)),
                             \(unescaped: Self.timestamp(d.revokedAt)), \(d.signingKey.map { ByteBuffer(bytes: $0) }),
-                            \(d.boxKey.map { ByteBuffer(bytes: $0) }))
+                            \(d.boxKey.map { ByteBuffer(bytes: $0) }), \(d.boxKeySignature.map { ByteBuffer(bytes: $0) }))
                     """, logger: log)
             }
             for batch in s.chunks.batches(bytes: { _ in 48 }) {

@@ -18,6 +18,9 @@ public enum APIv1 {
     public static let maxEntriesPerPage = 1_000
     /// Chunk ids one journal entry may reference.
     public static let maxReferencesPerEntry = 1 << 20
+    /// Response header of `GET /v1/entries`: the key generation of the
+    /// account's keyring, so that devices learn a rotation at their next page.
+    public static let keyringGenerationHeader = "Lockfs-Keyring-Generation"
 }
 
 // MARK: - Binary bodies
@@ -159,6 +162,10 @@ public struct EntryPage: WireRecord {
 
     public let items: [Item]
     public let latest: JournalSeq
+    /// The keyring's key generation, from the response header
+    /// (`APIv1.keyringGenerationHeader`; not part of the record). Nil from a
+    /// server that does not send it.
+    public var keyringGeneration: UInt32?
 
     public init(items: [Item], latest: JournalSeq) throws {
         guard items.count <= APIv1.maxEntriesPerPage else {
@@ -261,8 +268,10 @@ public struct RegisterRequest: JSONBody {
     /// signed entry registers its key).
     public let signingKey: String?
     public let boxKey: String?
+    /// The box key signed by the signing key (`DeviceIdentity.boxKeySignature`), base64.
+    public let boxKeySignature: String?
 
-    public init(user: String, invite: String?, loginSecret: [UInt8], keyring: Keyring, deviceName: String, recoveryProof: [UInt8],
+    public init(user: String, invite: String?, loginSecret: [UInt8], keyring: some WireRecord, deviceName: String, recoveryProof: [UInt8],
                 device: DevicePublicKeys? = nil) {
         self.user = user
         self.invite = invite
@@ -272,8 +281,9 @@ public struct RegisterRequest: JSONBody {
         self.recoveryProof = Data(recoveryProof).base64EncodedString()
         signingKey = device.map { Data($0.signing).base64EncodedString() }
         boxKey = device.map { Data($0.box).base64EncodedString() }
+        boxKeySignature = device?.boxSignature.map { Data($0).base64EncodedString() }
     }
-    public enum Keys: String, CodingKey, CaseIterable { case user, invite, loginSecret, keyring, deviceName, recoveryProof, signingKey, boxKey }
+    public enum Keys: String, CodingKey, CaseIterable { case user, invite, loginSecret, keyring, deviceName, recoveryProof, signingKey, boxKey, boxKeySignature }
     typealias CodingKeys = Keys
 }
 
@@ -284,14 +294,17 @@ public struct LoginRequest: JSONBody {
     public let deviceName: String
     public let signingKey: String?
     public let boxKey: String?
+    /// The box key signed by the signing key (`DeviceIdentity.boxKeySignature`), base64.
+    public let boxKeySignature: String?
     public init(user: String, loginSecret: [UInt8], deviceName: String, device: DevicePublicKeys? = nil) {
         self.user = user
         self.loginSecret = Data(loginSecret).base64EncodedString()
         self.deviceName = deviceName
         signingKey = device.map { Data($0.signing).base64EncodedString() }
         boxKey = device.map { Data($0.box).base64EncodedString() }
+        boxKeySignature = device?.boxSignature.map { Data($0).base64EncodedString() }
     }
-    public enum Keys: String, CodingKey, CaseIterable { case user, loginSecret, deviceName, signingKey, boxKey }
+    public enum Keys: String, CodingKey, CaseIterable { case user, loginSecret, deviceName, signingKey, boxKey, boxKeySignature }
     typealias CodingKeys = Keys
 }
 
@@ -299,15 +312,22 @@ public struct LoginRequest: JSONBody {
 public struct DevicePublicKeys: Sendable, Equatable {
     public let signing: [UInt8]
     public let box: [UInt8]
-    public init(signing: [UInt8], box: [UInt8]) {
+    /// `box` signed by `signing` (64 bytes); nil from a client that predates
+    /// key generations (such a device gets no seal at a rotation).
+    public let boxSignature: [UInt8]?
+    public init(signing: [UInt8], box: [UInt8], boxSignature: [UInt8]? = nil) {
         self.signing = signing
         self.box = box
+        self.boxSignature = boxSignature
     }
-    public init(_ identity: DeviceIdentity) { self.init(signing: identity.signingPublicKey, box: identity.boxPublicKey) }
+    public init(_ identity: DeviceIdentity) {
+        self.init(signing: identity.signingPublicKey, box: identity.boxPublicKey, boxSignature: identity.boxKeySignature())
+    }
 
-    /// The keys of an enrolment body: both or neither, 32 bytes each.
+    /// The keys of an enrolment body: both or neither, 32 bytes each, and
+    /// the box key's signature if given (it must verify).
     /// - Throws: `WireError.invalidValue` otherwise.
-    public static func decode(signing: String?, box: String?) throws -> DevicePublicKeys? {
+    public static func decode(signing: String?, box: String?, boxSignature: String? = nil) throws -> DevicePublicKeys? {
         switch (signing, box) {
         case (nil, nil): return nil
         case (let s?, let b?):
@@ -315,7 +335,12 @@ public struct DevicePublicKeys: Sendable, Equatable {
                   let bb = Data(base64Encoded: b).map(Array.init), bb.count == 32 else {
                 throw WireError.invalidValue(field: "signingKey/boxKey", reason: "each must be 32 bytes, base64")
             }
-            return DevicePublicKeys(signing: sb, box: bb)
+            guard let text = boxSignature else { return DevicePublicKeys(signing: sb, box: bb) }
+            guard let sig = Data(base64Encoded: text).map(Array.init),
+                  DeviceIdentity.verifyBoxKey(bb, signature: sig, signingKey: sb) else {
+                throw WireError.invalidValue(field: "boxKeySignature", reason: "must be the signing key's signature of the box key, base64")
+            }
+            return DevicePublicKeys(signing: sb, box: bb, boxSignature: sig)
         default:
             throw WireError.invalidValue(field: "signingKey/boxKey", reason: "give both or neither")
         }
@@ -332,14 +357,17 @@ public struct RecoverRequest: JSONBody {
     public let deviceName: String
     public let signingKey: String?
     public let boxKey: String?
+    /// The box key signed by the signing key (`DeviceIdentity.boxKeySignature`), base64.
+    public let boxKeySignature: String?
     public init(user: String, recoveryProof: [UInt8], deviceName: String, device: DevicePublicKeys? = nil) {
         self.user = user
         self.recoveryProof = Data(recoveryProof).base64EncodedString()
         self.deviceName = deviceName
         signingKey = device.map { Data($0.signing).base64EncodedString() }
         boxKey = device.map { Data($0.box).base64EncodedString() }
+        boxKeySignature = device?.boxSignature.map { Data($0).base64EncodedString() }
     }
-    public enum Keys: String, CodingKey, CaseIterable { case user, recoveryProof, deviceName, signingKey, boxKey }
+    public enum Keys: String, CodingKey, CaseIterable { case user, recoveryProof, deviceName, signingKey, boxKey, boxKeySignature }
     typealias CodingKeys = Keys
 }
 
@@ -408,7 +436,7 @@ public struct KeyringReplaceRequest: JSONBody {
     public let currentLoginSecret: String?
     public let recoveryProof: String?
     public let setRecoveryProof: String?
-    public init(keyring: Keyring, loginSecret: [UInt8], proof: OwnerProof, setRecoveryProof: [UInt8]? = nil) {
+    public init(keyring: some WireRecord, loginSecret: [UInt8], proof: OwnerProof, setRecoveryProof: [UInt8]? = nil) {
         self.keyring = Data(keyring.encoded).base64EncodedString()
         self.loginSecret = Data(loginSecret).base64EncodedString()
         switch proof {
@@ -439,14 +467,31 @@ public struct DeviceInfo: JSONBody {
     public let lastSeenAt: Double?
     /// True for the device that asked.
     public let current: Bool
-    public init(id: String, name: String, createdAt: Double, lastSeenAt: Double?, current: Bool) {
+    /// Its public keys as registered, base64 (nil for devices enrolled
+    /// before they were kept). Not trusted: a rotating client wraps a new
+    /// key generation only to a box key signed by the signing key the
+    /// journal bound to this device.
+    public let signingKey: String?
+    public let boxKey: String?
+    public let boxKeySignature: String?
+    public init(id: String, name: String, createdAt: Double, lastSeenAt: Double?, current: Bool,
+                keys: DevicePublicKeys? = nil) {
         self.id = id
         self.name = name
         self.createdAt = createdAt
         self.lastSeenAt = lastSeenAt
         self.current = current
+        signingKey = keys.map { Data($0.signing).base64EncodedString() }
+        boxKey = keys.map { Data($0.box).base64EncodedString() }
+        boxKeySignature = keys?.boxSignature.map { Data($0).base64EncodedString() }
     }
-    public enum Keys: String, CodingKey, CaseIterable { case id, name, createdAt, lastSeenAt, current }
+    /// The device's keys if all three are present and the signature verifies.
+    public var verifiedKeys: DevicePublicKeys? {
+        guard let keys = try? DevicePublicKeys.decode(signing: signingKey, box: boxKey, boxSignature: boxKeySignature),
+              keys.boxSignature != nil else { return nil }
+        return keys
+    }
+    public enum Keys: String, CodingKey, CaseIterable { case id, name, createdAt, lastSeenAt, current, signingKey, boxKey, boxKeySignature }
     typealias CodingKeys = Keys
 }
 

@@ -60,7 +60,7 @@ public struct GenerationKeyring: WireRecord {
             deviceSeals: try devices.map { ($0.device, try GenerationSeal.seal(newest.master, generation: g, to: $0.boxKey)) })
     }
 
-    init(vaultID: VaultID, parameters: KDFParameters, generation: UInt32, recoveryBoxKey: [UInt8], passwordSlot: [UInt8],
+    public init(vaultID: VaultID, parameters: KDFParameters, generation: UInt32, recoveryBoxKey: [UInt8], passwordSlot: [UInt8],
          recoverySeal: [UInt8], links: [[UInt8]], deviceSeals: [(device: DeviceID, seal: [UInt8])]) {
         self.vaultID = vaultID
         self.parameters = parameters
