@@ -52,7 +52,7 @@ extension Engine {
                     try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: .zero)
                 }
                 guard let page else { continue }  // the deadline passed: answered above
-                try applyPage(page, requestedAfter: cursor)
+                try await applyFetchedPage(page, requestedAfter: cursor)
                 let goal = target ?? max(page.latest.rawValue, cursor)
                 target = goal
                 let now = state.withLock { $0.cursor }

@@ -120,8 +120,11 @@ public struct DeviceCredentials: Sendable {
     public var deviceName: String
     public var vault: VaultID
     public var token: String
-    /// The vault master key.
-    public var keys: VaultKeys
+    /// Every key generation this device holds, newest first (key generations:
+    /// a rotation adds one; docs/design.md, "Key generations and the roster").
+    public var generations: [VaultKeys]
+    /// The newest generation: what new chunks and entries are sealed with.
+    public var keys: VaultKeys { generations[0] }
     /// A private CA for the server's TLS certificate, if any.
     public var caFile: String?
     /// The user allowed plain HTTP to another machine (`--insecure-http`).
@@ -134,15 +137,15 @@ public struct DeviceCredentials: Sendable {
     public var kdf: KDFParameters?
 
     public init(server: String, user: String, device: DeviceID, deviceName: String, vault: VaultID,
-                token: String, keys: VaultKeys, caFile: String? = nil, insecureHTTP: Bool = false, identity: DeviceIdentity? = nil,
-                kdf: KDFParameters? = nil) {
+                token: String, keys: VaultKeys, olderKeys: [VaultKeys] = [], caFile: String? = nil, insecureHTTP: Bool = false,
+                identity: DeviceIdentity? = nil, kdf: KDFParameters? = nil) {
         self.server = server
         self.user = user
         self.device = device
         self.deviceName = deviceName
         self.vault = vault
         self.token = token
-        self.keys = keys
+        generations = [keys] + olderKeys
         self.caFile = caFile
         self.insecureHTTP = insecureHTTP
         self.identity = identity
@@ -161,6 +164,9 @@ public struct DeviceCredentials: Sendable {
     }
 
     /// The file's JSON shape. `masterKey` is base64 of MK; version 1.
+    /// `olderMasterKeys` (base64, newest first) holds the generations before
+    /// the newest when the vault's keys were rotated; `masterKey` is then the
+    /// newest.
     /// `signingSeed` and `boxSecret` (base64, 32 bytes each) were added by
     /// lockfs 0.2 as optional keys, so that lockfs 0.1 still reads the file
     /// and meets the server's "upgrade lockfs" when it writes.
@@ -178,6 +184,7 @@ public struct DeviceCredentials: Sendable {
         var signingSeed: String?
         var boxSecret: String?
         var kdf: String?
+        var olderMasterKeys: [String]?
     }
 
     /// Writes the file atomically with mode 0600 (a temporary file, fsync, rename).
@@ -189,7 +196,9 @@ public struct DeviceCredentials: Sendable {
                         insecureHTTP: insecureHTTP ? true : nil,
                         signingSeed: identity.map { $0.signingSeed.withUnsafeBytes { Data($0).base64EncodedString() } },
                         boxSecret: identity.map { $0.boxSecret.withUnsafeBytes { Data($0).base64EncodedString() } },
-                        kdf: kdf.map { Hex.encode($0.encoded) })
+                        kdf: kdf.map { Hex.encode($0.encoded) },
+                        olderMasterKeys: generations.count > 1
+                            ? generations.dropFirst().map { $0.master.withUnsafeBytes { Data($0).base64EncodedString() } } : nil)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(file)
@@ -218,9 +227,17 @@ public struct DeviceCredentials: Sendable {
             identity = DeviceIdentity(signingSeed: try seed.withUnsafeBytes { try SecretKey(copying: $0) },
                                       boxSecret: try box.withUnsafeBytes { try SecretKey(copying: $0) })
         }
+        var older: [VaultKeys] = []
+        for text in file.olderMasterKeys ?? [] {
+            guard var bytes = Data(base64Encoded: text).map(Array.init), bytes.count == 32 else {
+                throw LockError.invalid("\(url.path) is damaged (its older key generations); run `lockfs login` again")
+            }
+            defer { Sodium.wipe(&bytes) }
+            older.append(VaultKeys(vaultID: vault, master: try bytes.withUnsafeBytes { try SecretKey(copying: $0) }))
+        }
         return DeviceCredentials(server: file.server, user: file.user, device: device, deviceName: file.deviceName,
                                  vault: vault, token: file.token, keys: VaultKeys(vaultID: vault, master: master),
-                                 caFile: file.caFile,
+                                 olderKeys: older, caFile: file.caFile,
                                  // A file of lockfs 0.1 (no device keys) was allowed plain HTTP with a
                                  // warning: it stays allowed, so that its device can still log out.
                                  insecureHTTP: file.insecureHTTP ?? (file.signingSeed == nil), identity: identity,

@@ -27,6 +27,8 @@ public struct HTTPResponse: Sendable {
     public let contentType: String?
     public let retryAfter: Int?
     public let body: [UInt8]
+    /// Every response header, names in lower case.
+    public var headers: [String: String] = [:]
 }
 
 /// Why a transfer produced no HTTP response (always worth a retry).
@@ -230,7 +232,8 @@ public final class CurlTransport: @unchecked Sendable {
                     _ = lockfs_curl_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
                     finish(t, .success(HTTPResponse(
                         status: status, contentType: t.responseHeaders["content-type"],
-                        retryAfter: t.responseHeaders["retry-after"].flatMap { Int($0) }, body: t.responseBody)))
+                        retryAfter: t.responseHeaders["retry-after"].flatMap { Int($0) }, body: t.responseBody,
+                        headers: t.responseHeaders)))
                 } else {
                     finish(t, .failure(TransportError(code: Int(result.rawValue), message: String(cString: curl_easy_strerror(result)))))
                 }

@@ -109,14 +109,29 @@ public struct EngineOptions: Sendable {
 public final class Engine: Sendable {
     public let home: ClientHome
     public let device: DeviceID
-    let keys: VaultKeys
+    /// Every key generation this device holds; a rotation adds one
+    /// (`learnGenerations`).
+    let generations: KeyGenerations
+    /// The newest generation: what new chunks and entries are sealed with.
+    var keys: VaultKeys { generations.newest }
+    /// Called with every generation (newest first) when this engine learns
+    /// a new one, to keep them with the credentials.
+    let onNewGenerations: Mutex<(@Sendable ([VaultKeys]) throws -> Void)?> = Mutex(nil)
     /// This device's signing key (nil: credentials of lockfs 0.1, entries go unsigned).
     let identity: DeviceIdentity?
     let remote: any Remote
     let index: Index
     public let cache: ChunkCache
     let options: EngineOptions
-    let gear: [UInt64]
+    /// The chunker's gear table of the newest generation, and its number.
+    let gearTable: Mutex<(generation: UInt32, table: [UInt64])>
+    var gear: [UInt64] {
+        let g = generations.generation
+        if let cached = gearTable.withLock({ $0.generation == g ? $0.table : nil }) { return cached }
+        let table = keys.gearTable()
+        gearTable.withLock { $0 = (g, table) }
+        return table
+    }
     /// The outbox and staging folders' paths, computed once.
     let outboxRoot: String
     let stagingRoot: String
@@ -202,7 +217,7 @@ public final class Engine: Sendable {
         try home.createDirectories()
         self.home = home
         device = credentials.device
-        keys = credentials.keys
+        generations = KeyGenerations(credentials.generations)
         identity = credentials.identity
         self.remote = remote
         self.options = options
@@ -210,16 +225,16 @@ public final class Engine: Sendable {
         stagingRoot = home.stagingDirectory.path
         index = try Index(path: home.indexFile.path)
         cache = try ChunkCache(directory: home.chunkCacheDirectory, limit: options.cacheLimit)
-        gear = keys.gearTable()
-        if let stored = try index.meta("vault"), stored != keys.vaultID.bytes {
+        gearTable = Mutex((UInt32(credentials.generations.count), credentials.keys.gearTable()))
+        if let stored = try index.meta("vault"), stored != credentials.keys.vaultID.bytes {
             throw LockError.invalid("\(home.indexFile.path) belongs to another vault; use another --home")
         }
-        try index.setMeta("vault", keys.vaultID.bytes)
+        try index.setMeta("vault", credentials.keys.vaultID.bytes)
 
         let snap = try index.load()
         let base = Tree(loading: snap.nodes, aliases: snap.aliases)
         var s = State(base: base, local: base, pending: snap.pending, inflight: snap.inflight, cursor: snap.cursor,
-                      head: snap.head ?? ChainHead.genesis(of: keys.vaultID), deviceStamps: snap.deviceStamps,
+                      head: snap.head ?? ChainHead.genesis(of: credentials.keys.vaultID), deviceStamps: snap.deviceStamps,
                       lastStamp: try index.metaInt("last_stamp") ?? 0, pins: snap.pins)
         s.alarm = try index.meta("alarm").map { String(decoding: $0, as: UTF8.self) }
         // lockfs 0.1 raised the alarm at the first signed entry it met: a version
@@ -280,6 +295,15 @@ public final class Engine: Sendable {
         onChange.withLock { $0 = handler }
     }
 
+    /// The Ed25519 keys the journal bound to devices so far.
+    public var boundSigners: [DeviceID: [UInt8]] { state.withLock { $0.signers } }
+
+    /// Called with every key generation (newest first) when this engine
+    /// learns a new one: the caller keeps them with the credentials.
+    public func setNewGenerationsHandler(_ handler: @escaping @Sendable ([VaultKeys]) throws -> Void) {
+        onNewGenerations.withLock { $0 = handler }
+    }
+
     // MARK: Background work
 
     /// Starts the puller and the uploader.
@@ -329,7 +353,7 @@ public final class Engine: Sendable {
             do {
                 let cursor = state.withLock { $0.cursor }
                 let page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: wait)
-                try applyPage(page, requestedAfter: cursor)
+                try await applyFetchedPage(page, requestedAfter: cursor)
                 backoff.reset()
                 wait = options.pollWait
             } catch let e as LockError {
@@ -364,7 +388,7 @@ public final class Engine: Sendable {
             do { page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: .zero) } catch let e as RemoteError {
                 throw e.isRetryable ? LockError.offline : LockError.from(e)
             }
-            try applyPage(page, requestedAfter: cursor)
+            try await applyFetchedPage(page, requestedAfter: cursor)
             if page.items.isEmpty || page.items.last!.seq >= page.latest { return }
         }
     }
@@ -405,6 +429,53 @@ public final class Engine: Sendable {
         try? index.setMeta("alarm", Array(why.utf8))
         try? index.sync()
         wakeUploadWaiters()
+    }
+
+    // MARK: Key generations
+
+    /// Applies a page fetched from the server, learning a newer key
+    /// generation first when the page shows one.
+    func applyFetchedPage(_ page: EntryPage, requestedAfter requested: UInt64) async throws {
+        try await learnGenerations(for: page)
+        try applyPage(page, requestedAfter: requested)
+    }
+
+    /// Learns newer key generations from the keyring when `page` shows one:
+    /// its header names a newer generation (a rotation reaches every device
+    /// at its next page, so its new writes stop using the old keys), or an
+    /// entry is sealed under a key this device lacks.
+    func learnGenerations(for page: EntryPage) async throws {
+        let unknown = page.items.contains { generations.keys(opening: $0.entry.sealedBatch) == nil }
+        guard unknown || (page.keyringGeneration ?? 0) > generations.generation else { return }
+        try await learnGenerations()
+    }
+
+    /// Fetches the keyring and adopts its generations if it holds newer ones:
+    /// opened with this device's own X25519 secret, and only if they extend
+    /// the generations held (the server cannot swap one).
+    /// - Throws: `LockError.unauthorized` when the keyring holds no seal for
+    ///   this device (it was revoked, or left out of a rotation: log in
+    ///   again); `.integrity` for a keyring that does not extend the keys
+    ///   held; `.offline`.
+    func learnGenerations() async throws {
+        guard let identity else { return }
+        let keyring: VaultKeyring
+        do { keyring = try await remote.keyring() } catch let e as RemoteError {
+            if case .malformedResponse(let m) = e { throw LockError.integrity("the server's keyring was refused (\(m))") }
+            throw e.isRetryable ? LockError.offline : LockError.from(e)
+        }
+        guard keyring.vaultID == generations.vaultID else {
+            throw LockError.integrity("the server's keyring belongs to another vault")
+        }
+        guard keyring.generation > generations.generation else { return }
+        let opened: [VaultKeys]
+        do { opened = try keyring.unlock(device: device, identity: identity) } catch {
+            throw LockError.unauthorized("the vault's keys were rotated (key generation \(keyring.generation)) and this device was left out: it was revoked, or it had written nothing yet. Run `lockfs logout`, then `lockfs login`")
+        }
+        do { try generations.adopt(opened) } catch {
+            throw LockError.integrity("the server's keyring does not extend the keys this device holds (\(error))")
+        }
+        try onNewGenerations.withLock { try $0?(generations.all) }
     }
 
     // MARK: Applying the journal
@@ -480,7 +551,7 @@ public final class Engine: Sendable {
                 if let bind, let device { signers[device] = bind; newSigners[device] = bind }
             }
             let batch: OperationBatch
-            do { batch = try entry.open(keys: keys) } catch WireError.unsupportedVersion(let record, let found)
+            do { batch = try entry.open(keys: generations.keys(opening: entry.sealedBatch) ?? keys) } catch WireError.unsupportedVersion(let record, let found)
                 where record == OperationBatch.recordName && found > OperationBatch.wireVersion {
                 // Authentic, but made for replay rules this build does not know: nothing
                 // more can be applied until this device runs a newer lockfs.
@@ -1015,7 +1086,8 @@ public final class Engine: Sendable {
             } else {
                 do { sealed = try await fetchWithTimeout(id) } catch let e as RemoteError { throw e.isRetryable ? LockError.offline : LockError.from(e) }
             }
-            do { return try keys.openChunk(sealed) } catch {
+            if generations.keys(opening: sealed.bytes) == nil { try await learnGenerations() }
+            do { return try (generations.keys(opening: sealed.bytes) ?? keys).openChunk(sealed) } catch {
                 throw LockError.integrity("chunk \(id) from the server failed verification (\(error)); it was not used")
             }
         }
@@ -1408,7 +1480,7 @@ public final class Engine: Sendable {
             }
             guard !batch.isEmpty else { return }
             for id in batch where !cache.contains(id) {
-                if let sealed = try? outboxChunk(id), let plain = try? keys.openChunk(SealedChunk(id: id, bytes: sealed)) {
+                if let sealed = try? outboxChunk(id), let plain = try? (generations.keys(opening: sealed) ?? keys).openChunk(SealedChunk(id: id, bytes: sealed)) {
                     try? cache.store(id, plain)
                 }
             }

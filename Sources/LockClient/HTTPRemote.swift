@@ -95,13 +95,13 @@ public struct HTTPRemote: Remote {
         try session(try await call("POST", "/recover", body: Array(try request.jsonData()), contentType: Self.jsonType))
     }
 
-    public func keyring() async throws -> Keyring { try binary(Keyring.self, try await call("GET", "/keyring")) }
+    public func keyring() async throws -> VaultKeyring { try binary(VaultKeyring.self, try await call("GET", "/keyring")) }
 
     public func replaceKeyring(_ request: KeyringReplaceRequest) async throws {
         _ = try await call("PUT", "/keyring", body: Array(try request.jsonData()), contentType: Self.jsonType)
     }
 
-    public func devices() async throws -> [DeviceInfo] { try json(DeviceList.self, try await call("GET", "/devices")).devices }
+    public func devices() async throws -> [DeviceInfo] { try json(DeviceList.self, try await call("GET", "/devices?keys=1")).devices }
 
     public func revokeDevice(_ id: DeviceID, loginSecret: [UInt8]?) async throws {
         if let loginSecret {
@@ -145,7 +145,9 @@ public struct HTTPRemote: Remote {
         let seconds = Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18
         let r = try await call("GET", "/journal?after=\(after.rawValue)&limit=\(limit)&wait=\(seconds)",
                                timeout: wait + .seconds(60))
-        return try binary(EntryPage.self, r)
+        var page = try binary(EntryPage.self, r)
+        page.keyringGeneration = r.headers[APIv1.keyringGenerationHeader.lowercased()].flatMap { UInt32($0) }
+        return page
     }
 
     public func putCheckpoint(_ stored: [UInt8]) async throws {

@@ -60,6 +60,17 @@ public final class Index: Sendable {
     let pool: DatabasePool
     let path: String
 
+    /// The Ed25519 keys the journal bound to devices (their first signed entries).
+    public func signers() throws -> [DeviceID: [UInt8]] {
+        try pool.read { db in
+            var signers: [DeviceID: [UInt8]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT device, public_key FROM signers") {
+                signers[try DeviceID(bytes: Array(row["device"] as Data))] = Array(row["public_key"] as Data)
+            }
+            return signers
+        }
+    }
+
     public init(path: String) throws {
         self.path = path
         // The index holds the decrypted tree (names, sizes, manifests): 0600,

@@ -63,7 +63,7 @@ public protocol Remote: Sendable {
     /// Enrols a device with the recovery proof instead of the password.
     func recover(_ request: RecoverRequest) async throws -> Session
 
-    func keyring() async throws -> Keyring
+    func keyring() async throws -> VaultKeyring
     /// Replaces the keyring and login secret together (a password change or
     /// a recovery), with the owner's proof.
     func replaceKeyring(_ request: KeyringReplaceRequest) async throws

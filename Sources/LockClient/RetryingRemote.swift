@@ -57,7 +57,7 @@ public struct RetryingRemote: Remote {
     public func preLogin(user: String) async throws -> KDFParameters { try await retrying { try await base.preLogin(user: user) } }
     public func register(_ request: RegisterRequest) async throws -> Session { try await retrying { try await base.register(request) } }
     public func login(_ request: LoginRequest) async throws -> Session { try await retrying { try await base.login(request) } }
-    public func keyring() async throws -> Keyring { try await retrying { try await base.keyring() } }
+    public func keyring() async throws -> VaultKeyring { try await retrying { try await base.keyring() } }
     public func recover(_ request: RecoverRequest) async throws -> Session { try await retrying { try await base.recover(request) } }
     /// Not retried: a change that committed but whose answer was lost would
     /// be refused on retry (its proof is the old password's), and reported

@@ -39,7 +39,10 @@ public enum VaultAccount {
         let keys = VaultKeys.generate()
         let passwordKeys = try PasswordKeys.derive(password: password, parameters: parameters)
         let recovery = RecoveryKey.generate()
-        let keyring = try Keyring.make(keys: keys, password: passwordKeys, parameters: parameters, recovery: recovery)
+        // Version 2 from the start (generation 1): a rotation then needs
+        // neither the recovery key nor an upgrade of the record.
+        let keyring = try GenerationKeyring.make(generations: [keys], password: passwordKeys, parameters: parameters,
+                                                 recoveryBoxKey: recovery.boxPublicKey, devices: [])
         var secret = passwordKeys.loginSecret.withUnsafeBytes { Array($0) }
         defer { Sodium.wipe(&secret) }
         let identity = DeviceIdentity.generate()
@@ -126,11 +129,11 @@ public enum VaultAccount {
         let keyring = try await verifiedKeyring(credentials, remote: remote)
         let oldKeys = try PasswordKeys.derive(password: old, parameters: keyring.parameters)
         let opened = try unlock(keyring, password: oldKeys, wrong: .unauthorized("the current password is wrong"))
-        try requireSameMaster(opened, credentials.keys)
-        if let registerRecovery { try requireSameMaster(try openRecoverySlot(keyring, registerRecovery), credentials.keys) }
+        try requireHeld(opened, credentials)
+        if let registerRecovery { try requireHeld(try openRecoverySlot(keyring, registerRecovery), credentials) }
         var current = oldKeys.loginSecret.withUnsafeBytes { Array($0) }
         defer { Sodium.wipe(&current) }
-        return try await replacePassword(keyring: keyring, keys: credentials.keys, new: new, proof: .password(current),
+        return try await replacePassword(keyring: keyring, generations: opened, new: new, proof: .password(current),
                                   registerRecovery: registerRecovery, remote: remote, strength: strength)
     }
 
@@ -151,8 +154,9 @@ public enum VaultAccount {
     public static func recover(credentials: DeviceCredentials, recoveryKey: RecoveryKey, newPassword: String,
                                remote: any Remote, strength: KDFParameters.Strength = .moderate) async throws -> KDFParameters {
         let keyring = try await verifiedKeyring(credentials, remote: remote)
-        try requireSameMaster(try openRecoverySlot(keyring, recoveryKey), credentials.keys)
-        return try await replacePassword(keyring: keyring, keys: credentials.keys, new: newPassword,
+        let opened = try openRecoverySlot(keyring, recoveryKey)
+        try requireHeld(opened, credentials)
+        return try await replacePassword(keyring: keyring, generations: opened, new: newPassword,
                                   proof: .recovery(recoveryKey.proof.withUnsafeBytes { Array($0) }),
                                   registerRecovery: nil, remote: remote, strength: strength)
     }
@@ -182,7 +186,7 @@ public enum VaultAccount {
                                authenticated: authenticated, request: { keys in
             try await remote.recover(RecoverRequest(user: user, recoveryProof: proof, deviceName: deviceName, device: keys))
         }, open: { device, keyring in
-            let keys: VaultKeys
+            let keys: [VaultKeys]
             do {
                 keys = try keyring.unlock(recovery: recoveryKey)
             } catch CryptoError.wrongRecoveryKey {
@@ -190,7 +194,7 @@ public enum VaultAccount {
             } catch CryptoError.authenticationFailed {
                 throw LockError.integrity("the server's keyring was altered")
             }
-            let parameters = try await replacePassword(keyring: keyring, keys: keys, new: newPassword, proof: .recovery(proof),
+            let parameters = try await replacePassword(keyring: keyring, generations: keys, new: newPassword, proof: .recovery(proof),
                                                        registerRecovery: nil, remote: device, strength: strength)
             return (keys, parameters)
         })
@@ -207,7 +211,7 @@ public enum VaultAccount {
     static func enrol(server: String, user: String, deviceName: String, caFile: String?, wrong: String,
                       authenticated: (String) -> any Remote,
                       request: (DevicePublicKeys) async throws -> Session,
-                      open: (any Remote, Keyring) async throws -> (VaultKeys, KDFParameters)) async throws -> DeviceCredentials {
+                      open: (any Remote, VaultKeyring) async throws -> ([VaultKeys], KDFParameters)) async throws -> DeviceCredentials {
         let identity = DeviceIdentity.generate()
         let session: Session
         do {
@@ -225,7 +229,8 @@ public enum VaultAccount {
             }
             let (keys, kdf) = try await open(device, keyring)
             return DeviceCredentials(server: server, user: user, device: session.device, deviceName: deviceName,
-                                     vault: session.vault, token: session.token, keys: keys, caFile: caFile, identity: identity, kdf: kdf)
+                                     vault: session.vault, token: session.token, keys: keys[0], olderKeys: Array(keys.dropFirst()),
+                                     caFile: caFile, identity: identity, kdf: kdf)
         } catch {
             try? await device.revokeDevice(session.device, loginSecret: nil)
             throw error
@@ -257,6 +262,102 @@ public enum VaultAccount {
         } catch let error as RemoteError {
             throw LockError.from(error)
         }
+    }
+
+    /// What a key rotation did.
+    public struct Rotation: Sendable {
+        /// This device's credentials, holding the new generation.
+        public var credentials: DeviceCredentials
+        /// The new generation's number.
+        public var generation: UInt32
+        /// The other devices the new generation was sealed to.
+        public var sealedFor: [String]
+        /// Devices left out, and why: they must log in again to read what is
+        /// written from now on.
+        public var left: [(name: String, why: String)]
+    }
+
+    /// Makes a new key generation (docs/design.md, "Key generations and the
+    /// roster"): a random MK_{g+1}, sealed to this device, to every other
+    /// enrolled device whose box key is signed by the signing key the
+    /// journal bound to it (`signers`; a server cannot add a device or swap
+    /// its key), and to the recovery key; the password slot rewrapped; a link
+    /// to every older generation. A revoked device is no longer listed, so it
+    /// gets nothing: with its saved keys it opens nothing sealed from now on.
+    ///
+    /// - Parameters:
+    ///   - signers: the Ed25519 keys the journal bound to devices (the index's).
+    ///   - recoveryKey: needed once for a vault whose keyring predates key
+    ///     generations (version 1: it holds no recovery box key).
+    /// - Throws: `LockError.unauthorized("the password is wrong")`;
+    ///   `.invalid` for a version 1 keyring without the recovery key;
+    ///   `.conflict`-like `.remote` when another device changed the keyring
+    ///   meanwhile; `.integrity`; `.offline`.
+    public static func rotateKeys(password: String, credentials: DeviceCredentials, remote: any Remote,
+                                  signers: [DeviceID: [UInt8]], recoveryKey: RecoveryKey? = nil) async throws -> Rotation {
+        let keyring = try await verifiedKeyring(credentials, remote: remote)
+        let passwordKeys = try PasswordKeys.derive(password: password, parameters: keyring.parameters)
+        let held = try unlock(keyring, password: passwordKeys, wrong: .unauthorized("the password is wrong"))
+        try requireHeld(held, credentials)
+        let recoveryBoxKey: [UInt8]
+        if let box = keyring.recoveryBoxKey {
+            recoveryBoxKey = box
+        } else if let recoveryKey {
+            try requireHeld(try openRecoverySlot(keyring, recoveryKey), credentials)
+            recoveryBoxKey = recoveryKey.boxPublicKey
+        } else {
+            throw LockError.invalid("this vault's keyring predates key generations: give the recovery key once (--recovery-key-file FILE), so that it opens the new keys too")
+        }
+        guard let identity = credentials.identity else {
+            throw LockError.invalid("this device has no device keys yet; run `lockfs sync` once and try again")
+        }
+        var targets: [(device: DeviceID, boxKey: [UInt8])] = [(credentials.device, identity.boxPublicKey)]
+        var sealedFor: [String] = []
+        var left: [(name: String, why: String)] = []
+        for d in try await mapped({ try await remote.devices() }) {
+            guard let id = DeviceID(hex: d.id), id != credentials.device else { continue }
+            switch sealTarget(d, bound: signers[id]) {
+            case .success(let box): targets.append((id, box)); sealedFor.append(d.name)
+            case .failure(let why): left.append((d.name, why.reason))
+            }
+        }
+        let next = VaultKeys(vaultID: credentials.vault, master: .random())
+        let generations = [next] + held
+        let rotated = try GenerationKeyring.make(generations: generations, password: passwordKeys, parameters: keyring.parameters,
+                                                 recoveryBoxKey: recoveryBoxKey, devices: targets)
+        var secret = passwordKeys.loginSecret.withUnsafeBytes { Array($0) }
+        defer { Sodium.wipe(&secret) }
+        do {
+            try await remote.replaceKeyring(KeyringReplaceRequest(keyring: rotated, loginSecret: secret, proof: .password(secret)))
+        } catch RemoteError.conflict(code: "keyring_changed", let m) {
+            throw LockError.remote("the vault's keys changed meanwhile (\(m)); run the command again")
+        } catch RemoteError.forbidden(let m) {
+            throw LockError.unauthorized("the server refused the password (\(m))")
+        } catch let error as RemoteError {
+            throw LockError.from(error)
+        }
+        var updated = credentials
+        updated.generations = generations
+        return Rotation(credentials: updated, generation: rotated.generation, sealedFor: sealedFor, left: left)
+    }
+
+    /// Why a device gets no seal at a rotation.
+    struct LeftOut: Error { let reason: String }
+
+    /// The box key to seal a new generation to for a listed device, if the
+    /// journal vouches for it: its box key signed by the signing key the
+    /// device's first signed entry bound (`bound`). Pure; table-tested.
+    static func sealTarget(_ device: DeviceInfo, bound: [UInt8]?) -> Result<[UInt8], LeftOut> {
+        guard let keys = device.verifiedKeys else {
+            return .failure(LeftOut(reason: "the server lists no signed box key for it (enrolled by an older lockfs)"))
+        }
+        guard let bound else {
+            return .failure(LeftOut(reason: "it has written nothing to the vault yet, so the journal does not vouch for its key"))
+        }
+        guard Sodium.constantTimeEqual(bound, keys.signing) else {
+            return .failure(LeftOut(reason: "the server lists another signing key for it than the journal holds"))
+        }
+        return .success(keys.box)
     }
 
     /// What `logout` managed to do on the server.
@@ -346,8 +447,8 @@ public enum VaultAccount {
     }
 
     /// The server's keyring, checked to belong to this device's vault.
-    static func verifiedKeyring(_ credentials: DeviceCredentials, remote: any Remote) async throws -> Keyring {
-        let keyring: Keyring
+    static func verifiedKeyring(_ credentials: DeviceCredentials, remote: any Remote) async throws -> VaultKeyring {
+        let keyring: VaultKeyring
         do {
             keyring = try await remote.keyring()
         } catch RemoteError.malformedResponse(let m) {
@@ -373,14 +474,14 @@ public enum VaultAccount {
     }
 
     /// Opens the password slot of a keyring the server has already vouched for.
-    static func unlock(_ keyring: Keyring, password: PasswordKeys, accepted what: String) throws -> VaultKeys {
+    static func unlock(_ keyring: VaultKeyring, password: PasswordKeys, accepted what: String) throws -> [VaultKeys] {
         try unlock(keyring, password: password,
                    wrong: .integrity("the server \(what) but its keyring does not open with it: the server is broken or hostile"))
     }
 
     /// Opens the password slot; `wrong` for a password that does not open it,
     /// `.integrity` for an altered slot.
-    static func unlock(_ keyring: Keyring, password: PasswordKeys, wrong: LockError) throws -> VaultKeys {
+    static func unlock(_ keyring: VaultKeyring, password: PasswordKeys, wrong: LockError) throws -> [VaultKeys] {
         do {
             return try keyring.unlock(password: password)
         } catch CryptoError.wrongPassword {
@@ -390,16 +491,19 @@ public enum VaultAccount {
         }
     }
 
-    /// Fails unless `a` and `b` hold the same MK (compared in constant time).
-    static func requireSameMaster(_ a: VaultKeys, _ b: VaultKeys) throws {
-        let same = a.master.withUnsafeBytes { pa in b.master.withUnsafeBytes { pb in Sodium.constantTimeEqual(pa, pb) } }
-        guard same, a.vaultID == b.vaultID else {
-            throw LockError.integrity("the server's keyring opens to another key than this device holds: the server is broken or hostile")
+    /// Fails unless `opened` (every generation a keyring gave, newest first)
+    /// extends the generations `credentials` hold: each of them, at its
+    /// number, with the same master key.
+    static func requireHeld(_ opened: [VaultKeys], _ credentials: DeviceCredentials) throws {
+        do {
+            try KeyGenerations(credentials.generations).adopt(opened)
+        } catch {
+            throw LockError.integrity("the server's keyring opens to other keys than this device holds: the server is broken or hostile")
         }
     }
 
     /// Opens the recovery slot. - Throws: `LockError.unauthorized` for a key of another vault.
-    static func openRecoverySlot(_ keyring: Keyring, _ recovery: RecoveryKey) throws -> VaultKeys {
+    static func openRecoverySlot(_ keyring: VaultKeyring, _ recovery: RecoveryKey) throws -> [VaultKeys] {
         do {
             return try keyring.unlock(recovery: recovery)
         } catch CryptoError.wrongRecoveryKey {
@@ -412,11 +516,11 @@ public enum VaultAccount {
     /// Rewraps MK for `new` with fresh parameters and replaces keyring and
     /// login secret, with `proof` for the server.
     @discardableResult
-    static func replacePassword(keyring: Keyring, keys: VaultKeys, new: String, proof: OwnerProof, registerRecovery: RecoveryKey?,
+    static func replacePassword(keyring: VaultKeyring, generations: [VaultKeys], new: String, proof: OwnerProof, registerRecovery: RecoveryKey?,
                                 remote: any Remote, strength: KDFParameters.Strength) async throws -> KDFParameters {
         let parameters = KDFParameters.generate(strength)
         let newKeys = try PasswordKeys.derive(password: new, parameters: parameters)
-        let rewrapped = try keyring.rewrapped(keys: keys, password: newKeys, parameters: parameters)
+        let rewrapped = try keyring.rewrapped(generations: generations, password: newKeys, parameters: parameters)
         var secret = newKeys.loginSecret.withUnsafeBytes { Array($0) }
         defer { Sodium.wipe(&secret) }
         let request = KeyringReplaceRequest(keyring: rewrapped, loginSecret: secret, proof: proof,

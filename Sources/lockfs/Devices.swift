@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LockClient
+import LockCrypto
 import LockWire
 
 /// `lockfs devices`: the account's devices.
@@ -31,16 +32,17 @@ struct Devices: AsyncParsableCommand {
 
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Revoke device ID: its token stops working at once (asks for the password).",
+            abstract: "Revoke device ID and make new vault keys it does not get (asks for the password).",
             discussion: """
                 The server wants the password for this, so that a stolen device token cannot \
-                sign your devices out. A revoked device can no longer reach the server, but keeps \
-                what it already has on disk, the vault key included. For a lost or stolen device, \
-                also change the password (`lockfs passwd`); see docs/security.md, "Device credentials".
+                sign your devices out. The device's token stops working at once; then a new key \
+                generation is made and sealed to every other device the journal vouches for, so \
+                the revoked device, with all it kept on disk, opens nothing written from now on. \
+                What it read or kept before stays with it. For a lost or stolen device, also change \
+                the password (`lockfs passwd`); see docs/security.md, "What a revoked device can read".
                 """)
         @OptionGroup var home: HomeOptions
-        @Option(name: .customLong("password-file"), help: ArgumentHelp("Read the password from the first line of F.", valueName: "F"))
-        var passwordFile: String?
+        @OptionGroup var secrets: RotationSecrets
         @Argument(help: "The device id (or a unique prefix of it) from `lockfs devices`.") var id: String
 
         func run() async throws {
@@ -54,9 +56,81 @@ struct Devices: AsyncParsableCommand {
             if device == credentials.device {
                 throw CLIError.usage("\(id) is this device; use `lockfs logout` to log it out")
             }
-            let password = try Secrets.password(file: passwordFile, prompt: "Password for \(credentials.user): ")
+            let (password, recovery) = try secrets.read(user: credentials.user)
             try await VaultAccount.revoke(device, password: password, credentials: credentials, remote: remote)
             print("revoked \(matches[0].name) (\(matches[0].id))")
+            do {
+                try await RotateKeys.rotate(home: home, credentials: credentials, password: password, recovery: recovery)
+            } catch {
+                printWarning("the vault's keys were not rotated, so the revoked device could still read what is written from now on if it gets the ciphertext; run `lockfs rotate-keys`")
+                throw error
+            }
         }
+    }
+}
+
+/// `lockfs rotate-keys`: a new key generation.
+struct RotateKeys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rotate-keys",
+        abstract: "Make a new vault key generation for this account's devices (asks for the password).",
+        discussion: """
+            New chunks and journal entries are sealed with the new keys; older ones stay readable. \
+            `lockfs devices revoke` does this on its own. The new keys are sealed to this device, to \
+            every other device whose key the journal vouches for (it has written to the vault), and \
+            to the recovery key; a device left out is named and must log in again.
+            """)
+    @OptionGroup var home: HomeOptions
+    @OptionGroup var secrets: RotationSecrets
+
+    func run() async throws {
+        let credentials = try home.credentials()
+        let (password, recovery) = try secrets.read(user: credentials.user)
+        try await Self.rotate(home: home, credentials: credentials, password: password, recovery: recovery)
+    }
+
+    /// Rotates and saves the new generation in device.json; prints what was done.
+    static func rotate(home: HomeOptions, credentials: DeviceCredentials, password: String, recovery: RecoveryKey?) async throws {
+        let signers = try await journalSigners(home)
+        let rotation = try await VaultAccount.rotateKeys(password: password, credentials: credentials,
+                                                         remote: Connection(credentials).remote, signers: signers, recoveryKey: recovery)
+        try home.withCredentialsLock {
+            var saved = try DeviceCredentials.load(from: home.clientHome.credentialsFile)
+            guard saved.device == credentials.device, rotation.credentials.generations.count > saved.generations.count else { return }
+            saved.generations = rotation.credentials.generations
+            try saved.save(to: home.clientHome.credentialsFile)
+        }
+        print("new vault keys: generation \(rotation.generation), for this device" + rotation.sealedFor.map { ", \($0)" }.joined())
+        for d in rotation.left {
+            printWarning("\(d.name) did not get the new keys (\(d.why)); it must log in again to read what is written from now on")
+        }
+    }
+
+    /// The signing keys the journal bound to devices: the index's, after a
+    /// pull when no mount holds the home (a mount keeps it current itself).
+    static func journalSigners(_ home: HomeOptions) async throws -> [DeviceID: [UInt8]] {
+        if !OpenEngine.isBusy(home.clientHome), let open = try? OpenEngine(home) {
+            try? await open.engine.pullOnce()
+            return open.engine.boundSigners
+        }
+        guard FileManager.default.fileExists(atPath: home.clientHome.indexFile.path) else { return [:] }
+        return try Index(path: home.clientHome.indexFile.path).signers()
+    }
+}
+
+/// What a key rotation asks for: the password, and the recovery key once for
+/// a vault made before key generations.
+struct RotationSecrets: ParsableArguments {
+    @Option(name: .customLong("password-file"), help: ArgumentHelp("Read the password from the first line of F.", valueName: "F"))
+    var passwordFile: String?
+    @Option(name: .customLong("recovery-key-file"), help: ArgumentHelp(
+        "The recovery key, needed once for a vault made before key generations (lockfs 0.1 and early 0.2).", valueName: "F"))
+    var recoveryKeyFile: String?
+
+    /// The recovery key (if a file was given; parsed first, so a typo fails
+    /// before the password is asked), then the password.
+    func read(user: String) throws -> (password: String, recovery: RecoveryKey?) {
+        let recovery = try recoveryKeyFile.map { try RecoveryKey(parsing: Secrets.contents(ofFile: $0, what: "recovery key")) }
+        return (try Secrets.password(file: passwordFile, prompt: "Password for \(user): "), recovery)
     }
 }

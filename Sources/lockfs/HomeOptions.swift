@@ -36,7 +36,12 @@ struct HomeOptions: ParsableArguments {
 
     /// Runs `body` holding an exclusive lock on the credentials (a lock file beside device.json).
     func withCredentialsLock<T>(_ body: () throws -> T) throws -> T {
-        let path = clientHome.credentialsFile.path + ".lock"
+        try Self.withCredentialsLock(clientHome.credentialsFile, body)
+    }
+
+    /// Runs `body` holding an exclusive lock on the credentials file `file`.
+    static func withCredentialsLock<T>(_ file: URL, _ body: () throws -> T) throws -> T {
+        let path = file.path + ".lock"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw LockError.io(errno: errno, "open \(path)") }
         defer { close(fd) }

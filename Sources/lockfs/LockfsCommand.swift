@@ -17,7 +17,7 @@ struct LockfsCommand: AsyncParsableCommand {
             stores ciphertext and opaque ids only. See docs/design.md and docs/security.md.
             """,
         version: versionText(),
-        subcommands: [Init.self, Login.self, Passwd.self, Recover.self, Devices.self, Logout.self,
+        subcommands: [Init.self, Login.self, Passwd.self, Recover.self, Devices.self, RotateKeys.self, Logout.self,
                       Mount.self, Umount.self, Pin.self, Unpin.self, Status.self, Sync.self, Ls.self, Put.self, Get.self])
 
     /// The version line plus the C libraries linked in, for bug reports.

@@ -1,5 +1,7 @@
 import Foundation
 import LockClient
+import LockCrypto
+import LockWire
 
 #if canImport(Glibc)
 import Glibc
@@ -29,8 +31,23 @@ struct OpenEngine {
         let policy = RetryPolicy(attempts: 12)
         connection = Connection(credentials, policy: policy)
         engine = try Engine(home: clientHome, credentials: credentials, remote: connection.remote, options: options)
+        Self.keepNewGenerations(of: engine, in: clientHome.credentialsFile, device: credentials.device)
         self.credentials = credentials
         lockFD = fd
+    }
+
+    /// Saves the key generations the engine learns (a rotation made by
+    /// another device) in device.json, so that the next command starts with
+    /// them; under the credentials lock, read again first.
+    static func keepNewGenerations(of engine: Engine, in file: URL, device: DeviceID) {
+        engine.setNewGenerationsHandler { generations in
+            try HomeOptions.withCredentialsLock(file) {
+                var saved = try DeviceCredentials.load(from: file)
+                guard saved.device == device, generations.count > saved.generations.count else { return }
+                saved.generations = generations
+                try saved.save(to: file)
+            }
+        }
     }
 
     /// Takes the home's `engine.lock` for the rest of this process (released

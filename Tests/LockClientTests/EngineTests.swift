@@ -14,7 +14,7 @@ struct TestDevice {
     /// The same device after a restart (or a kill -9): a new engine on its home.
     func reopened() throws -> TestDevice {
         let creds = DeviceCredentials(server: "memory", user: "u", device: engine.device, deviceName: "d", vault: engine.keys.vaultID,
-                                      token: "t", keys: engine.keys, identity: engine.identity)
+                                      token: "t", keys: engine.keys, olderKeys: Array(engine.generations.all.dropFirst()), identity: engine.identity)
         return TestDevice(engine: try Engine(home: ClientHome(directory: home), credentials: creds, remote: remote, options: testOptions()),
                           remote: remote, home: home)
     }
@@ -382,7 +382,7 @@ final class CountingRemote: Remote, @unchecked Sendable {
     func preLogin(user: String) async throws -> KDFParameters { try await base.preLogin(user: user) }
     func register(_ request: RegisterRequest) async throws -> Session { try await base.register(request) }
     func login(_ request: LoginRequest) async throws -> Session { try await base.login(request) }
-    func keyring() async throws -> Keyring { try await base.keyring() }
+    func keyring() async throws -> VaultKeyring { try await base.keyring() }
     func recover(_ request: RecoverRequest) async throws -> Session { try await base.recover(request) }
     func replaceKeyring(_ request: KeyringReplaceRequest) async throws { try await base.replaceKeyring(request) }
     func devices() async throws -> [DeviceInfo] { try await base.devices() }

@@ -125,7 +125,7 @@ struct FlakyRemote: Remote {
     let failures: Int
     let error: RemoteError
     let calls = Counter()
-    let keyringValue: Keyring
+    let keyringValue: VaultKeyring
 
     final class Counter: @unchecked Sendable {
         private let lock = NSLock()
@@ -134,7 +134,7 @@ struct FlakyRemote: Remote {
         var value: Int { lock.lock(); defer { lock.unlock() }; return n }
     }
 
-    func keyring() async throws -> Keyring {
+    func keyring() async throws -> VaultKeyring {
         if calls.next() <= failures { throw error }
         return keyringValue
     }
@@ -156,7 +156,7 @@ struct FlakyRemote: Remote {
 }
 
 @Suite struct RetryingRemoteTests {
-    static let keyring = try! Keyring(decoding: Hex.decode(try! GoldenVectors.load(file: "wire")["keyring"]!)!)
+    static let keyring = try! VaultKeyring(decoding: Hex.decode(try! GoldenVectors.load(file: "wire")["keyring"]!)!)
     static let fast = RetryPolicy(attempts: 4, firstDelay: .milliseconds(1), maxDelay: .milliseconds(5))
 
     @Test func retriesRetryableErrorsThenSucceeds() async throws {

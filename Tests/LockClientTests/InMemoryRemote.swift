@@ -57,7 +57,7 @@ struct InMemoryRemote: Remote {
     func preLogin(user: String) async throws -> KDFParameters { throw RemoteError.notFound }
     func register(_ request: RegisterRequest) async throws -> Session { throw RemoteError.notFound }
     func login(_ request: LoginRequest) async throws -> Session { throw RemoteError.notFound }
-    func keyring() async throws -> Keyring { throw RemoteError.notFound }
+    func keyring() async throws -> VaultKeyring { throw RemoteError.notFound }
     func recover(_ request: RecoverRequest) async throws -> Session { throw RemoteError.notFound }
     func replaceKeyring(_ request: KeyringReplaceRequest) async throws { throw RemoteError.notFound }
     func devices() async throws -> [DeviceInfo] { [] }

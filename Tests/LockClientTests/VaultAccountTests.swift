@@ -54,7 +54,7 @@ import Glibc
         #expect(Self.sameMaster(laptop, phone))
         #expect(phone.keys.content.id == laptop.keys.content.id)
         // The recovery key shown at init opens the vault too.
-        #expect(try await Self.remote(laptop).keyring().unlock(recovery: recovery).master.id == laptop.keys.master.id)
+        #expect(try await Self.remote(laptop).keyring().unlock(recovery: recovery)[0].master.id == laptop.keys.master.id)
     }
 
     @Test func aWrongPasswordIsATypedError() async throws {
@@ -83,7 +83,7 @@ import Glibc
         // A hostile server: accepts the login, serves a keyring with another password slot.
         let genuine = try await Self.remote(laptop).keyring()
         let other = try PasswordKeys.derive(password: "something else", parameters: genuine.parameters)
-        let forged = try genuine.rewrapped(keys: VaultKeys.generate(vaultID: laptop.vault), password: other, parameters: genuine.parameters)
+        let forged = try genuine.rewrapped(generations: [VaultKeys.generate(vaultID: laptop.vault)], password: other, parameters: genuine.parameters)
         let http = Self.anonymous(server)
         do {
             _ = try await VaultAccount.login(server: server.baseURL, user: "carol", password: "carol's password", deviceName: "phone",
@@ -96,7 +96,7 @@ import Glibc
         #expect(try await VaultAccount.devices(remote: Self.remote(laptop)).count == 1)
         // passwd refuses a keyring that opens to another MK than the device's.
         let swapped = KeyringSwappingRemote(base: Self.remote(laptop),
-                                            keyring: try genuine.rewrapped(keys: VaultKeys.generate(vaultID: laptop.vault),
+                                            keyring: try genuine.rewrapped(generations: [VaultKeys.generate(vaultID: laptop.vault)],
                                                                            password: try PasswordKeys.derive(password: "carol's password", parameters: genuine.parameters),
                                                                            parameters: genuine.parameters))
         await #expect(throws: LockError.self) {
@@ -120,7 +120,7 @@ import Glibc
         let phone = try await Self.login(server, "dave", password: "new password 2")
         #expect(Self.sameMaster(laptop, phone))
         let keyring = try await Self.remote(phone).keyring()
-        #expect(try keyring.unlock(recovery: recovery).master.id == laptop.keys.master.id)
+        #expect(try keyring.unlock(recovery: recovery)[0].master.id == laptop.keys.master.id)
         // The laptop's token still works after the change.
         #expect(try await VaultAccount.devices(remote: Self.remote(laptop)).count == 2)
     }
@@ -192,9 +192,9 @@ import Glibc
 /// A Remote that serves a given keyring instead of the server's (a hostile server).
 struct KeyringSwappingRemote: Remote {
     let base: HTTPRemote
-    let keyring: Keyring
+    let keyring: VaultKeyring
 
-    func keyring() async throws -> Keyring { keyring }
+    func keyring() async throws -> VaultKeyring { keyring }
     func preLogin(user: String) async throws -> KDFParameters { try await base.preLogin(user: user) }
     func register(_ request: RegisterRequest) async throws -> Session { try await base.register(request) }
     func login(_ request: LoginRequest) async throws -> Session { try await base.login(request) }
@@ -263,8 +263,10 @@ extension VaultKeys {
                                                         deviceName: "laptop", remote: VaultAccountTests.anonymous(server), strength: .moderate)
         #expect(laptop.kdf?.opsLimit == 3)
         let genuine = try await VaultAccountTests.remote(laptop).keyring()
-        let weak = Keyring(vaultID: genuine.vaultID, parameters: KDFParameters.generate(.interactive),
-                           passwordSlot: genuine.passwordSlot, recoverySlot: genuine.recoverySlot)
+        guard case .v2(let g) = genuine else { Issue.record("init writes a version 2 keyring"); return }
+        let weak = VaultKeyring.v2(GenerationKeyring(
+            vaultID: g.vaultID, parameters: KDFParameters.generate(.interactive), generation: g.generation, recoveryBoxKey: g.recoveryBoxKey,
+            passwordSlot: g.passwordSlot, recoverySeal: g.recoverySeal, links: g.links, deviceSeals: g.deviceSeals))
         let lying = KeyringSwappingRemote(base: VaultAccountTests.remote(laptop), keyring: weak)
         await #expect {
             try await VaultAccount.changePassword(credentials: laptop, old: "lena's password", new: "x", remote: lying,
@@ -378,6 +380,47 @@ extension VaultKeys {
         let login = try await Self.lockfs(["login", "--home", path("later"), "--server", server.baseURL, "--user", "jo",
                                            "--password-file", path("new")])
         #expect(login.status == 0, "\(login.stderr)")
+    }
+
+    /// `lockfs devices revoke` revokes and rotates: it names who got the new
+    /// keys and who was left out; the other device's `sync` adopts them and
+    /// keeps them in its device.json; the revoked one is told to log in again.
+    @Test func revokeRotatesTheKeysWithTheCLI() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let dir = try makeTemporaryDirectory("cli-rotate")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        try Data("rotation passphrase\n".utf8).write(to: URL(fileURLWithPath: path("pw")))
+        try Data("a file\n".utf8).write(to: URL(fileURLWithPath: path("file")))
+        let made = try await Self.lockfs(["init", "--home", path("desk"), "--server", server.baseURL, "--user", "rene",
+                                          "--invite", try await VaultAccountTests.invite(server, "rene"), "--password-file", path("pw"),
+                                          "--device-name", "desk"])
+        #expect(made.status == 0, "\(made.stderr)")
+        for name in ["phone", "lost", "quiet"] {
+            let r = try await Self.lockfs(["login", "--home", path(name), "--server", server.baseURL, "--user", "rene",
+                                           "--password-file", path("pw"), "--device-name", name])
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        for name in ["desk", "phone", "lost"] {
+            let put = try await Self.lockfs(["put", "--home", path(name), path("file"), "/\(name).txt"])
+            #expect(put.status == 0, "\(put.stderr)")
+            let sync = try await Self.lockfs(["sync", "--home", path(name)])
+            #expect(sync.status == 0, "\(sync.stderr)")
+        }
+        let lost = try DeviceCredentials.load(from: ClientHome(directory: URL(fileURLWithPath: path("lost"))).credentialsFile)
+        let revoke = try await Self.lockfs(["devices", "revoke", "--home", path("desk"), "--password-file", path("pw"), lost.device.hex])
+        #expect(revoke.status == 0, "\(revoke.stderr)")
+        #expect(revoke.stdout.contains("revoked lost") && revoke.stdout.contains("generation 2, for this device, phone"), "\(revoke.stdout)")
+        #expect(revoke.stderr.contains("quiet did not get the new keys"), "\(revoke.stderr)")
+        let desk = try DeviceCredentials.load(from: ClientHome(directory: URL(fileURLWithPath: path("desk"))).credentialsFile)
+        #expect(desk.generations.count == 2)
+        let sync = try await Self.lockfs(["sync", "--home", path("phone")])
+        #expect(sync.status == 0, "\(sync.stderr)")
+        let phone = try DeviceCredentials.load(from: ClientHome(directory: URL(fileURLWithPath: path("phone"))).credentialsFile)
+        #expect(phone.generations.map(\.master.id) == desk.generations.map(\.master.id))
+        let quiet = try await Self.lockfs(["sync", "--home", path("quiet"), "--timeout", "20"])
+        #expect(quiet.status == 77 && quiet.stderr.contains("lockfs login"), "\(quiet.status) \(quiet.stderr)")
     }
 
     /// A device.json of lockfs 0.1 gets device keys at the first command, under
