@@ -158,6 +158,12 @@ public final class Engine: Sendable {
         /// depend only on the bytes since the previous cut).
         var base: [Manifest.Chunk] = []
         var dirtyFrom = Int.max
+        /// The node's revision the staging copy was made from (at open), then
+        /// the one its last commit made: a commit's base. Not the revision at
+        /// the commit: a write that the journal brought in while the file was
+        /// open here was never seen by this writer and must not be replaced
+        /// unseen (the replay rules keep it as a conflict copy).
+        var revision: RevisionID
     }
 
     struct State {
@@ -742,6 +748,19 @@ public final class Engine: Sendable {
     ///     into a queued create of the file, else its own operation.
     ///   - chunks: small sealed chunks the operation needs, stored in the
     ///     same index transaction (larger ones are in outbox files already).
+    /// A change this device made on the revision its open staging copy is
+    /// based on moves that base along (a chmod while open must not make the
+    /// next write look concurrent with it); one made on a newer revision (a
+    /// write the journal brought in meanwhile) does not.
+    static func advanceStaging(_ s: inout State, past op: LockWire.Operation) {
+        let base: RevisionID
+        switch op {
+        case .write(_, let b, _, _, _), .setAttributes(_, let b, _, _): base = b
+        default: return
+        }
+        if let made = op.madeRevision, s.staging[op.node]?.revision == base { s.staging[op.node]?.revision = made }
+    }
+
     func commitLocal(_ op: LockWire.Operation, mode: UInt32? = nil, chunks: [SealedChunk] = []) throws {
         let t = now()
         let foldedMode = try state.withLock { s -> Bool in
@@ -773,6 +792,7 @@ public final class Engine: Sendable {
                     s.pending[i].operation = merged
                     let context = ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor)
                     s.local.apply(op, context: context)
+                    Self.advanceStaging(&s, past: op)
                     if let newAttributes {
                         // The view shows the folded mode at once (the next rebase replays the merged create).
                         s.local.apply(.setAttributes(node: node, base: revision, revision: revision, attributes: newAttributes), context: context)
@@ -796,6 +816,7 @@ public final class Engine: Sendable {
             s.lastCommitAt = .now
             s.pending.append(PendingOperation(id: id, operation: op, madeAtSeq: s.cursor, madeAt: t, state: .queued, batchStamp: nil))
             s.local.apply(op, context: ReplayContext(device: device, createdAt: t, seq: Tree.pendingSeq, baseSeq: s.cursor))
+            Self.advanceStaging(&s, past: op)
             return false
         }
         state.withLock { _ = $0.local.takeChanges() }
@@ -1217,7 +1238,7 @@ public final class Engine: Sendable {
                 if truncate { try existing.file.truncate(0); existing.dirty = true; existing.mtime = nil; existing.dirtyFrom = 0 }
                 s.staging[n.id] = existing
             } else {
-                var st = Staging(file: file, handles: 1, dirty: truncate && n.size > 0)
+                var st = Staging(file: file, handles: 1, dirty: truncate && n.size > 0, revision: n.revision)
                 if truncate { st.dirtyFrom = 0 } else { st.base = n.manifest?.chunks ?? [] }
                 s.staging[n.id] = st
             }
@@ -1396,9 +1417,11 @@ public final class Engine: Sendable {
         }
         let manifest = try Manifest(chunks: chunks)
         // A file deleted elsewhere while open here still takes the write: replay brings it back.
-        let (node, mtime, mode) = state.withLock { ($0.local.node(id), $0.staging[id]?.mtime, $0.staging[id]?.mode) }
+        let (node, mtime, mode, seen) = state.withLock {
+            ($0.local.node(id), $0.staging[id]?.mtime, $0.staging[id]?.mode, $0.staging[id]?.revision)
+        }
         guard let n = node else { throw LockError.notFound }
-        try commitLocal(.write(node: id, base: n.revision, revision: .random(), mtime: mtime ?? now(), manifest: manifest),
+        try commitLocal(.write(node: id, base: seen ?? n.revision, revision: .random(), mtime: mtime ?? now(), manifest: manifest),
                         mode: mode, chunks: inline)
         committed = true
         state.withLock { $0.staging[id]?.mode = nil; $0.staging[id]?.base = chunks }
