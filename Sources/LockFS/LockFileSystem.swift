@@ -61,6 +61,8 @@ public final class LockFileSystem: Sendable {
     public static let pinAttribute = "user.lockfs.pin"
     public static let progressAttribute = "user.lockfs.progress"
     public static let engineAttribute = "user.lockfs.engine"
+    /// Every mount-control attribute's prefix: a user's own attribute may not use it.
+    public static let attributePrefix = "user.lockfs."
 
     public init(engine: Engine, cacheSeconds: Double = 60) {
         self.engine = engine
@@ -211,16 +213,11 @@ public final class LockFileSystem: Sendable {
 
     /// A time setattr sets: now (UTIME_NOW), the given one, or none.
     static func time(_ toSet: Int32, set: Int32, now: Int32, _ given: Glibc.timespec) -> Timestamp? {
-        if toSet & now != 0 {
-            var t = Glibc.timespec()
-            clock_gettime(CLOCK_REALTIME, &t)
-            return Timestamp(nanoseconds: Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec))
-        }
+        if toSet & now != 0 { return .now }
         guard toSet & set != 0 else { return nil }
-        return Timestamp(nanoseconds: Int64(given.tv_sec) * 1_000_000_000 + Int64(given.tv_nsec))
+        return Timestamp(given)
     }
 
-    // swiftlint:disable:next function_body_length
     static func operations() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
         ops.`init` = { _, conn in
@@ -236,267 +233,10 @@ public final class LockFileSystem: Sendable {
         ops.destroy = { userdata in
             if let userdata { Unmanaged<LockFileSystem>.fromOpaque(userdata).release() }
         }
-        ops.lookup = { req, parent, name in
-            LockFileSystem.sync(req) { fs, r in fs.replyEntry(r, try fs.engine.lookup(parent: UInt64(parent), name: LockFileSystem.name(name))) }
-        }
-        ops.forget = { req, _, _ in fuse_reply_none(req) }
-        ops.forget_multi = { req, _, _ in fuse_reply_none(req) }
-        ops.getattr = { req, ino, _ in
-            LockFileSystem.sync(req) { fs, r in fs.replyAttr(r, try fs.engine.getattr(UInt64(ino))) }
-        }
-        ops.setattr = { req, ino, attr, toSet, fi in
-            guard let attr else { fuse_reply_err(req, Errno.badRequest); return }
-            let st = attr.pointee
-            let handle = fi?.pointee.fh ?? 0
-            let ino = UInt64(ino)
-            let setAttributes = { @Sendable (fs: LockFileSystem, r: Request) throws in
-                var mode: UInt32?
-                if toSet & FUSE_SET_ATTR_MODE != 0 { mode = st.st_mode & 0o7777 }
-                let mtime = LockFileSystem.time(toSet, set: FUSE_SET_ATTR_MTIME, now: FUSE_SET_ATTR_MTIME_NOW, st.st_mtim)
-                let atime = LockFileSystem.time(toSet, set: FUSE_SET_ATTR_ATIME, now: FUSE_SET_ATTR_ATIME_NOW, st.st_atim)
-                if mode != nil || mtime != nil || atime != nil {
-                    _ = try fs.engine.setAttributes(ino, mode: mode, mtime: mtime, atime: atime)
-                }
-                fs.replyAttr(r, try fs.engine.getattr(ino))
-            }
-            if toSet & FUSE_SET_ATTR_SIZE != 0 && handle == 0 {
-                // truncate(2) of a file not open here: may need its content first.
-                LockFileSystem.async(req) { fs, r in
-                    try await fs.engine.truncate(ino, size: Int(st.st_size))
-                    try setAttributes(fs, r)
-                }
-                return
-            }
-            LockFileSystem.sync(req) { fs, r in
-                if toSet & FUSE_SET_ATTR_SIZE != 0 { try fs.engine.truncate(handle: handle, size: Int(st.st_size)) }
-                try setAttributes(fs, r)
-            }
-        }
-        ops.readlink = { req, ino in
-            LockFileSystem.sync(req) { fs, r in fuse_reply_readlink(r.raw, try fs.engine.readlink(UInt64(ino))) }
-        }
-        ops.mknod = { req, parent, name, mode, _ in
-            // Regular files sync; FIFOs and sockets stay on this device (LocalNode); device nodes are refused.
-            let local: LocalNode.Kind? = mode & S_IFMT == S_IFIFO ? .fifo : mode & S_IFMT == S_IFSOCK ? .socket : nil
-            guard mode & S_IFMT == S_IFREG || local != nil else { fuse_reply_err(req, Errno.notSupported); return }
-            LockFileSystem.sync(req) { fs, r in
-                let (parent, name) = (UInt64(parent), LockFileSystem.name(name))
-                if let local {
-                    fs.replyEntry(r, try fs.engine.makeLocalNode(parent: parent, name: name, kind: local, mode: mode & 0o7777))
-                } else {
-                    fs.replyEntry(r, try fs.engine.createFile(parent: parent, name: name, mode: mode & 0o7777))
-                }
-            }
-        }
-        ops.mkdir = { req, parent, name, mode in
-            LockFileSystem.sync(req) { fs, r in fs.replyEntry(r, try fs.engine.mkdir(parent: UInt64(parent), name: LockFileSystem.name(name), mode: mode & 0o7777)) }
-        }
-        ops.unlink = { req, parent, name in
-            LockFileSystem.sync(req) { fs, r in try fs.engine.unlink(parent: UInt64(parent), name: LockFileSystem.name(name)); r.error(0) }
-        }
-        ops.rmdir = { req, parent, name in
-            LockFileSystem.sync(req) { fs, r in try fs.engine.rmdir(parent: UInt64(parent), name: LockFileSystem.name(name)); r.error(0) }
-        }
-        ops.symlink = { req, link, parent, name in
-            LockFileSystem.sync(req) { fs, r in fs.replyEntry(r, try fs.engine.symlink(parent: UInt64(parent), name: LockFileSystem.name(name), target: LockFileSystem.name(link))) }
-        }
-        ops.rename = { req, parent, name, newParent, newName, flags in
-            LockFileSystem.sync(req) { fs, r in
-                let mode: Engine.RenameMode = flags & KernelFlags.renameExchange != 0 ? .exchange
-                    : flags & KernelFlags.renameNoReplace != 0 ? .noReplace : .replace
-                try fs.engine.rename(parent: UInt64(parent), name: LockFileSystem.name(name), newParent: UInt64(newParent),
-                                     newName: LockFileSystem.name(newName), mode: mode)
-                r.error(0)
-            }
-        }
-        ops.link = { req, _, _, _ in fuse_reply_err(req, Errno.notSupported) }
-        ops.open = { req, ino, fi in
-            guard let fi else { fuse_reply_err(req, Errno.badRequest); return }
-            var info = fi.pointee
-            let flags = info.flags
-            if flags & O_ACCMODE == O_RDONLY {
-                // Content never changes under a revision; remote changes invalidate the page cache.
-                info.keep_cache = 1
-                fuse_reply_open(req, &info)
-                return
-            }
-            let copy = FileInfo(raw: info)
-            let truncate = flags & O_TRUNC != 0
-            LockFileSystem.local(req, { fs, r in
-                guard let h = try fs.engine.openForWriteIfLocal(UInt64(ino), truncate: truncate) else { return false }
-                var info = copy.raw
-                info.fh = h
-                fuse_reply_open(r.raw, &info)
-                return true
-            }, else: { fs, r in
-                var info = copy.raw
-                info.fh = try await fs.engine.openForWrite(UInt64(ino), truncate: truncate)
-                fuse_reply_open(r.raw, &info)
-            })
-        }
-        ops.read = { req, ino, size, off, _ in
-            let reply = { @Sendable (r: Request, bytes: [UInt8]) in
-                bytes.withUnsafeBytes { _ = fuse_reply_buf(r.raw, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
-            }
-            LockFileSystem.local(req, { fs, r in
-                guard let bytes = try fs.engine.readIfLocal(UInt64(ino), offset: Int(off), size: size) else { return false }
-                reply(r, bytes)
-                return true
-            }, else: { fs, r in
-                reply(r, try await fs.engine.read(UInt64(ino), offset: Int(off), size: size))
-            })
-        }
-        ops.write = { req, _, buf, size, off, fi in
-            let handle = fi?.pointee.fh ?? 0
-            LockFileSystem.sync(req) { fs, r in
-                let n = try fs.engine.write(handle, offset: Int(off), bytes: UnsafeRawBufferPointer(start: buf, count: size))
-                fuse_reply_write(r.raw, n)
-            }
-        }
-        ops.flush = { req, _, fi in
-            // close(2): a changed file is committed (durable, queued) before close returns.
-            let handle = fi?.pointee.fh ?? 0
-            guard handle != 0 else { fuse_reply_err(req, 0); return }
-            LockFileSystem.sync(req) { fs, r in try fs.engine.flush(handle); r.error(0) }
-        }
-        ops.fsync = { req, _, _, fi in
-            // fsync(2): committed as at close, then durable against a power cut too.
-            let handle = fi?.pointee.fh ?? 0
-            LockFileSystem.sync(req) { fs, r in
-                if handle != 0 { try fs.engine.flush(handle) }
-                try fs.engine.syncToDisk()
-                r.error(0)
-            }
-        }
-        ops.fsyncdir = { req, _, _, _ in
-            LockFileSystem.sync(req) { fs, r in try fs.engine.syncToDisk(); r.error(0) }
-        }
-        ops.release = { req, _, fi in
-            let handle = fi?.pointee.fh ?? 0
-            guard handle != 0 else { fuse_reply_err(req, 0); return }
-            LockFileSystem.sync(req) { fs, r in try fs.engine.close(handle); r.error(0) }
-        }
-        ops.create = { req, parent, name, mode, fi in
-            guard let fi else { fuse_reply_err(req, Errno.badRequest); return }
-            let copy = FileInfo(raw: fi.pointee)
-            let n = LockFileSystem.name(name)
-            LockFileSystem.sync(req) { fs, r in
-                var info = copy.raw
-                let a = try fs.engine.createFile(parent: UInt64(parent), name: n, mode: mode & 0o7777)
-                // A new, empty file: its staging copy never waits for content.
-                guard let h = try fs.engine.openForWriteIfLocal(a.ino, truncate: true) else { throw LockError.io(errno: EIO, "open new file") }
-                info.fh = h
-                var e = fs.entry(a)
-                fuse_reply_create(r.raw, &e, &info)
-            }
-        }
-        ops.opendir = { req, ino, fi in
-            guard let fi else { fuse_reply_err(req, Errno.badRequest); return }
-            LockFileSystem.sync(req) { fs, r in
-                let list = try fs.engine.list(UInt64(ino))
-                let id = fs.nextListing.withLock { n -> UInt64 in defer { n += 1 }; return n }
-                fs.listings.withLock { $0[id] = list }
-                var info = fi.pointee
-                info.fh = id
-                info.cache_readdir = 0
-                fuse_reply_open(r.raw, &info)
-            }
-        }
-        ops.readdir = { req, ino, size, off, fi in
-            LockFileSystem.readdir(req, ino: ino, size: size, offset: off, handle: fi?.pointee.fh ?? 0, plus: false)
-        }
-        ops.readdirplus = { req, ino, size, off, fi in
-            LockFileSystem.readdir(req, ino: ino, size: size, offset: off, handle: fi?.pointee.fh ?? 0, plus: true)
-        }
-        ops.releasedir = { req, _, fi in
-            let handle = fi?.pointee.fh ?? 0
-            LockFileSystem.fs(req).listings.withLock { _ = $0.removeValue(forKey: handle) }
-            fuse_reply_err(req, 0)
-        }
-        ops.statfs = { req, _ in
-            let fs = LockFileSystem.fs(req)
-            let status = fs.engine.status()
-            var st = statvfs()
-            let block: UInt = 1 << 20
-            st.f_bsize = block
-            st.f_frsize = block
-            // A remote store has no fixed size: show a large one, and the cache's room as free.
-            st.f_blocks = fsblkcnt_t(1 << 24)
-            let free = fsblkcnt_t(max(0, (1 << 24) - status.cacheSize / Int(block)))
-            st.f_bfree = free
-            st.f_bavail = free
-            st.f_files = 1 << 32
-            st.f_ffree = 1 << 31
-            st.f_favail = 1 << 31
-            st.f_namemax = 255
-            fuse_reply_statfs(req, &st)
-        }
-        ops.getxattr = { req, ino, name, size in
-            LockFileSystem.sync(req) { fs, r in
-                let n = LockFileSystem.name(name)
-                let value: [UInt8]
-                if n == LockFileSystem.statusAttribute {
-                    value = Array(try fs.status(of: UInt64(ino)).utf8)
-                } else if n == LockFileSystem.progressAttribute {
-                    let p = try fs.engine.localBytes(under: UInt64(ino))
-                    value = Array("\(p.local) \(p.total)".utf8)
-                } else if n == LockFileSystem.engineAttribute {
-                    value = Array(try JSONEncoder().encode(fs.engine.status()))
-                } else if n == LockFileSystem.pinAttribute {
-                    guard try fs.engine.isPinned(UInt64(ino)) else { r.error(Errno.noAttribute); return }
-                    value = Array("1".utf8)
-                } else if let x = try fs.engine.xattrs(UInt64(ino)).first(where: { $0.name == n }) {
-                    value = x.value
-                } else {
-                    r.error(Errno.noAttribute)
-                    return
-                }
-                LockFileSystem.replyXattr(r, value, size: size)
-            }
-        }
-        ops.listxattr = { req, ino, size in
-            LockFileSystem.sync(req) { fs, r in
-                var bytes: [UInt8] = []
-                for x in try fs.engine.xattrs(UInt64(ino)) { bytes += Array(x.name.utf8) + [0] }
-                bytes += Array(LockFileSystem.statusAttribute.utf8) + [0]
-                LockFileSystem.replyXattr(r, bytes, size: size)
-            }
-        }
-        ops.setxattr = { req, ino, name, value, size, flags in
-            LockFileSystem.sync(req) { fs, r in
-                let n = LockFileSystem.name(name)
-                guard n.hasPrefix("user.") else { r.error(Errno.attributeNamespace); return }
-                if n == LockFileSystem.pinAttribute {
-                    // Pin now; fetch in the background (`lockfs pin` watches the progress).
-                    let ino = UInt64(ino)
-                    try fs.engine.markPinned(ino)
-                    let engine = fs.engine
-                    Task { try? await engine.pin(ino) }
-                    r.error(0)
-                    return
-                }
-                guard !n.hasPrefix("user.lockfs.") else { r.error(Errno.notSupported); return }
-                let exists = try fs.engine.xattrs(UInt64(ino)).contains { $0.name == n }
-                if flags & KernelFlags.xattrCreate != 0 && exists { r.error(Errno.attributeExists); return }
-                if flags & KernelFlags.xattrReplace != 0 && !exists { r.error(Errno.noAttribute); return }
-                let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
-                try fs.engine.setXattr(UInt64(ino), name: n, value: bytes)
-                r.error(0)
-            }
-        }
-        ops.removexattr = { req, ino, name in
-            LockFileSystem.sync(req) { fs, r in
-                let n = LockFileSystem.name(name)
-                if n == LockFileSystem.pinAttribute {
-                    try fs.engine.unpin(UInt64(ino))
-                    r.error(0)
-                    return
-                }
-                guard try fs.engine.xattrs(UInt64(ino)).contains(where: { $0.name == n }) else { r.error(Errno.noAttribute); return }
-                try fs.engine.setXattr(UInt64(ino), name: n, value: nil)
-                r.error(0)
-            }
-        }
+        addNamespaceOperations(&ops)
+        addFileOperations(&ops)
+        addDirectoryOperations(&ops)
+        addXattrOperations(&ops)
         return ops
     }
 
