@@ -47,13 +47,15 @@ public enum RemoteError: Error, Sendable, Equatable {
     }
 }
 
-/// The server as the engine sees it.
-///
-/// `HTTPRemote` talks to lockfs-server; an in-memory fake (for fast engine
-/// tests) follows with the engine. Every method throws `RemoteError`.
-/// Nothing a Remote returns is trusted: callers verify chunk envelopes and
-/// ids, and the journal's chain, themselves.
-public protocol Remote: Sendable {
+/// The server: its account side and its vault side. `HTTPRemote` talks to
+/// lockfs-server; an in-memory fake serves the engine's tests. Every method
+/// throws `RemoteError`. Nothing a Remote returns is trusted: callers verify
+/// chunk envelopes and ids, the journal's chain and the keyring themselves.
+public typealias Remote = AccountRemote & VaultRemote
+
+/// The account side of the server: enrolment, the keyring, devices
+/// (`VaultAccount` and the engine's key generations use it).
+public protocol AccountRemote: Sendable {
     /// The account's KDF parameters (unknown names get plausible fakes).
     func preLogin(user: String) async throws -> KDFParameters
     /// Creates the account and vault; returns this device's session.
@@ -71,7 +73,11 @@ public protocol Remote: Sendable {
     /// Revokes a device: this one itself with no proof (logout), another
     /// with the current login secret.
     func revokeDevice(_ id: DeviceID, loginSecret: [UInt8]?) async throws
+}
 
+/// The vault side of the server: chunks, the journal, checkpoints (the
+/// engine's puller, uploader and reader use it).
+public protocol VaultRemote: Sendable {
     /// The ids among `ids` the server does not have (≤ 10,000 per call).
     func missingChunks(_ ids: [ChunkID]) async throws -> [ChunkID]
     /// Stores one chunk; storing one the server has succeeds.

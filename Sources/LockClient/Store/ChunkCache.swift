@@ -56,10 +56,7 @@ public final class ChunkCache: Sendable {
     /// `directory.path`, computed once (URL.path is not free, and every chunk access needs it).
     private let root: String
 
-    private func path(_ id: ChunkID) -> String {
-        let hex = id.hex
-        return root + "/" + hex.prefix(2) + "/" + hex
-    }
+    private func path(_ id: ChunkID) -> String { FanOut.path(root, id) }
 
     public var limit: Int { state.withLock { $0.limit } }
 
@@ -117,18 +114,9 @@ public final class ChunkCache: Sendable {
         let p = path(id)
         let dir = (p as NSString).deletingLastPathComponent
         mkdir(dir, 0o700)
-        let tmp = p + ".tmp\(UInt32.random(in: 0...UInt32.max))"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw LockError.io(errno: errno, "cache: create chunk file") }
-        var done = 0
-        while done < plaintext.count {
-            let n = plaintext.withUnsafeBytes { write(fd, $0.baseAddress! + done, plaintext.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { let e = errno; close(fd); unlink(tmp); throw LockError.io(errno: e, "cache: write chunk file") }
-            done += n
-        }
-        close(fd)
-        guard rename(tmp, p) == 0 else { let e = errno; unlink(tmp); throw LockError.io(errno: e, "cache: rename chunk file") }
+        // No fsync: the cache can always be fetched again.
+        let e = replaceFile(p, with: plaintext, mode: 0o600, sync: false)
+        guard e == 0 else { throw LockError.io(errno: e, "cache: write chunk file") }
         state.withLock { s in
             guard s.entries[id] == nil else { return }
             s.clock += 1

@@ -249,25 +249,6 @@ public struct DeviceCredentials: Sendable {
 /// write, fsync, rename, fsync the directory. Readers see the old or the new
 /// file, never a mix, even after a crash.
 public func writeFileAtomically(_ data: Data, to url: URL, mode: mode_t = 0o644) throws {
-    let dir = url.deletingLastPathComponent().path
-    let tmp = dir + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-    guard fd >= 0 else { throw LockError.io(errno: errno, "create \(tmp)") }
-    var ok = false
-    defer { if !ok { unlink(tmp) } }
-    try data.withUnsafeBytes { raw in
-        var off = 0
-        while off < raw.count {
-            let n = write(fd, raw.baseAddress! + off, raw.count - off)
-            if n < 0 { if errno == EINTR { continue }; let e = errno; close(fd); throw LockError.io(errno: e, "write \(tmp)") }
-            off += n
-        }
-    }
-    fchmod(fd, mode)
-    if fsync(fd) != 0 { let e = errno; close(fd); throw LockError.io(errno: e, "fsync \(tmp)") }
-    close(fd)
-    guard rename(tmp, url.path) == 0 else { throw LockError.io(errno: errno, "rename to \(url.path)") }
-    ok = true
-    let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if dfd >= 0 { fsync(dfd); close(dfd) }
+    let e = replaceFile(url.path, with: data, mode: mode, sync: true, syncFolder: true)
+    guard e == 0 else { throw LockError.io(errno: e, "write \(url.path)") }
 }

@@ -63,7 +63,7 @@ extension Engine {
                 raiseAlarm(why)
                 return .alarm(why)
             } catch {
-                let mapped = (error as? LockError) ?? (error as? RemoteError).map { e in e.isRetryable ? .offline : LockError.from(e) } ?? .offline
+                let mapped = (error as? LockError) ?? (error as? RemoteError).map(LockError.from) ?? .offline
                 noteFailure("\(mapped)")
                 if target == nil { return .offline(mapped) }
                 let wait = min(backoff.next(), deadline - ContinuousClock.now)

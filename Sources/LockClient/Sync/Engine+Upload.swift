@@ -1,0 +1,194 @@
+import Foundation
+import LockChunker
+import LockCrypto
+import LockWire
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The uploader: sealed entries and their chunks to the server, in order.
+extension Engine {
+    // MARK: Upload
+
+    func uploadLoop(_ wakeups: AsyncStream<Void>?) async {
+        var backoff = options.reconnect
+        var iterator = wakeups?.makeAsyncIterator()
+        while !Task.isCancelled {
+            do {
+                if state.withLock({ $0.alarm }) != nil { return }
+                if try await uploadOnce() {
+                    backoff.reset()
+                    try await waitForPause()
+                    continue
+                }
+                backoff.reset()
+                // Nothing to do: wait for a local change, and for the ones right behind it.
+                guard await iterator?.next() != nil else { return }
+                try await waitForPause()
+            } catch is CancellationError {
+                return
+            } catch let e as LockError {
+                if case .integrity(let why) = e { raiseAlarm(why); return }
+                noteFailure("upload: \(e)")
+                try? await Task.sleep(for: backoff.next())
+            } catch {
+                noteFailure("upload: \(error)")
+                try? await Task.sleep(for: backoff.next())
+            }
+        }
+    }
+
+    /// Waits until local changes pause for `uploadSettle`, or `uploadMaxDelay` at most.
+    func waitForPause(_ pause: Duration? = nil, atMost: Duration? = nil) async throws {
+        let pause = pause ?? options.uploadSettle
+        let deadline = ContinuousClock.now + (atMost ?? options.uploadMaxDelay)
+        while true {
+            try await Task.sleep(for: pause)
+            let quietSince = state.withLock { $0.lastCommitAt }
+            if ContinuousClock.now - quietSince >= pause || ContinuousClock.now >= deadline { return }
+        }
+    }
+
+    /// Sends one batch (a sealed one in flight first). Returns false if there was nothing to send.
+    func uploadOnce() async throws -> Bool {
+        do { return try await uploadOnceUnmapped() } catch let e as RemoteError {
+            throw LockError.from(e)
+        }
+    }
+
+    func uploadOnceUnmapped() async throws -> Bool {
+        if let batch = state.withLock({ $0.inflight.first(where: { $0.appendedSeq == nil }) }) {
+            try await send(batch)
+            return true
+        }
+        guard let batch = try sealNextBatch() else { return false }
+        try await send(batch)
+        return true
+    }
+
+    /// Seals the next queued operations (one base position, bounded count)
+    /// into an entry and records it as in flight.
+    func sealNextBatch() throws -> InflightBatch? {
+        // Claim the operations (state .sending) in the same critical section
+        // that reads them: from here on a local write can no longer be folded
+        // into one of them, which would change an operation already sealed.
+        let (ops, baseSeq): ([PendingOperation], UInt64) = state.withLock { s in
+            guard let start = s.pending.firstIndex(where: { $0.state == .queued }) else { return ([], 0) }
+            let base = s.pending[start].madeAtSeq
+            var end = start
+            while end < s.pending.count, end - start < options.operationsPerEntry,
+                  s.pending[end].state == .queued, s.pending[end].madeAtSeq == base {
+                s.pending[end].state = .sending
+                end += 1
+            }
+            return (Array(s.pending[start..<end]), base)
+        }
+        guard !ops.isEmpty else { return nil }
+        let claimed = Set(ops.map(\.id))
+        do {
+            let baseHead: ChainHead
+            if baseSeq == 0 { baseHead = ChainHead.genesis(of: keys.vaultID) } else if let h = try index.head(at: baseSeq) { baseHead = h } else {
+                throw LockError.invalid("no verified head at \(baseSeq)")
+            }
+            let stamp = state.withLock { s -> Int64 in
+                s.lastStamp = max(now().nanoseconds, s.lastStamp + 1)
+                return s.lastStamp
+            }
+            let batch = try OperationBatch(device: device, createdAt: Timestamp(nanoseconds: stamp), operations: ops.map(\.operation))
+            let entry = try JournalEntry.seal(batch, keys: keys, baseSeq: JournalSeq(baseSeq), baseHead: baseHead)
+            let inflight = InflightBatch(stamp: stamp, entry: entry, references: batch.chunkIDs, appendedSeq: nil)
+            try index.recordInflight(inflight, operationIDs: ops.map(\.id))
+            // Durable before it is sent: after a power cut, re-sealing operations the server
+            // already has under another stamp would apply them twice.
+            try index.sync()
+            state.withLock { s in
+                s.inflight.append(inflight)
+                for i in s.pending.indices where claimed.contains(s.pending[i].id) { s.pending[i].batchStamp = stamp }
+            }
+            return inflight
+        } catch {
+            // Not sealed after all: give the operations back.
+            state.withLock { s in
+                for i in s.pending.indices where claimed.contains(s.pending[i].id) && s.pending[i].batchStamp == nil {
+                    s.pending[i].state = .queued
+                }
+            }
+            throw error
+        }
+    }
+
+    /// Uploads the chunks the server lacks, then appends the entry.
+    func send(_ batch: InflightBatch) async throws {
+        var attempt = 0
+        while true {
+            attempt += 1
+            try await uploadMissing(batch.references)
+            do {
+                // Signed when sent, by the device sending it (after a re-login, the new one).
+                let entry = identity.map { batch.entry.signed(by: $0, device: device, vault: keys.vaultID) } ?? batch.entry
+                let (seq, _) = try await remote.append(entry, references: batch.references)
+                try index.markAppended(stamp: batch.stamp, seq: seq.rawValue)
+                state.withLock { s in
+                    if let i = s.inflight.firstIndex(where: { $0.stamp == batch.stamp }) { s.inflight[i].appendedSeq = seq.rawValue }
+                    s.online = true
+                    s.lastError = nil
+                }
+                return
+            } catch RemoteError.missingChunks where attempt < 3 {
+                continue
+            } catch RemoteError.conflict(let code, _) where code == "bad_base" {
+                throw LockError.integrity("the server says this device's verified history is not in its journal: it was rolled back or forked")
+            } catch let e as RemoteError {
+                throw LockError.from(e)
+            }
+        }
+    }
+
+    func uploadMissing(_ ids: [ChunkID]) async throws {
+        var missing: [ChunkID] = []
+        for group in stride(from: 0, to: ids.count, by: APIv1.maxIDsPerQuery) {
+            missing += try await remote.missingChunks(Array(ids[group..<min(ids.count, group + APIv1.maxIDsPerQuery)]))
+        }
+        guard !missing.isEmpty else { return }
+        var small: [SealedChunk] = []
+        var smallBytes = 0
+        var large: [ChunkID] = []
+        for id in missing {
+            guard let data = try outboxChunk(id) else {
+                // Not in the outbox: reseal from the cache if we can.
+                guard let plain = cache.cached(id) else { throw LockError.integrity("chunk \(id) is neither in the outbox nor cached") }
+                let sealed = try plain.withUnsafeBytes { try keys.sealChunk($0) }
+                large.append(id)
+                _ = Self.writeOutboxFile(outboxPath(id), sealed.bytes)
+                continue
+            }
+            if data.count < 512 << 10 {
+                small.append(SealedChunk(id: id, bytes: data))
+                smallBytes += data.count
+                if small.count == APIv1.maxChunksPerBatch || smallBytes > APIv1.maxBatchBytes - (1 << 20) {
+                    try await remote.putChunks(small)
+                    small = []
+                    smallBytes = 0
+                }
+            } else {
+                large.append(id)
+            }
+        }
+        if !small.isEmpty { try await remote.putChunks(small) }
+        // Large chunks: four in flight.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var inFlight = 0
+            for id in large {
+                if inFlight == 4 { try await group.next(); inFlight -= 1 }
+                group.addTask { [self] in
+                    guard let data = try outboxChunk(id) else { throw LockError.integrity("outbox chunk \(id) vanished") }
+                    try await remote.putChunk(SealedChunk(id: id, bytes: Array(data)))
+                }
+                inFlight += 1
+            }
+            try await group.waitForAll()
+        }
+    }
+}
