@@ -127,7 +127,7 @@ extension Engine {
         if localNode(ino) != nil { return FileState(isConflictCopy: false, isPending: false, isPinned: false, isCached: true, isLocalOnly: true) }
         let n = try node(ino)
         let (pending, pinned) = state.withLock { s in (s.pending.contains { $0.operation.node == n.id }, isPinned(s, n.id)) }
-        return FileState(isConflictCopy: n.name.contains(" (conflict from "), isPending: pending, isPinned: pinned,
+        return FileState(isConflictCopy: Tree.isConflictName(n.name), isPending: pending, isPinned: pinned,
                          isCached: isLocal(n))
     }
 

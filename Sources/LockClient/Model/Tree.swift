@@ -429,6 +429,14 @@ public struct Tree: Sendable {
         return stem + tag + ext
     }
 
+    /// Whether `name` is one `conflictName` makes: the tag in full (eight
+    /// hex digits of a device, a date and time, perhaps a number), at the
+    /// end of the stem. A file the user named "x (conflict from y)" is not.
+    public static func isConflictName(_ name: String) -> Bool {
+        name.range(of: #" \(conflict from [0-9a-f]{8} [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{6}( [0-9]+)?\)(\.[^.]*)?$"#,
+                   options: .regularExpression) != nil
+    }
+
     /// The node id of the conflict copy a stale write makes: the same on every client.
     public static func conflictNodeID(of node: NodeID, revision: RevisionID) -> NodeID {
         let h = Hash.blake2b256(parts: [Array("lockfs conflict copy v1".utf8), node.bytes, revision.bytes])
