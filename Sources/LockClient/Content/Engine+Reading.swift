@@ -84,7 +84,7 @@ extension Engine {
     func chunkPlaintext(_ id: ChunkID) async throws -> [UInt8] {
         let plain = try await cache.chunk(id) { [self] in
             let sealed: SealedChunk
-            if let local = try outboxChunk(id) {
+            if let local = try outbox.read(id) {
                 sealed = SealedChunk(id: id, bytes: local)
             } else if let moved = cache.cached(id) {
                 // The outbox copy moved to the cache since the cache was asked.

@@ -224,7 +224,7 @@ extension Engine {
                             r.inline = sealed
                         } else {
                             r.fileSize = sealed.bytes.count
-                            r.errno = Self.writeOutboxFile(outboxPath(cid), sealed.bytes)
+                            r.errno = outbox.write(cid, sealed.bytes)
                         }
                     } catch { r.errno = EIO }
                 }
@@ -239,10 +239,7 @@ extension Engine {
             }
             // The outbox files were fsynced; now their names.
             let files = r.values.filter { $0.fileSize > 0 }
-            for sub in Set(files.map { FanOut.folder($0.id) }) {
-                let dfd = open(outboxRoot + "/" + sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                if dfd >= 0 { fsync(dfd); Glibc.close(dfd) }
-            }
+            outbox.syncFolders(of: files.map(\.id))
             state.withLock { s in for c in files { s.outboxChunks[c.id] = c.fileSize } }
         }
         let manifest = try Manifest(chunks: chunks)
@@ -255,33 +252,6 @@ extension Engine {
                         mode: mode, chunks: inline)
         committed = true
         state.withLock { $0.staging[id]?.mode = nil; $0.staging[id]?.base = chunks }
-    }
-
-    func outboxPath(_ id: ChunkID) -> String { FanOut.path(outboxRoot, id) }
-
-    /// Writes a sealed chunk to its outbox file (temporary name, then rename). Returns errno or 0.
-    ///
-    /// The temporary name is unique: the same chunk may be written by two
-    /// threads at once (a file with repeated content, such as runs of zeros,
-    /// or two files committed together), and a shared name let one writer
-    /// truncate the other's file or rename it away (ENOENT on close).
-    static func writeOutboxFile(_ path: String, _ bytes: [UInt8]) -> Int32 {
-        Glibc.mkdir((path as NSString).deletingLastPathComponent, 0o700)
-        return replaceFile(path, with: bytes, mode: 0o600, sync: true)
-    }
-
-    static func scanOutbox(_ dir: URL) -> [(ChunkID, Int)] {
-        var out: [(ChunkID, Int)] = []
-        let fm = FileManager.default
-        for sub in (try? fm.contentsOfDirectory(atPath: dir.path)) ?? [] {
-            let subdir = dir.appendingPathComponent(sub).path
-            for name in (try? fm.contentsOfDirectory(atPath: subdir)) ?? [] {
-                guard let id = ChunkID(hex: name) else { Glibc.unlink(subdir + "/" + name); continue }
-                var st = stat()
-                if stat(subdir + "/" + name, &st) == 0 { out.append((id, Int(st.st_size))) }
-            }
-        }
-        return out
     }
 
     /// Deletes outbox chunks the server is known to have and no pending operation needs.
@@ -318,19 +288,12 @@ extension Engine {
             }
             guard !batch.isEmpty else { return }
             for id in batch where !cache.contains(id) {
-                if let sealed = try? outboxChunk(id), let plain = try? (generations.keys(opening: sealed) ?? keys).openChunk(SealedChunk(id: id, bytes: sealed)) {
+                if let sealed = try? outbox.read(id), let plain = try? (generations.keys(opening: sealed) ?? keys).openChunk(SealedChunk(id: id, bytes: sealed)) {
                     try? cache.store(id, plain)
                 }
             }
             evictIfNeeded()
-            for id in batch { Glibc.unlink(outboxPath(id)) }
-            do { try index.deleteOutboxChunks(batch) } catch { noteFailure("outbox: \(error)") }
+            do { try outbox.remove(batch) } catch { noteFailure("outbox: \(error)") }
         }
-    }
-
-    /// A sealed chunk waiting for upload: an outbox file, or a small one in the index.
-    func outboxChunk(_ id: ChunkID) throws -> [UInt8]? {
-        if let data = FileManager.default.contents(atPath: outboxPath(id)) { return Array(data) }
-        return try index.outboxChunk(id)
     }
 }

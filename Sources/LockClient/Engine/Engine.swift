@@ -44,8 +44,9 @@ public final class Engine: Sendable {
         gearTable.withLock { $0 = (g, table) }
         return table
     }
-    /// The outbox and staging folders' paths, computed once.
-    let outboxRoot: String
+    /// Sealed chunks waiting for upload (files and index rows).
+    let outbox: Outbox
+    /// The staging folder's path, computed once.
     let stagingRoot: String
 
     struct Staging {
@@ -139,9 +140,9 @@ public final class Engine: Sendable {
         identity = credentials.identity
         self.remote = remote
         self.options = options
-        outboxRoot = home.outboxDirectory.path
         stagingRoot = home.stagingDirectory.path
         index = try Index(path: home.indexFile.path)
+        outbox = Outbox(root: home.outboxDirectory, index: index)
         cache = try ChunkCache(directory: home.chunkCacheDirectory, limit: options.cacheLimit)
         gearTable = Mutex((UInt32(credentials.generations.count), credentials.keys.gearTable()))
         if let stored = try index.meta("vault"), stored != credentials.keys.vaultID.bytes {
@@ -171,16 +172,11 @@ public final class Engine: Sendable {
         // Sealed chunks no pending or in-flight operation needs are dropped: an outbox file
         // whose operation a power cut took (the file was fsynced, the commit not yet).
         let needed = Set(s.pending.flatMap(\.operation.chunkIDs) + s.inflight.flatMap(\.references))
-        let outboxFiles = Self.scanOutbox(home.outboxDirectory)
-        let outboxRows = try index.outboxChunkSizes()
-        for (id, size) in outboxFiles + outboxRows where needed.contains(id) { s.outboxChunks[id] = size }
         // Unneeded chunks the server has go to the cache (the mover had not run); the rest are dropped.
-        for (id, _) in outboxFiles where !needed.contains(id) && !s.serverChunks.contains(id) {
-            Glibc.unlink(FanOut.path(home.outboxDirectory.path, id))
-        }
-        let unneeded = Set((outboxFiles + outboxRows).map(\.0)).subtracting(needed)
-        s.cacheMoves = unneeded.filter { s.serverChunks.contains($0) }
-        try index.deleteOutboxChunks(outboxRows.map(\.0).filter { unneeded.contains($0) && !s.serverChunks.contains($0) })
+        let serverChunks = s.serverChunks
+        let reconciled = try outbox.reconcile(needed: needed, serverHas: { serverChunks.contains($0) })
+        s.outboxChunks = reconciled.waiting
+        s.cacheMoves = Array(reconciled.toCache)
         s.cacheMoverRunning = !s.cacheMoves.isEmpty
         Self.rebase(&s, device: credentials.device)
         // Access times of nodes deleted since (here or elsewhere) are forgotten.

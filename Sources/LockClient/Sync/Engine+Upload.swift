@@ -156,12 +156,15 @@ extension Engine {
         var smallBytes = 0
         var large: [ChunkID] = []
         for id in missing {
-            guard let data = try outboxChunk(id) else {
+            guard let data = try outbox.read(id) else {
                 // Not in the outbox: reseal from the cache if we can.
-                guard let plain = cache.cached(id) else { throw LockError.integrity("chunk \(id) is neither in the outbox nor cached") }
+                guard let plain = cache.cached(id) else {
+                    // Local bookkeeping, not the server's doing: an error, not the alarm.
+                    throw LockError.io(errno: ENOENT, "chunk \(id) is neither in the outbox nor cached")
+                }
                 let sealed = try plain.withUnsafeBytes { try keys.sealChunk($0) }
                 large.append(id)
-                _ = Self.writeOutboxFile(outboxPath(id), sealed.bytes)
+                _ = outbox.write(id, sealed.bytes)
                 continue
             }
             if data.count < 512 << 10 {
@@ -183,7 +186,7 @@ extension Engine {
             for id in large {
                 if inFlight == 4 { try await group.next(); inFlight -= 1 }
                 group.addTask { [self] in
-                    guard let data = try outboxChunk(id) else { throw LockError.integrity("outbox chunk \(id) vanished") }
+                    guard let data = try outbox.read(id) else { throw LockError.io(errno: ENOENT, "outbox chunk \(id) vanished") }
                     try await remote.putChunk(SealedChunk(id: id, bytes: Array(data)))
                 }
                 inFlight += 1
