@@ -157,12 +157,14 @@ extension Engine {
         var large: [ChunkID] = []
         for id in missing {
             guard let data = try outbox.read(id) else {
-                // Not in the outbox: reseal from the cache if we can.
-                guard let plain = cache.cached(id) else {
+                // Not in the outbox: reseal from the cache if we can, with the key
+                // generation whose chunk-id key made this id (an older one after a rotation).
+                guard let plain = cache.cached(id),
+                      let g = plain.withUnsafeBytes({ p in generations.all.first { $0.chunkID(of: p) == id } }) else {
                     // Local bookkeeping, not the server's doing: an error, not the alarm.
                     throw LockError.io(errno: ENOENT, "chunk \(id) is neither in the outbox nor cached")
                 }
-                let sealed = try plain.withUnsafeBytes { try keys.sealChunk($0) }
+                let sealed = try plain.withUnsafeBytes { try g.sealChunk($0) }
                 large.append(id)
                 _ = outbox.write(id, sealed.bytes)
                 continue
