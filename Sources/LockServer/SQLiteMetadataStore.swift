@@ -314,15 +314,11 @@ public final class SQLiteMetadataStore: MetadataStore {
                        references: [ChunkID], device: DeviceID, now: Date) async throws -> StoredEntry {
         try await pool.write { db in
             let (latest, head) = try Self.head(db, account: account, vault: vault)
-            guard entry.baseSeq <= latest,
-                  try Self.head(db, account: account, vault: vault, at: entry.baseSeq) == entry.baseHead else {
-                throw ServerError.conflict(code: "bad_base", message: "the entry's base (seq \(entry.baseSeq)) is not in this vault's journal")
-            }
+            let base = try AppendRule.baseLookup(entry, latest: latest).flatMap { try Self.head(db, account: account, vault: vault, at: $0) }
+            let (seq, newHead) = try AppendRule.position(of: entry, bytes: bytes, latest: latest, head: head, headAtBase: base)
             let check = try db.cachedStatement(sql: "SELECT 1 FROM chunks WHERE account_id = ? AND id = ?")
             let missing = try references.filter { try Bool.fetchOne(check, arguments: [account.rawValue, Data($0.bytes)]) != true }
             guard missing.isEmpty else { throw ServerError.missingChunks(missing) }
-            let seq = latest.next
-            let newHead = head.next(seq: seq.rawValue, entry: bytes)
             try db.execute(sql: "INSERT INTO entries (account_id, seq, head, body, device_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                            arguments: [account.rawValue, Int64(seq.rawValue), Data(newHead.bytes), Data(bytes),
                                        Data(device.bytes), now.timeIntervalSince1970])

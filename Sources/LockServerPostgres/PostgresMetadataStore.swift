@@ -311,16 +311,13 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
             guard !locked.isEmpty else { throw ServerError.notFound("no such account") }
             // Read committed: this statement sees every append committed before the lock was granted.
             let (latest, head) = try await Self.head(c, account: account, vault: vault, self.logger)
-            guard entry.baseSeq <= latest,
-                  try await Self.head(c, account: account, vault: vault, at: entry.baseSeq, self.logger) == entry.baseHead else {
-                throw ServerError.conflict(code: "bad_base", message: "the entry's base (seq \(entry.baseSeq)) is not in this vault's journal")
-            }
+            var base: ChainHead?
+            if let at = AppendRule.baseLookup(entry, latest: latest) { base = try await Self.head(c, account: account, vault: vault, at: at, self.logger) }
+            let (seq, newHead) = try AppendRule.position(of: entry, bytes: bytes, latest: latest, head: head, headAtBase: base)
             if !references.isEmpty {
                 let missing = try await Self.missing(c, account: account, ids: references, self.logger)
                 guard missing.isEmpty else { throw ServerError.missingChunks(missing) }
             }
-            let seq = latest.next
-            let newHead = head.next(seq: seq.rawValue, entry: bytes)
             try await c.query("""
                 INSERT INTO entries (account_id, seq, head, body, device_id, created_at)
                 VALUES (\(account.rawValue), \(Int64(seq.rawValue)), \(ByteBuffer(bytes: newHead.bytes)), \(ByteBuffer(bytes: bytes)),
