@@ -78,7 +78,7 @@ extension Engine {
         }
         guard sequential && options.readAhead > 0 else { return }
         let ahead = manifest.chunks.dropFirst(lastIndex + 1).prefix(options.readAhead).map(\.id).filter { !cache.contains($0) }
-        for id in ahead { Task { _ = try? await self.chunkPlaintext(id) } }
+        for id in ahead { background.spawn { _ = try? await self.chunkPlaintext(id) } }
     }
 
     func chunkPlaintext(_ id: ChunkID) async throws -> [UInt8] {
@@ -162,6 +162,6 @@ extension Engine {
         }
         let missing = ids.filter { !cache.contains($0) }
         guard !missing.isEmpty else { return }
-        Task { for id in missing { _ = try? await chunkPlaintext(id) } }
+        background.spawn { [self] in for id in missing where !Task.isCancelled { _ = try? await chunkPlaintext(id) } }
     }
 }

@@ -271,7 +271,7 @@ extension Engine {
             defer { s.cacheMoverRunning = true }
             return !s.cacheMoverRunning
         }
-        if start { Task.detached(priority: .background) { [self] in await moveToCache() } }
+        if start { background.spawn(priority: .background) { [self] in await moveToCache() } }
     }
 
     /// Moves uploaded chunks from the outbox (files and index rows) to the
@@ -280,6 +280,8 @@ extension Engine {
     func moveToCache() async {
         while true {
             try? await waitForPause(.milliseconds(500), atMost: .seconds(30))
+            // Stopped: the rest stays in the outbox for the next start.
+            if Task.isCancelled { state.withLock { $0.cacheMoverRunning = false }; return }
             let batch = state.withLock { s -> [ChunkID] in
                 let b = Array(s.cacheMoves.prefix(1000))
                 s.cacheMoves.removeFirst(b.count)

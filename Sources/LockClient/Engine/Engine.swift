@@ -46,6 +46,8 @@ public final class Engine: Sendable {
     }
     /// Sealed chunks waiting for upload (files and index rows).
     let outbox: Outbox
+    /// Read-ahead, pinned fetches and the move to the cache, ended by `stop()`.
+    let background = BackgroundTasks()
     /// The staging folder's path, computed once.
     let stagingRoot: String
 
@@ -177,7 +179,6 @@ public final class Engine: Sendable {
         let reconciled = try outbox.reconcile(needed: needed, serverHas: { serverChunks.contains($0) })
         s.outboxChunks = reconciled.waiting
         s.cacheMoves = Array(reconciled.toCache)
-        s.cacheMoverRunning = !s.cacheMoves.isEmpty
         Self.rebase(&s, device: credentials.device)
         // Access times of nodes deleted since (here or elsewhere) are forgotten.
         let gone = s.accessTimes.keys.filter { s.local.node($0)?.deleted == true }
@@ -192,7 +193,6 @@ public final class Engine: Sendable {
         for f in (try? FileManager.default.contentsOfDirectory(atPath: home.stagingDirectory.path)) ?? [] {
             Glibc.unlink(home.stagingDirectory.appendingPathComponent(f).path)
         }
-        if state.withLock({ $0.cacheMoverRunning }) { Task.detached(priority: .background) { [self] in await moveToCache() } }
     }
 
     /// What sync changed in the view, for the kernel's caches.

@@ -19,6 +19,14 @@ extension Engine {
         let push = Task { [self] in await uploadLoop(stream) }
         let sync = Task { [self] in await syncLoop() }
         state.withLock { $0.running = true; $0.tasks = [pull, push, sync] }
+        background.resume()
+        // Uploaded chunks an earlier run left in the outbox go to the cache.
+        let moveLeftovers = state.withLock { s -> Bool in
+            guard !s.cacheMoves.isEmpty, !s.cacheMoverRunning else { return false }
+            s.cacheMoverRunning = true
+            return true
+        }
+        if moveLeftovers { background.spawn(priority: .background) { [self] in await moveToCache() } }
         uploadSignal.yield()
     }
 
@@ -28,6 +36,7 @@ extension Engine {
         uploadSignal.finish()
         for t in tasks { t.cancel() }
         for t in tasks { await t.value }
+        await background.stop()
         try? syncToDisk()
     }
 
