@@ -38,13 +38,12 @@ extension LockFileSystem {
             let reply = { @Sendable (r: Request, bytes: [UInt8]) in
                 bytes.withUnsafeBytes { _ = fuse_reply_buf(r.raw, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
             }
-            LockFileSystem.local(req, { fs, r in
-                guard let bytes = try fs.engine.readIfLocal(UInt64(ino), offset: Int(off), size: size) else { return false }
-                reply(r, bytes)
-                return true
-            }, else: { fs, r in
-                reply(r, try await fs.engine.read(UInt64(ino), offset: Int(off), size: size))
-            })
+            // Planned here; only a plan that needs the server goes to a task.
+            LockFileSystem.sync(req) { fs, r in
+                let plan = try fs.engine.planRead(UInt64(ino), offset: Int(off), size: size)
+                if let bytes = plan.bytes { reply(r, bytes); return }
+                LockFileSystem.async(req) { fs, r in reply(r, try await fs.engine.finish(plan)) }
+            }
         }
         ops.write = { req, _, buf, size, off, fi in
             let handle = fi?.pointee.fh ?? 0

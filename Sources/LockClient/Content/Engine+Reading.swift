@@ -12,19 +12,48 @@ import Glibc
 extension Engine {
     // MARK: Reading
 
-    /// Reads up to `size` bytes at `offset`: from the file open for writing,
-    /// else from cached chunks, else fetched, verified and cached.
-    /// - Throws: `.offline` when a needed chunk is not local and the server is
-    ///   unreachable; `.integrity` when the server's bytes fail verification.
-    public func read(_ ino: UInt64, offset: Int, size: Int) async throws -> [UInt8] {
-        if let local = try readIfLocal(ino, offset: offset, size: size) { return local }
+    /// A read of a range, planned without waiting: the bytes when every
+    /// chunk is local (or the file is open for writing here); else the parts
+    /// that are local and the chunks to fetch. The mount answers a ready
+    /// plan on its own thread and finishes the others in a task; nothing is
+    /// read twice.
+    public struct ReadPlan: Sendable {
+        /// The bytes, when the read needs nothing from the server.
+        public let bytes: [UInt8]?
+        let node: NodeID
+        let manifest: Manifest
+        let offset: Int
+        let spans: [(index: Int, chunk: Manifest.Chunk, range: Range<Int>)]
+        /// Each span's bytes if local, else nil.
+        let parts: [[UInt8]?]
+    }
+
+    /// Plans a read of up to `size` bytes at `offset` (no waiting).
+    public func planRead(_ ino: UInt64, offset: Int, size: Int) throws -> ReadPlan {
         let n = try node(ino, includingDeleted: true)
+        if let st = state.withLock({ $0.staging[n.id] }) {
+            return ReadPlan(bytes: try st.file.read(offset: offset, count: size), node: n.id, manifest: .empty, offset: offset, spans: [], parts: [])
+        }
         guard case .file(let manifest) = n.content else { throw LockError.isDirectory }
         let spans = Self.spans(of: manifest, offset: offset, size: size)
-        guard let last = spans.last else { return [] }
+        let parts = spans.map { cache.read($0.chunk.id, range: $0.range) }
+        guard !parts.contains(where: { $0 == nil }) else {
+            return ReadPlan(bytes: nil, node: n.id, manifest: manifest, offset: offset, spans: spans, parts: parts)
+        }
+        let out = parts.reduce(into: [UInt8]()) { $0 += $1! }
+        if let last = spans.last { readAhead(n.id, manifest, offset: offset, size: out.count, after: last.index) }
+        return ReadPlan(bytes: out, node: n.id, manifest: manifest, offset: offset, spans: spans, parts: parts)
+    }
+
+    /// The bytes of `plan`: fetches, verifies and caches the chunks that
+    /// were not local.
+    /// - Throws: `.offline` when a needed chunk is not local and the server is
+    ///   unreachable; `.integrity` when the server's bytes fail verification.
+    public func finish(_ plan: ReadPlan) async throws -> [UInt8] {
+        if let bytes = plan.bytes { return bytes }
         var out: [UInt8] = []
-        for s in spans {
-            if let part = cache.read(s.chunk.id, range: s.range) {
+        for (s, part) in zip(plan.spans, plan.parts) {
+            if let part {
                 out += part
             } else {
                 let plain = try await chunkPlaintext(s.chunk.id)
@@ -32,25 +61,15 @@ extension Engine {
                 out += plain[s.range]
             }
         }
-        readAhead(n.id, manifest, offset: offset, size: out.count, after: last.index)
+        if let last = plan.spans.last { readAhead(plan.node, plan.manifest, offset: plan.offset, size: out.count, after: last.index) }
         return out
     }
 
-    /// `read` without waiting: nil when a chunk of the range is not local
-    /// (the mount then calls `read` off its own thread).
-    public func readIfLocal(_ ino: UInt64, offset: Int, size: Int) throws -> [UInt8]? {
-        let n = try node(ino, includingDeleted: true)
-        if let st = state.withLock({ $0.staging[n.id] }) { return try st.file.read(offset: offset, count: size) }
-        guard case .file(let manifest) = n.content else { throw LockError.isDirectory }
-        let spans = Self.spans(of: manifest, offset: offset, size: size)
-        guard let last = spans.last else { return [] }
-        var out: [UInt8] = []
-        for s in spans {
-            guard let part = cache.read(s.chunk.id, range: s.range) else { return nil }
-            out += part
-        }
-        readAhead(n.id, manifest, offset: offset, size: out.count, after: last.index)
-        return out
+    /// Reads up to `size` bytes at `offset`: from the file open for writing,
+    /// else from cached chunks, else fetched, verified and cached.
+    /// - Throws: as `finish`.
+    public func read(_ ino: UInt64, offset: Int, size: Int) async throws -> [UInt8] {
+        try await finish(try planRead(ino, offset: offset, size: size))
     }
 
     /// The chunks a read of `size` bytes at `offset` touches: each with its
