@@ -29,7 +29,9 @@ extension ServerRun {
         let token: String
         var seq = JournalSeq.start
         var head: ChainHead
-        let device = DeviceID.random()
+        /// The registered device and its keys: entries are signed, as the server wants.
+        let device: DeviceID
+        let identity: DeviceIdentity
         var appended = 0
     }
 
@@ -136,13 +138,16 @@ extension ServerRun {
         for i in 0..<count {
             let keys = VaultKeys.generate()
             let keyring = try Keyring.make(keys: keys, password: password, parameters: parameters, recovery: .generate())
+            let identity = DeviceIdentity.generate()
             let registration = RegisterRequest(user: "\(prefix)-\(i)", invite: nil,
                                                loginSecret: password.loginSecret.withUnsafeBytes { Array($0) },
-                                               keyring: keyring, deviceName: "lockfs-bench", recoveryProof: Sodium.randomBytes(32), device: DevicePublicKeys(DeviceIdentity.generate()))
+                                               keyring: keyring, deviceName: "lockfs-bench", recoveryProof: Sodium.randomBytes(32), device: DevicePublicKeys(identity))
             let r = try await anonymous.expect(201, "register", .POST, "/v1/register",
                                                body: ByteBuffer(bytes: try registration.jsonData()), contentType: "application/json")
-            guard let token = r.json["token"] as? String else { throw BenchFailure("register: no token in \(r.text)") }
-            accounts.append(BenchAccount(keys: keys, token: token, head: ChainHead.genesis(of: keys.vaultID)))
+            guard let token = r.json["token"] as? String, let device = (r.json["device"] as? String).flatMap(DeviceID.init(hex:)) else {
+                throw BenchFailure("register: no token or device in \(r.text)")
+            }
+            accounts.append(BenchAccount(keys: keys, token: token, head: ChainHead.genesis(of: keys.vaultID), device: device, identity: identity))
         }
         return accounts
     }
@@ -167,6 +172,7 @@ extension ServerRun {
                         let batch = try OperationBatch(device: account.device, createdAt: Timestamp(nanoseconds: Int64(account.appended)),
                                                        operations: [op])
                         let entry = try JournalEntry.seal(batch, keys: account.keys, baseSeq: account.seq, baseHead: account.head)
+                            .signed(by: account.identity, device: account.device, vault: account.keys.vaultID)
                         (account.seq, account.head) = try await client.append(entry)
                         account.appended += 1
                     }

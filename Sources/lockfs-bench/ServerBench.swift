@@ -208,7 +208,9 @@ struct ServerRun {
     /// The journal's end, as the last append answered.
     var seq = JournalSeq.start
     var head: ChainHead
-    let device = DeviceID.random()
+    /// The registered device and its keys: entries are signed, as the server wants.
+    let device: DeviceID
+    let identity: DeviceIdentity
     var appended = 0
 
     /// Registers an account, as `lockfs init` makes one (INTERACTIVE Argon2id keeps the bench short).
@@ -223,11 +225,17 @@ struct ServerRun {
         let password = try PasswordKeys.derive(password: "benchmark password", parameters: parameters)
         let keyring = try Keyring.make(keys: keys, password: password, parameters: parameters, recovery: .generate())
         let anonymous = BenchClient(http: http, baseURL: server.baseURL)
+        let identity = DeviceIdentity.generate()
+        self.identity = identity
         let registration = RegisterRequest(user: "bench", invite: nil, loginSecret: password.loginSecret.withUnsafeBytes { Array($0) },
-                                           keyring: keyring, deviceName: "lockfs-bench", recoveryProof: Sodium.randomBytes(32), device: DevicePublicKeys(DeviceIdentity.generate()))
+                                           keyring: keyring, deviceName: "lockfs-bench", recoveryProof: Sodium.randomBytes(32), device: DevicePublicKeys(identity))
         let registered = try await anonymous.expect(201, "register", .POST, "/v1/register",
                                                     body: ByteBuffer(bytes: try registration.jsonData()), contentType: "application/json")
-        guard let token = registered.json["token"] as? String else { throw BenchFailure("register: no token in \(registered.text)") }
+        guard let token = registered.json["token"] as? String,
+              let device = (registered.json["device"] as? String).flatMap(DeviceID.init(hex:)) else {
+            throw BenchFailure("register: no token or device in \(registered.text)")
+        }
+        self.device = device
         self.token = token
         let client = BenchClient(http: http, baseURL: server.baseURL, token: token)
         self.client = client
@@ -336,7 +344,7 @@ struct ServerRun {
                                   attributes: try NodeAttributes(mode: 0o644, mtime: Timestamp(nanoseconds: 0)),
                                   content: .file(.empty))
         let batch = try OperationBatch(device: device, createdAt: Timestamp(nanoseconds: Int64(appended)), operations: [op])
-        return try JournalEntry.seal(batch, keys: keys, baseSeq: seq, baseHead: head)
+        return try JournalEntry.seal(batch, keys: keys, baseSeq: seq, baseHead: head).signed(by: identity, device: device, vault: keys.vaultID)
     }
 
     mutating func append() async throws {
