@@ -215,18 +215,16 @@ extension Engine {
         let known = recent
         var verifier = JournalVerifier(vault: generations.vaultID, keys: generations, cursor: cursor, head: head, signers: signers,
                                        inflight: inflight, verifiedHead: { [index] seq in known[seq] ?? (try? index.head(at: seq)) ?? nil })
-        let outcome = try verifier.verify(page, requestedAfter: requested)
-        guard !outcome.entries.isEmpty else { return }
-        (cursor, head) = (verifier.cursor, verifier.head)
-        let newSigners = outcome.newSigners
         var heads: [(UInt64, ChainHead)] = []
         var changedStamps: [DeviceID: Int64] = [:]
         var confirmed: [Int64] = []
         var ignored: [String] = []
-        for v in outcome.entries {
+        // Each verified entry is applied before the next is opened: a page of
+        // large batches is never held opened at once.
+        let outcome = try verifier.verify(page, requestedAfter: requested) { v in
             heads.append((v.seq, v.head))
             recent[v.seq] = v.head
-            guard let batch = v.batch else { ignored.append(v.ignored ?? "journal entry \(v.seq) was ignored"); continue }
+            guard let batch = v.batch else { ignored.append(v.ignored ?? "journal entry \(v.seq) was ignored"); return }
             let stamp = batch.createdAt.nanoseconds
             // Replayed under the device that made the batch (sealed inside it):
             // after a re-login in a home, batches sealed before are sent, and
@@ -244,6 +242,9 @@ extension Engine {
                 inflight.removeAll { $0.stamp == stamp }
             }
         }
+        guard !heads.isEmpty else { return }
+        (cursor, head) = (verifier.cursor, verifier.head)
+        let newSigners = outcome.newSigners
         let changed = base.takeChanges()
         let changedNodes = changed.compactMap { base.node($0) }
         try index.commit(Index.AppliedPage(nodes: changedNodes, aliases: base.takeAliases(), heads: heads, deviceStamps: changedStamps,

@@ -48,11 +48,22 @@ struct JournalVerifier {
     }
 
     /// Verifies `page`, asked for after `requested`, advancing `cursor`,
-    /// `head` and `signers` over it.
+    /// `head` and `signers` over it; every verified entry is kept.
+    /// - Throws: as `verify(_:requestedAfter:each:)`.
+    mutating func verify(_ page: EntryPage, requestedAfter requested: UInt64) throws -> Outcome {
+        var entries: [Verified] = []
+        var outcome = try verify(page, requestedAfter: requested) { entries.append($0) }
+        outcome.entries = entries
+        return outcome
+    }
+
+    /// Verifies `page` as above, handing each verified entry to `each` as it
+    /// goes (so that a page of large batches is never held opened at once);
+    /// an error stops it, and what `each` was given must then be dropped.
     /// - Throws: `LockError.integrity` for anything a faithful server cannot
     ///   send; `LockError.upgradeRequired` for an authentic entry made by a
-    ///   newer lockfs (its batch version).
-    mutating func verify(_ page: EntryPage, requestedAfter requested: UInt64) throws -> Outcome {
+    ///   newer lockfs (its batch version); what `each` throws.
+    mutating func verify(_ page: EntryPage, requestedAfter requested: UInt64, each: (Verified) throws -> Void) throws -> Outcome {
         if page.latest.rawValue < requested {
             throw LockError.integrity("the server's journal ends at \(page.latest) but this device verified it up to \(requested): history was rolled back")
         }
@@ -106,7 +117,7 @@ struct JournalVerifier {
                     throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves another one there: the journal was forked or rolled back")
                 }
             }
-            outcome.entries.append(Verified(seq: seq, head: computed, entry: entry, batch: batch, ignored: ignored))
+            try each(Verified(seq: seq, head: computed, entry: entry, batch: batch, ignored: ignored))
             head = computed
             cursor = seq
             pageHeads[seq] = computed
