@@ -18,6 +18,10 @@ public struct ServerSettings: Sendable {
     /// Login attempts per account name and client address: burst, then one per interval.
     public var loginBurst = 10
     public var loginInterval: Duration = .seconds(6)
+    /// The bearer token `GET /metrics` needs (`--metrics-token-file`); nil:
+    /// only requests from this machine get it. Per-route counts and bytes are
+    /// a live view of the users' activity, not for anyone on the API port.
+    public var metricsToken: String? = nil
 
     public init() {}
 }
@@ -46,7 +50,14 @@ public struct ServerAPI: Sendable {
     public func router() -> Router<ServerContext> {
         let router = Router(context: ServerContext.self)
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
-        router.get("/metrics") { _, _ in try await self.metricsResponse() }
+        router.get("/metrics") { request, context in
+            let proxied = ["X-Forwarded-For", "Forwarded", "X-Real-IP"].contains { HTTPFields.Element.Name($0).map { request.headers[$0] != nil } ?? false }
+            guard Self.metricsAllowed(peer: context.remoteAddress, proxied: proxied, authorization: request.headers[.authorization],
+                                      token: self.settings.metricsToken) else {
+                throw ServerError.forbidden("/metrics is for this machine, or for the token of --metrics-token-file")
+            }
+            return try await self.metricsResponse()
+        }
 
         let v1 = router.group("v1")
         v1.get("health") { _, _ in Self.jsonResponse(#"{"status":"ok"}"#) }
@@ -450,6 +461,20 @@ public struct ServerAPI: Sendable {
         let (account, _) = try context.caller()
         guard let bytes = try await store.latestCheckpoint(account: account.id) else { throw ServerError.notFound("no checkpoint yet") }
         return Self.binaryResponse(bytes)
+    }
+
+    /// Whether a request for `/metrics` is served: with a token configured,
+    /// only with `Authorization: Bearer TOKEN`; without one, only from a
+    /// loopback address and not through a proxy (one on this host would make
+    /// every request look local). Pure; table-tested.
+    static func metricsAllowed(peer: String, proxied: Bool, authorization: String?, token: String?) -> Bool {
+        if let token {
+            guard let given = authorization, given.hasPrefix("Bearer ") else { return false }
+            return Sodium.constantTimeEqual(Array(given.dropFirst(7).utf8), Array(token.utf8))
+        }
+        guard !proxied else { return false }
+        let address = peer.lowercased().hasPrefix("::ffff:") ? String(peer.dropFirst(7)) : peer
+        return Loopback.contains(host: address) && address != "localhost"
     }
 
     func metricsResponse() async throws -> Response {

@@ -35,6 +35,11 @@ struct Serve: AsyncParsableCommand {
         "Seconds per login attempt regained by an account name and address after a burst of 10 (default 6).", valueName: "SECONDS"))
     var loginRefill: Double = 6
 
+    @Option(name: .customLong("metrics-token-file"), help: ArgumentHelp(
+        "A file whose first line is the bearer token GET /metrics needs; without it only this machine gets /metrics, and not through a proxy.",
+        valueName: "FILE"))
+    var metricsTokenFile: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -71,6 +76,13 @@ struct Serve: AsyncParsableCommand {
         settings.openRegistration = openRegistration
         settings.defaultQuota = quota.flatMap(parseSize)
         settings.loginInterval = .milliseconds(Int64(loginRefill * 1000))
+        if let metricsTokenFile {
+            guard let text = try? String(contentsOfFile: metricsTokenFile, encoding: .utf8),
+                  let token = text.split(separator: "\n").first.map({ $0.trimmingCharacters(in: .whitespaces) }), token.count >= 16 else {
+                throw ValidationError("--metrics-token-file \(metricsTokenFile): its first line must be a token of 16 characters or more")
+            }
+            settings.metricsToken = token
+        }
         let (host, port) = parseListen()!
         let api = ServerAPI(store: store, blobs: blobs, settings: settings)
         let tls = tlsCert != nil
