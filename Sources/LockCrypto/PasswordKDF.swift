@@ -28,9 +28,11 @@ public struct KDFParameters: Sendable, Equatable {
     /// the login secret (docs/security.md, "Password").
     public static let minimumOpsLimit: UInt32 = 2
     public static let minimumMemLimit: UInt64 = 64 << 20
-    /// The ceiling: nothing a legitimate vault needs; refuses memory bombs.
+    /// The ceiling: nothing a legitimate vault needs; refuses memory bombs
+    /// (1 GiB is libsodium's SENSITIVE, the most `generate` makes: a hostile
+    /// server offering 4 GiB could make a small device swap or be killed).
     public static let maximumOpsLimit: UInt32 = 64
-    public static let maximumMemLimit: UInt64 = 4 << 30
+    public static let maximumMemLimit: UInt64 = 1 << 30
 
     /// Parameters with a checked algorithm, limits and salt.
     /// - Throws: `unsupportedKDF`, `unacceptableKDFParameters`.

@@ -41,11 +41,16 @@ let testParameters = try! KDFParameters(opsLimit: 2, memLimit: 64 << 20, salt: A
         #expect(composed.loginSecret.id != composed.keyEncryptionKey.id)
     }
 
-    @Test func parametersBelowTheFloorOrAboveTheCeilingAreRefused() {
+    @Test func parametersBelowTheFloorOrAboveTheCeilingAreRefused() throws {
         let salt = [UInt8](repeating: 1, count: 16)
         #expect(throws: CryptoError.self) { try KDFParameters(opsLimit: 1, memLimit: 64 << 20, salt: salt) }
         #expect(throws: CryptoError.self) { try KDFParameters(opsLimit: 2, memLimit: 8 << 20, salt: salt) }
         #expect(throws: CryptoError.self) { try KDFParameters(opsLimit: 2, memLimit: 8 << 30, salt: salt) }
+        // 1 GiB (SENSITIVE) is the most a client accepts (issue 15: a hostile server's memory bomb).
+        #expect(throws: CryptoError.self) { try KDFParameters(opsLimit: 2, memLimit: (1 << 30) + 1, salt: salt) }
+        #expect(throws: CryptoError.self) { try KDFParameters(opsLimit: 2, memLimit: 2 << 30, salt: salt) }
+        _ = try KDFParameters(opsLimit: 4, memLimit: 1 << 30, salt: salt)
+        #expect(KDFParameters.generate(.sensitive).memLimit <= KDFParameters.maximumMemLimit)
         #expect(throws: CryptoError.self) { try KDFParameters(opsLimit: 100, memLimit: 64 << 20, salt: salt) }
         #expect(throws: CryptoError.self) { try KDFParameters(opsLimit: 2, memLimit: 64 << 20, salt: [1, 2]) }
         #expect(throws: CryptoError.unsupportedKDF(2)) { try KDFParameters(algorithm: 2, opsLimit: 2, memLimit: 64 << 20, salt: salt) }
