@@ -16,6 +16,8 @@ extension LockFileSystem {
             let flags = info.flags
             if flags & O_ACCMODE == O_RDONLY {
                 // Content never changes under a revision; remote changes invalidate the page cache.
+                // What the program may read is remembered: a later overwrite is based on it.
+                LockFileSystem.fs(req).engine.noteOpenedForReading(UInt64(ino))
                 info.keep_cache = 1
                 fuse_reply_open(req, &info)
                 return

@@ -60,6 +60,51 @@ import Testing
         }
     }
 
+    /// Bug fix (the two-mount oracle again, seed 12, 150 rounds: "lost v122d1",
+    /// after the fix above): a program read the file (a read-only open: the
+    /// kernel serves it from its page cache, the engine sees only the open),
+    /// the journal then brought another device's write, and the program
+    /// overwrote the file. It never saw that write, so the write it makes is
+    /// based on what was shown at its read, and the other is kept.
+    @Test(arguments: [true, false]) func aWriteArrivingBetweenAReadAndAnOverwriteIsKept(truncate: Bool) async throws {
+        let (_, d) = try makeDevices(2)
+        let a = d[0].engine, b = d[1].engine
+        let ino = try await a.put("F", "original")
+        try await a.syncNow()
+        try await b.pullOnce()
+        a.noteOpenedForReading(ino)  // the program reads "original"
+        try await b.put("F", "written by B")
+        try await b.syncNow()
+        try await a.pullOnce()         // B's write arrives
+        let h = try await a.openForWrite(ino, truncate: truncate)
+        _ = try Array("written by A".utf8).withUnsafeBytes { try a.write(h, offset: 0, bytes: $0) }
+        try a.close(h)
+        for _ in 0..<2 { for x in d { try await x.engine.syncNow() } }
+        #expect(try await a.tree() == (try await b.tree()))
+        for x in [a, b] {
+            var found: Set<String> = []
+            for (path, n) in x.snapshot() where n.kind == .file { found.insert(try await x.text(path)) }
+            #expect(found.contains { $0.hasPrefix("written by B") }, "B's version is lost: \(x.snapshot().keys.sorted())")
+            #expect(found.contains { $0.hasPrefix("written by A") }, "A's version is lost: \(x.snapshot().keys.sorted())")
+        }
+        // Read again after the write arrived: then an overwrite replaces it (it was seen), no copy.
+        let (_, e) = try makeDevices(2)
+        let p = e[0].engine, q = e[1].engine
+        let i2 = try await p.put("G", "original")
+        try await p.syncNow()
+        try await q.pullOnce()
+        p.noteOpenedForReading(i2)
+        try await q.put("G", "written by Q")
+        try await q.syncNow()
+        try await p.pullOnce()
+        p.noteOpenedForReading(i2)  // read again: "written by Q" was shown
+        let h2 = try await p.openForWrite(i2, truncate: true)
+        _ = try Array("written by P".utf8).withUnsafeBytes { try p.write(h2, offset: 0, bytes: $0) }
+        try p.close(h2)
+        for _ in 0..<2 { for x in e { try await x.engine.syncNow() } }
+        #expect(p.snapshot().keys.filter { $0 != "/" }.sorted() == ["/G"])
+    }
+
     /// The other side of the fix above: this device's own commits while the
     /// file stays open (a flush, then more writes) are the base of the next
     /// one, so they are no conflict with each other.

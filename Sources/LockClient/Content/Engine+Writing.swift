@@ -59,6 +59,34 @@ extension Engine {
 
     /// Makes `file` the node's staging copy and returns a handle on it; if
     /// another open got there first, its copy is used and `file` dropped.
+    /// How long a read-only open's revision is remembered, and how many.
+    static let shownRevisionLife: Duration = .seconds(600)
+    static let shownRevisionLimit = 10_000
+
+    /// Notes that a program opened the file for reading: the revision it
+    /// may read. A later write here is based on it if the file changed since
+    /// (a write the journal brought in between is then kept as a conflict
+    /// copy, never replaced unseen).
+    public func noteOpenedForReading(_ ino: UInt64) {
+        guard let n = try? node(ino), n.kind == .file else { return }
+        let now = ContinuousClock.now
+        state.withLock { s in
+            if s.shownRevision.count >= Self.shownRevisionLimit {
+                s.shownRevision = s.shownRevision.filter { now - $0.value.at < Self.shownRevisionLife }
+                if s.shownRevision.count >= Self.shownRevisionLimit { s.shownRevision.removeAll() }
+            }
+            s.shownRevision[n.id] = (n.revision, now)
+        }
+    }
+
+    /// The revision a write opened now is based on: the node's, unless a
+    /// recent read-only open showed an older one.
+    static func writeBase(_ s: inout State, _ n: Node) -> RevisionID {
+        guard let shown = s.shownRevision.removeValue(forKey: n.id),
+              ContinuousClock.now - shown.at < shownRevisionLife else { return n.revision }
+        return shown.revision
+    }
+
     func installStaging(_ n: Node, _ file: StagingFile, truncate: Bool) throws -> UInt64 {
         try state.withLock { s in
             if var existing = s.staging[n.id] {
@@ -68,7 +96,7 @@ extension Engine {
                 if truncate { try existing.file.truncate(0); existing.dirty = true; existing.mtime = nil; existing.dirtyFrom = 0 }
                 s.staging[n.id] = existing
             } else {
-                var st = Staging(file: file, handles: 1, dirty: truncate && n.size > 0, revision: n.revision)
+                var st = Staging(file: file, handles: 1, dirty: truncate && n.size > 0, revision: Self.writeBase(&s, n))
                 if truncate { st.dirtyFrom = 0 } else { st.base = n.manifest?.chunks ?? [] }
                 s.staging[n.id] = st
             }

@@ -112,6 +112,11 @@ public final class Engine: Sendable {
         var handles: [UInt64: NodeID] = [:]
         var nextHandle: UInt64 = 1
         var lastReadEnd: [NodeID: Int] = [:]
+        /// The revision of each file at its last read-only open here, and
+        /// when: what a program may have read (the kernel serves the pages
+        /// itself). Forgotten at this device's next change of the file, after
+        /// `shownRevisionLife`, and beyond `shownRevisionLimit` entries.
+        var shownRevision: [NodeID: (revision: RevisionID, at: ContinuousClock.Instant)] = [:]
         var alarm: String?
         /// Keys bound to devices by their first signed entry (`EntryAuthority`).
         var signers: [DeviceID: [UInt8]] = [:]

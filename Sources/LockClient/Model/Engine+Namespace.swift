@@ -114,6 +114,8 @@ extension Engine {
     /// next write look concurrent with it); one made on a newer revision (a
     /// write the journal brought in meanwhile) does not.
     static func advanceStaging(_ s: inout State, past op: LockWire.Operation) {
+        // This device's own change of the node: what a read showed before is moot.
+        s.shownRevision[op.node] = nil
         let base: RevisionID
         switch op {
         case .write(_, let b, _, _, _), .setAttributes(_, let b, _, _): base = b
