@@ -33,6 +33,21 @@ import Testing
         }
     }
 
+    /// After both devices sync: the same tree on both, and on each a file
+    /// holding A's write and one holding B's.
+    static func expectBothKept(_ d: [TestDevice], sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        for _ in 0..<2 { for x in d { try await x.engine.syncNow() } }
+        #expect(try await d[0].engine.tree() == (try await d[1].engine.tree()), sourceLocation: sourceLocation)
+        for x in d.map(\.engine) {
+            var found: Set<String> = []
+            for (path, n) in x.snapshot() where n.kind == .file { found.insert(try await x.text(path)) }
+            for who in ["A", "B"] {
+                #expect(found.contains { $0.hasPrefix("written by " + who) }, "\(who)'s version is lost: \(x.snapshot().keys.sorted())",
+                        sourceLocation: sourceLocation)
+            }
+        }
+    }
+
     /// Bug fix (the two-mount oracle, seed 12, 150 rounds: "lost v122d1"): a
     /// file open for writing here while the journal brings another device's
     /// write of it. The write made here is based on what was opened, not on
@@ -50,14 +65,7 @@ import Testing
         try await a.pullOnce()
         _ = try Array("written by A".utf8).withUnsafeBytes { try a.write(h, offset: 0, bytes: $0) }
         try a.close(h)
-        for _ in 0..<2 { for x in d { try await x.engine.syncNow() } }
-        #expect(try await a.tree() == (try await b.tree()))
-        for x in [a, b] {
-            var found: Set<String> = []
-            for (path, n) in x.snapshot() where n.kind == .file { found.insert(try await x.text(path)) }
-            #expect(found.contains("written by B"), "B's version is lost: \(x.snapshot().keys.sorted())")
-            #expect(found.contains { $0.hasPrefix("written by A") }, "A's version is lost: \(x.snapshot().keys.sorted())")
-        }
+        try await Self.expectBothKept(d)
     }
 
     /// Bug fix (the two-mount oracle again, seed 12, 150 rounds: "lost v122d1",
@@ -79,14 +87,7 @@ import Testing
         let h = try await a.openForWrite(ino, truncate: truncate)
         _ = try Array("written by A".utf8).withUnsafeBytes { try a.write(h, offset: 0, bytes: $0) }
         try a.close(h)
-        for _ in 0..<2 { for x in d { try await x.engine.syncNow() } }
-        #expect(try await a.tree() == (try await b.tree()))
-        for x in [a, b] {
-            var found: Set<String> = []
-            for (path, n) in x.snapshot() where n.kind == .file { found.insert(try await x.text(path)) }
-            #expect(found.contains { $0.hasPrefix("written by B") }, "B's version is lost: \(x.snapshot().keys.sorted())")
-            #expect(found.contains { $0.hasPrefix("written by A") }, "A's version is lost: \(x.snapshot().keys.sorted())")
-        }
+        try await Self.expectBothKept(d)
         // Read again after the write arrived: then an overwrite replaces it (it was seen), no copy.
         let (_, e) = try makeDevices(2)
         let p = e[0].engine, q = e[1].engine
