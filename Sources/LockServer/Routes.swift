@@ -558,9 +558,10 @@ public struct ServerAPI: Sendable {
     }
 
     /// The key generation of stored keyring bytes (1 for version 1; the
-    /// server checked the record when it stored it).
+    /// server checked the record when it stored it): from the header alone,
+    /// since every journal page names it.
     static func keyringGeneration(_ bytes: [UInt8]) -> UInt32 {
-        (try? VaultKeyring(decoding: bytes))?.generation ?? 1
+        VaultKeyring.generation(ofEncoded: bytes) ?? 1
     }
 
     static func binaryResponse(_ bytes: [UInt8]) -> Response {

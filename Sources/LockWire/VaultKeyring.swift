@@ -23,6 +23,17 @@ public enum VaultKeyring: WireRecord {
     public var generation: UInt32 {
         switch self { case .v1: 1; case .v2(let k): k.generation }
     }
+    /// The generation of an encoded keyring read from its header alone (1
+    /// for version 1; bytes 46..<50 of version 2), for a server that checked
+    /// the whole record when it stored it; nil for bytes of neither version.
+    public static func generation(ofEncoded bytes: [UInt8]) -> UInt32? {
+        switch bytes.first {
+        case Keyring.wireVersion: return 1
+        case GenerationKeyring.wireVersion where bytes.count >= 50: return bytes[46..<50].reduce(0) { $0 << 8 | UInt32($1) }
+        default: return nil
+        }
+    }
+
     /// The recovery key's X25519 public key, which a rotation seals the new
     /// generation to; nil in a version 1 keyring (a rotation then needs the
     /// recovery key itself once).

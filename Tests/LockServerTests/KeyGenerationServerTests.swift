@@ -66,3 +66,16 @@ import Testing
         #expect(page2.headers.first(name: APIv1.keyringGenerationHeader) == "2")
     }
 }
+
+extension KeyGenerationServerTests {
+    /// Journal pages name the generation read from the keyring's header alone: the same as decoding it whole.
+    @Test func theGenerationFromTheHeaderIsTheRecordsOwn() throws {
+        let v1 = try Keyring.make(keys: Self.g1, password: Self.password, parameters: Self.parameters, recovery: Self.recovery)
+        for (record, g) in [(VaultKeyring.v1(v1), UInt32(1)), (try Self.keyring([Self.g1]), 1), (try Self.keyring([Self.g2, Self.g1]), 2)] {
+            #expect(VaultKeyring.generation(ofEncoded: record.encoded) == g)
+            #expect(try VaultKeyring(decoding: record.encoded).generation == g)
+        }
+        #expect(VaultKeyring.generation(ofEncoded: [3, 0, 0]) == nil)
+        #expect(VaultKeyring.generation(ofEncoded: []) == nil)
+    }
+}
