@@ -12,7 +12,8 @@ import Testing
         options.readAhead = 0  // what is local is what this test read
         let (server, d) = try makeDevices(2, options: options)
         let a = d[0].engine, b = d[1].engine
-        let text = seededText(3 << 20, seed: 21)
+        // Beyond the 4 MiB largest chunk: at least two chunks whatever the vault's gear table.
+        let text = seededText(5 << 20, seed: 21)
         try await a.put("F", text)
         try await a.syncNow()
         try await b.pullOnce()
