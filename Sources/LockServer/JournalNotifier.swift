@@ -110,33 +110,53 @@ public final class JournalNotifier: Sendable {
 /// full buckets are forgotten.
 public final class LoginLimiter: Sendable {
     private struct Bucket { var tokens: Double; var updated: ContinuousClock.Instant }
-    private let buckets = Mutex([String: Bucket]())
+    private struct State {
+        var buckets: [String: Bucket] = [:]
+        var lastPrune: ContinuousClock.Instant?
+    }
+    private let state = Mutex(State())
     private let burst: Double
     private let interval: Duration
+    /// Keys kept before full buckets are pruned (at most once a second), and
+    /// four times that before the least recently used are dropped: an
+    /// attacker spraying names or addresses costs bounded memory and, per
+    /// attempt, no scan of the whole table (issue 15).
+    let softLimit: Int
     private let clock = ContinuousClock()
 
-    public init(burst: Int = 10, interval: Duration = .seconds(6)) {
+    public init(burst: Int = 10, interval: Duration = .seconds(6), softLimit: Int = 100_000) {
         self.burst = Double(burst)
         self.interval = interval
+        self.softLimit = softLimit
     }
+
+    /// How many keys are tracked (for tests).
+    var count: Int { state.withLock { $0.buckets.count } }
 
     /// Takes one attempt for `key`; returns nil when allowed, or the seconds to wait.
     public func attempt(_ key: String) -> Int? {
         let now = clock.now
-        let perSecond = 1 / (Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18)
-        return buckets.withLock { b in
-            if b.count > 100_000 {
-                b = b.filter { $0.value.tokens + perSecond * Self.seconds(now - $0.value.updated) < burst }
+        let perSecond = 1 / Self.seconds(interval)
+        return state.withLock { s in
+            if s.buckets.count > 4 * softLimit {
+                // Past the hard bound: the most recently used are kept (once per
+                // 3 × softLimit new keys, so a sort's cost is spread over them).
+                let keep = s.buckets.sorted { $0.value.updated > $1.value.updated }.prefix(softLimit)
+                s.buckets = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
+            } else if s.buckets.count > softLimit, s.lastPrune.map({ now - $0 >= .seconds(1) }) ?? true {
+                // Buckets that have refilled hold nothing worth keeping (a scan at most once a second).
+                s.lastPrune = now
+                s.buckets = s.buckets.filter { $0.value.tokens + perSecond * Self.seconds(now - $0.value.updated) < burst }
             }
-            var bucket = b[key] ?? Bucket(tokens: burst, updated: now)
+            var bucket = s.buckets[key] ?? Bucket(tokens: burst, updated: now)
             bucket.tokens = min(burst, bucket.tokens + perSecond * Self.seconds(now - bucket.updated))
             bucket.updated = now
             guard bucket.tokens >= 1 else {
-                b[key] = bucket
+                s.buckets[key] = bucket
                 return max(1, Int(((1 - bucket.tokens) / perSecond).rounded(.up)))
             }
             bucket.tokens -= 1
-            b[key] = bucket
+            s.buckets[key] = bucket
             return nil
         }
     }
