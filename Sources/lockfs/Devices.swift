@@ -94,12 +94,7 @@ struct RotateKeys: AsyncParsableCommand {
         let signers = try await journalSigners(home)
         let rotation = try await VaultAccount.rotateKeys(password: password, credentials: credentials,
                                                          remote: Connection(credentials).remote, signers: signers, recoveryKey: recovery)
-        try home.withCredentialsLock {
-            var saved = try DeviceCredentials.load(from: home.clientHome.credentialsFile)
-            guard saved.device == credentials.device, rotation.credentials.generations.count > saved.generations.count else { return }
-            saved.generations = rotation.credentials.generations
-            try saved.save(to: home.clientHome.credentialsFile)
-        }
+        try OpenEngine.saveGenerations(rotation.credentials.generations, in: home.clientHome.credentialsFile, device: credentials.device)
         print("new vault keys: generation \(rotation.generation), for this device" + rotation.sealedFor.map { ", \($0)" }.joined())
         for d in rotation.left {
             printWarning("\(d.name) did not get the new keys (\(d.why)); it must log in again to read what is written from now on")

@@ -40,13 +40,18 @@ struct OpenEngine {
     /// another device) in device.json, so that the next command starts with
     /// them; under the credentials lock, read again first.
     static func keepNewGenerations(of engine: Engine, in file: URL, device: DeviceID) {
-        engine.setNewGenerationsHandler { generations in
-            try HomeOptions.withCredentialsLock(file) {
-                var saved = try DeviceCredentials.load(from: file)
-                guard saved.device == device, generations.count > saved.generations.count else { return }
-                saved.generations = generations
-                try saved.save(to: file)
-            }
+        engine.setNewGenerationsHandler { try saveGenerations($0, in: file, device: device) }
+    }
+
+    /// Keeps `generations` (newest first) in the credentials file `file` if
+    /// it is still `device`'s and holds fewer; under the credentials lock,
+    /// read again first (a mount and a command may both learn them).
+    static func saveGenerations(_ generations: [VaultKeys], in file: URL, device: DeviceID) throws {
+        try HomeOptions.withCredentialsLock(file) {
+            var saved = try DeviceCredentials.load(from: file)
+            guard saved.device == device, generations.count > saved.generations.count else { return }
+            saved.generations = generations
+            try saved.save(to: file)
         }
     }
 
