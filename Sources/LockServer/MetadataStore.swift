@@ -246,6 +246,9 @@ public protocol MetadataStore: Sendable {
                 references: [ChunkID], device: DeviceID, now: Date) async throws -> StoredEntry
     /// Entries after `after`, at most `limit`, and the latest sequence number.
     func entries(account: AccountID, after: JournalSeq, limit: Int) async throws -> (items: [StoredEntry], latest: JournalSeq)
+    /// The chain head after entry `seq` (the vault's genesis head at 0); nil
+    /// when the journal has no such entry.
+    func head(account: AccountID, vault: VaultID, at seq: JournalSeq) async throws -> ChainHead?
 
     // Checkpoints
     /// Stores a checkpoint for `seq`, whose head must be the chain's head at `seq`.

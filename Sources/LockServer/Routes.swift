@@ -439,7 +439,14 @@ public struct ServerAPI: Sendable {
             if let now = try await store.account(named: account.name) { keyring = now.keyring }
         }
         let items = try page.items.map { EntryPage.Item(seq: $0.seq, head: $0.head, entry: try JournalEntry(decoding: $0.bytes)) }
-        var response = Self.binaryResponse(try EntryPage(items: items, latest: page.latest).encoded)
+        // Version 2 pages say the head at the cursor, so that a client checks it
+        // against the one it verified at every poll (none: the journal is shorter).
+        var start: EntryPage.Start?
+        if query["format"].map(String.init) == EntryPage.formatQuery,
+           let head = try await store.head(account: account.id, vault: account.vaultID, at: JournalSeq(after)) {
+            start = EntryPage.Start(after: JournalSeq(after), head: head)
+        }
+        var response = Self.binaryResponse(try EntryPage(start: start, items: items, latest: page.latest).encoded)
         response.headers[HTTPFields.Element.Name(APIv1.keyringGenerationHeader)!] = "\(Self.keyringGeneration(keyring))"
         return response
     }

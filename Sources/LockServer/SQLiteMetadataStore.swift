@@ -341,6 +341,11 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
+    public func head(account: AccountID, vault: VaultID, at seq: JournalSeq) async throws -> ChainHead? {
+        guard seq.rawValue <= UInt64(Int64.max) else { return nil }
+        return try await pool.read { db in try Self.head(db, account: account, vault: vault, at: seq) }
+    }
+
     // MARK: Checkpoints
 
     public func putCheckpoint(account: AccountID, vault: VaultID, seq: JournalSeq, head: ChainHead, bytes: [UInt8]) async throws {

@@ -364,6 +364,10 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
         }
     }
 
+    public func head(account: AccountID, vault: VaultID, at seq: JournalSeq) async throws -> ChainHead? {
+        try await withConnection { c in try await Self.head(c, account: account, vault: vault, at: seq, self.logger) }
+    }
+
     // MARK: Checkpoints
 
     public func putCheckpoint(account: AccountID, vault: VaultID, seq: JournalSeq, head: ChainHead, bytes: [UInt8]) async throws {

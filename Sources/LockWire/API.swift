@@ -145,9 +145,25 @@ public struct AppendRequest: WireRecord {
 ///     1   4   count n (u32 BE, ≤ 1,000)
 ///     5   …   n × (seq u64 BE ‖ chain head after it 32 ‖ length u32 BE ‖ JournalEntry)
 ///     …   8   the vault's latest seq (u64 BE), so a reader knows if more remain
+///
+/// Version 0x02 (sent when the request asks for it, `format=2`) also says
+/// where the page starts: the cursor asked after and the server's chain
+/// head there, which the reader checks against the head it verified at
+/// that seq (a server that shows it another history of the same length, or
+/// will not say, is caught at every poll):
+///
+///     0   1   version 0x02
+///     1   8   after: the seq the page was asked after (u64 BE)
+///     9   32  the chain head at `after` (the vault's genesis head at 0)
+///     41  4   count n
+///     45  …   items as in version 1
+///     …   8   latest seq
 public struct EntryPage: WireRecord {
-    public static let wireVersion: UInt8 = 1
+    public static let wireVersion: UInt8 = 2
+    public static let readableVersions: ClosedRange<UInt8> = 1...2
     public static let recordName = "entry page"
+    /// The value of the `format` query parameter that asks for version 2.
+    public static let formatQuery = "2"
 
     public struct Item: Equatable, Sendable {
         public let seq: JournalSeq
@@ -160,6 +176,18 @@ public struct EntryPage: WireRecord {
         }
     }
 
+    /// Where a version 2 page starts: the seq asked after, and the head there.
+    public struct Start: Equatable, Sendable {
+        public let after: JournalSeq
+        public let head: ChainHead
+        public init(after: JournalSeq, head: ChainHead) {
+            self.after = after
+            self.head = head
+        }
+    }
+
+    /// nil for a version 1 page.
+    public let start: Start?
     public let items: [Item]
     public let latest: JournalSeq
     /// The keyring's key generation, from the response header
@@ -167,16 +195,24 @@ public struct EntryPage: WireRecord {
     /// server that does not send it.
     public var keyringGeneration: UInt32?
 
-    public init(items: [Item], latest: JournalSeq) throws {
+    public init(start: Start? = nil, items: [Item], latest: JournalSeq) throws {
         guard items.count <= APIv1.maxEntriesPerPage else {
             throw WireError.lengthOutOfRange(field: "entries", length: items.count, limit: APIv1.maxEntriesPerPage)
         }
+        if let start, let first = items.first, first.seq <= start.after {
+            throw WireError.invalidValue(field: "entries", reason: "a page holds entries after its start only")
+        }
+        self.start = start
         self.items = items
         self.latest = latest
     }
 
     public func encode(to w: inout WireWriter) {
-        w.u8(Self.wireVersion)
+        w.u8(start == nil ? 1 : 2)
+        if let start {
+            w.u64(start.after.rawValue)
+            w.id(start.head)
+        }
         w.u32(UInt32(items.count))
         for item in items {
             w.u64(item.seq.rawValue)
@@ -187,7 +223,8 @@ public struct EntryPage: WireRecord {
     }
 
     public init(from r: inout WireReader) throws {
-        try r.version(Self.wireVersion)
+        let version = try r.version(in: Self.readableVersions)
+        let start = version >= 2 ? Start(after: JournalSeq(try r.u64()), head: try r.id()) : nil
         let n = try r.count(field: "entries", limit: APIv1.maxEntriesPerPage, minimumItemSize: 44 + JournalEntry.headerSize)
         var items: [Item] = []
         for _ in 0..<n {
@@ -196,8 +233,7 @@ public struct EntryPage: WireRecord {
             let bytes = try r.bytes32(field: "entry", allowed: (JournalEntry.headerSize + Envelope.minimumSize)...(JournalEntry.signedHeaderSize + EnvelopeKind.journalEntry.maxSealedSize))
             items.append(Item(seq: seq, head: head, entry: try JournalEntry(decoding: bytes)))
         }
-        self.items = items
-        latest = JournalSeq(try r.u64())
+        try self.init(start: start, items: items, latest: JournalSeq(try r.u64()))
     }
 }
 

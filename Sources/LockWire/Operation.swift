@@ -162,6 +162,48 @@ public enum Operation: Hashable, Sendable {
     }
 }
 
+/// Where a batch sits in its device's own chain (batch version 3): the
+/// device's previous batch, or none for the first batch a device makes.
+/// Every client checks it against the batches of that device it has seen,
+/// so a server that drops, replays or reorders a device's entries is
+/// caught even where the journal's hash chain was recomputed around the
+/// gap (docs/design.md, "Device chains").
+public enum BatchLink: Hashable, Sendable {
+    /// The first batch of this device.
+    case first
+    /// Follows the device's batch with that stamp (createdAt, ns) whose
+    /// entry's envelope has that hash (`BatchLink.envelopeHash`).
+    case follows(stamp: Int64, envelopeHash: [UInt8])
+
+    static let hashDomain = Array("lockfs batch link v1".utf8)
+
+    /// BLAKE2b-256("lockfs batch link v1" ‖ the entry's envelope): names a
+    /// batch as sealed, whoever signed the entry that carries it, so that a
+    /// retried append is the same batch however often it landed.
+    public static func envelopeHash(_ sealedBatch: [UInt8]) -> [UInt8] {
+        Hash.blake2b256(parts: [hashDomain, sealedBatch])
+    }
+
+    /// tag u8 ‖ (0x01: stamp i64 ‖ hash 32)
+    func encode(to w: inout WireWriter) {
+        switch self {
+        case .first: w.u8(0)
+        case .follows(let stamp, let hash):
+            w.u8(1)
+            w.i64(stamp)
+            w.raw(hash)
+        }
+    }
+
+    init(from r: inout WireReader) throws {
+        switch try r.u8() {
+        case 0: self = .first
+        case 1: self = .follows(stamp: try r.i64(), envelopeHash: try r.raw(32))
+        case let tag: throw WireError.invalidValue(field: "batch link", reason: "unknown tag \(tag)")
+        }
+    }
+}
+
 /// The plaintext of a journal entry: who wrote a batch of operations, when.
 ///
 /// The version byte also names the replay rules the writer made the batch
@@ -169,34 +211,67 @@ public enum Operation: Hashable, Sendable {
 /// rules of its version, so clients converge whenever they were upgraded.
 /// 0x01: the first rules; 0x02: folder deletes take only empty folders,
 /// operations follow the version their writer saw into its conflict copy,
-/// same-named folders made concurrently merge.
+/// same-named folders made concurrently merge; 0x03: rules 2, and the
+/// batch names its device's previous batch (`BatchLink`) and may hold no
+/// operation (an attestation: the entry only says that its writer verified
+/// the journal up to the entry's base).
 ///
 ///     0   1   version 0x01 or 0x02
 ///     1   16  device id
 ///     17  8   created at (i64 BE, ns since the epoch)
 ///     25  4   operation count n (u32 BE, 1…100,000)
 ///     29  …   n operations
+///
+/// Version 0x03:
+///
+///     0   1   version 0x03
+///     1   16  device id
+///     17  8   created at
+///     25  1   link: 0x00 first batch of the device, or
+///             0x01 ‖ previous stamp (i64 BE) ‖ previous envelope hash (32)
+///     …   4   operation count n (0…100,000)
+///     …   …   n operations
 public struct OperationBatch: WireRecord {
     /// The version this client writes (the newest replay rules).
-    public static let wireVersion: UInt8 = 2
+    public static let wireVersion: UInt8 = 3
     /// The versions this client reads.
-    public static let readableVersions: ClosedRange<UInt8> = 1...2
+    public static let readableVersions: ClosedRange<UInt8> = 1...3
     public static let recordName = "operation batch"
 
-    /// The record's version: the replay rules it was made for.
+    /// The record's version: the replay rules it was made for (3: rules 2
+    /// with device chains).
     public let version: UInt8
     public let device: DeviceID
     public let createdAt: Timestamp
+    /// The device's previous batch (nil before version 3).
+    public let link: BatchLink?
     public let operations: [Operation]
 
-    public init(device: DeviceID, createdAt: Timestamp, operations: [Operation], version: UInt8 = OperationBatch.wireVersion) throws {
-        guard (1...WireLimits.operationsPerEntry).contains(operations.count) else {
+    /// The replay rules of the batch (version 3 replays by rules 2).
+    public var rules: UInt8 { min(version, 2) }
+
+    /// Whether the batch only attests its entry's base (no operation).
+    public var isAttestation: Bool { operations.isEmpty }
+
+    /// - Parameter link: version 3 only; nil there means `.first`.
+    public init(device: DeviceID, createdAt: Timestamp, link: BatchLink? = nil, operations: [Operation],
+                version: UInt8 = OperationBatch.wireVersion) throws {
+        let link = version >= 3 ? (link ?? .first) : link
+        guard Self.readableVersions.contains(version) else { throw WireError.unsupportedVersion(record: Self.recordName, found: version) }
+        let least = version >= 3 ? 0 : 1
+        guard (least...WireLimits.operationsPerEntry).contains(operations.count) else {
             throw WireError.lengthOutOfRange(field: "operations", length: operations.count, limit: WireLimits.operationsPerEntry)
         }
-        guard Self.readableVersions.contains(version) else { throw WireError.unsupportedVersion(record: Self.recordName, found: version) }
+        guard (version >= 3) == (link != nil) else {
+            throw WireError.invalidValue(field: "batch link", reason: "version 3 batches have one, older ones none")
+        }
+        if case .follows(_, let hash)? = link, hash.count != 32 {
+            throw WireError.invalidValue(field: "batch link", reason: "the previous batch's hash is 32 bytes")
+        }
         self.version = version
         self.device = device
         self.createdAt = createdAt
+        self.link = link
         self.operations = operations
     }
 
@@ -210,6 +285,7 @@ public struct OperationBatch: WireRecord {
         w.u8(version)
         w.id(device)
         w.i64(createdAt.nanoseconds)
+        link?.encode(to: &w)
         w.u32(UInt32(operations.count))
         for op in operations { op.encode(to: &w) }
     }
@@ -218,11 +294,12 @@ public struct OperationBatch: WireRecord {
         let version = try r.version(in: Self.readableVersions)
         let device: DeviceID = try r.id()
         let createdAt = Timestamp(nanoseconds: try r.i64())
+        let link = version >= 3 ? try BatchLink(from: &r) : nil
         let n = try r.count(field: "operations", limit: WireLimits.operationsPerEntry, minimumItemSize: 33)
-        guard n >= 1 else { throw WireError.lengthOutOfRange(field: "operations", length: 0, limit: 1) }
+        guard n >= 1 || version >= 3 else { throw WireError.lengthOutOfRange(field: "operations", length: 0, limit: 1) }
         var ops: [Operation] = []
         ops.reserveCapacity(n)
         for _ in 0..<n { ops.append(try Operation(from: &r)) }
-        try self.init(device: device, createdAt: createdAt, operations: ops, version: version)
+        try self.init(device: device, createdAt: createdAt, link: link, operations: ops, version: version)
     }
 }

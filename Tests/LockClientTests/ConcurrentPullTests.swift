@@ -15,7 +15,7 @@ import Testing
         }
         let b = d[1]
         let all = try await b.remote.entries(after: JournalSeq(0), limit: 100, wait: .zero)
-        let older = try EntryPage(items: Array(all.items.prefix(2)), latest: JournalSeq(2))
+        let older = try EntryPage(start: all.start, items: Array(all.items.prefix(2)), latest: JournalSeq(2))
         return (b.engine, b.remote, all, older)
     }
 
@@ -44,12 +44,14 @@ import Testing
         // The same positions, other heads: the server forked between the two requests.
         var forged = all.items
         forged[1] = .init(seq: forged[1].seq, head: forged[2].head, entry: forged[1].entry)
-        #expect(throws: LockError.self) { try e.applyPage(try EntryPage(items: Array(forged.prefix(2)), latest: JournalSeq(3)), requestedAfter: 0) }
+        #expect(throws: LockError.self) { try e.applyPage(try EntryPage(start: all.start, items: Array(forged.prefix(2)), latest: JournalSeq(3)), requestedAfter: 0) }
     }
 
     @Test func aPageEndingBeforeWhatWasRequestedIsARollback() async throws {
         let (e, _, all, older) = try await pages(3)
         try e.applyPage(all, requestedAfter: 0)
-        #expect(throws: LockError.self) { try e.applyPage(try EntryPage(items: [], latest: older.latest), requestedAfter: 3) }
+        #expect(throws: LockError.integrity("the server's journal ends at 2 but this device verified it up to 3: history was rolled back")) {
+            try e.applyPage(try EntryPage(start: .init(after: JournalSeq(3), head: all.items[2].head), items: [], latest: older.latest), requestedAfter: 3)
+        }
     }
 }

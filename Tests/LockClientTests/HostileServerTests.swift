@@ -416,9 +416,11 @@ import Testing
         }
     }
 
-    /// A fork of equal length is invisible to a pull (nothing after the
-    /// cursor); the next append on it is refused (`bad_base`) and raises the alarm.
-    @Test func anEqualLengthForkIsCaughtAtTheNextAppend() async throws {
+    /// A fork of equal length: nothing after the cursor, but the page says
+    /// the server's head there, which is not the one verified (issue 15: it
+    /// went unseen until the next append). Caught at the next poll, before
+    /// anything is sent.
+    @Test func anEqualLengthForkIsCaughtAtTheNextPoll() async throws {
         let (serverA, serverB, vault) = try await Self.forkedServers("mallory-h")
         defer { serverA.stop(); serverB.stop() }
         let a = try vault.laptop(on: serverA), b = try vault.phone(on: serverB)
@@ -428,10 +430,8 @@ import Testing
         try await b.syncNow()
 
         let bOnA = try vault.phone(on: serverA)
-        try await bOnA.pullOnce()
-        #expect(bOnA.status().integrityAlarm == nil)
         try await bOnA.put("next.txt", "queued on the phone")
-        let alarm = await Self.expectIntegrity("rolled back or forked") { try await bOnA.pushOnce() }
+        let alarm = await Self.expectIntegrity("another history at 2") { try await bOnA.pullOnce() }
         try await Self.expectStoppedKeepingLocalWork(bOnA, alarm: alarm, path: "next.txt", text: "queued on the phone") {
             try vault.phone(on: serverA)
         }

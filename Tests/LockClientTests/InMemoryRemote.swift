@@ -105,7 +105,8 @@ struct InMemoryRemote: Remote {
             try check()
             let page = try server.state.withLock { s in
                 let items = s.entries.filter { $0.seq > after }.prefix(limit).map { EntryPage.Item(seq: $0.seq, head: $0.head, entry: $0.entry) }
-                return try EntryPage(items: Array(items), latest: s.entries.last?.seq ?? .start)
+                let start = after == .start ? ChainHead.genesis(of: server.vault) : s.entries.first { $0.seq == after }?.head
+                return try EntryPage(start: start.map { .init(after: after, head: $0) }, items: Array(items), latest: s.entries.last?.seq ?? .start)
             }
             if !page.items.isEmpty || ContinuousClock.now >= deadline { return page }
             try await Task.sleep(for: .milliseconds(5))

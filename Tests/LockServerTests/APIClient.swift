@@ -75,8 +75,10 @@ struct APIClient: Sendable {
         try await send(.POST, "/v1/journal", body: AppendRequest(entry: entry, references: references).encoded, contentType: Self.binary)
     }
 
-    func pull(after: UInt64, limit: Int = 1000, wait: Double = 0) async throws -> EntryPage {
-        let r = try await send(.GET, "/v1/journal?after=\(after)&limit=\(limit)&wait=\(wait)", timeout: .seconds(120))
+    /// - Parameter format: "2" asks for version 2 pages (with the head at `after`).
+    func pull(after: UInt64, limit: Int = 1000, wait: Double = 0, format: String? = nil) async throws -> EntryPage {
+        let r = try await send(.GET, "/v1/journal?after=\(after)&limit=\(limit)&wait=\(wait)" + (format.map { "&format=\($0)" } ?? ""),
+                               timeout: .seconds(120))
         guard r.status == 200 else { throw TestFailure("pull: HTTP \(r.status) \(String(decoding: r.body, as: UTF8.self))") }
         return try EntryPage(decoding: r.body)
     }

@@ -48,6 +48,15 @@ import Testing
         #expect(page.items.map(\.seq.rawValue) == [1, 2] && page.latest == JournalSeq(2))
         #expect(page.items[0].entry == e1 && page.items[1].head == h1.next(seq: 2, entry: e2.encoded))
         #expect(try page.items[1].entry.open(keys: vault.keys).operations.count == 1)
+        // Clients of 0.2 get version 1 pages; asked for, version 2 says the head at the cursor.
+        #expect(page.start == nil)
+        for (after, head) in [(UInt64(0), vault.genesis), (1, h1), (2, page.items[1].head)] {
+            let v2 = try await alice.pull(after: after, format: EntryPage.formatQuery)
+            #expect(v2.start == EntryPage.Start(after: JournalSeq(after), head: head))
+            #expect(v2.items == Array(page.items.dropFirst(Int(after))))
+        }
+        // Beyond the journal there is no head to show (the client calls it a rollback).
+        #expect(try await alice.pull(after: 5, format: EntryPage.formatQuery).start == nil)
 
         // A second device logs in with the same login secret; a wrong one is refused.
         let anon = APIClient(baseURL: server.baseURL)

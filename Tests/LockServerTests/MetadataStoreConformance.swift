@@ -618,6 +618,13 @@ enum MetadataStoreConformance {
         #expect(p.items.map(\.head) == chain.map(\.head))
         #expect(p.items.map(\.bytes) == chain.map(\.bytes))
         #expect(F.chainVerifies(p.items, genesis: ChainHead.genesis(of: alice.vaultID)))
+        // The head at a seq (version 2 pages start with it): genesis at 0, none beyond the journal.
+        #expect(try await store.head(account: alice.id, vault: alice.vaultID, at: .start) == ChainHead.genesis(of: alice.vaultID))
+        for item in chain {
+            #expect(try await store.head(account: alice.id, vault: alice.vaultID, at: item.seq) == item.head)
+        }
+        #expect(try await store.head(account: alice.id, vault: alice.vaultID, at: JournalSeq(8)) == nil)
+        #expect(try await store.head(account: alice.id, vault: alice.vaultID, at: JournalSeq(.max)) == nil)
     }
 
     // MARK: Checkpoints

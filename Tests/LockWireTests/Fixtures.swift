@@ -36,6 +36,13 @@ enum Fixture {
     static let batch = try! OperationBatch(device: id16(0x40), createdAt: time, operations: operations, version: 1)
     /// The same operations in a version-2 batch (rules 2).
     static let batchV2 = try! OperationBatch(device: id16(0x40), createdAt: time, operations: operations, version: 2)
+    /// The same operations in a version-3 batch, following a batch of the
+    /// device made a second before whose envelope was bytes 00 01 02.
+    static let batchV3 = try! OperationBatch(device: id16(0x40), createdAt: time,
+                                             link: .follows(stamp: time.nanoseconds - 1_000_000_000, envelopeHash: BatchLink.envelopeHash([0, 1, 2])),
+                                             operations: operations)
+    /// A device's first batch, attesting only (no operation).
+    static let attestation = try! OperationBatch(device: id16(0x40), createdAt: time, link: .first, operations: [])
 
     static var genesis: ChainHead { ChainHead.genesis(of: vault.vaultID) }
 

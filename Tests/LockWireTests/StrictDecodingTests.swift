@@ -11,7 +11,7 @@ import Testing
     static func roundTrip(_ name: String, _ bytes: [UInt8]) throws -> [UInt8] {
         switch name {
         case "manifest", "manifest.empty": try Manifest(decoding: bytes).encoded
-        case "batch", "batch.v2": try OperationBatch(decoding: bytes).encoded
+        case "batch", "batch.v2", "batch.v3", "batch.v3.attestation": try OperationBatch(decoding: bytes).encoded
         case "entry":
             // Framing alone cannot see a cut inside the envelope; opening can.
             try { let e = try JournalEntry(decoding: bytes); _ = try e.open(keys: Fixture.vault); return e.encoded }()
@@ -37,7 +37,7 @@ import Testing
         case "api.chunk-id-list": try ChunkIDList(decoding: bytes).encoded
         case "api.chunk-batch": try ChunkBatch(decoding: bytes).encoded
         case "api.append": try AppendRequest(decoding: bytes).encoded
-        case "api.entry-page": try EntryPage(decoding: bytes).encoded
+        case "api.entry-page", "api.entry-page.v2": try EntryPage(decoding: bytes).encoded
         case let n where n.hasPrefix("operation."):
             try {
                 var r = WireReader(bytes, record: "operation")
@@ -131,8 +131,22 @@ import Testing
         #expect(throws: WireError.self) { try ExtendedAttribute(name: "user.big", value: [UInt8](repeating: 0, count: 65_537)) }
     }
 
-    @Test func batchesNeedOneToManyOperations() {
-        #expect(throws: WireError.self) { try OperationBatch(device: Fixture.id16(0), createdAt: Fixture.time, operations: []) }
+    /// Version 1 and 2 batches need an operation; version 3 ones may attest only.
+    @Test func batchesNeedOneToManyOperations() throws {
+        for version: UInt8 in [1, 2] {
+            #expect(throws: WireError.self) { try OperationBatch(device: Fixture.id16(0), createdAt: Fixture.time, operations: [], version: version) }
+            var bytes = Fixture.attestation.encoded
+            bytes[0] = version
+            bytes.remove(at: 25)  // the link
+            #expect(throws: WireError.self) { try OperationBatch(decoding: bytes) }
+        }
+        #expect(try OperationBatch(decoding: Fixture.attestation.encoded).isAttestation)
+        var badLink = Fixture.attestation.encoded
+        badLink[25] = 2
+        #expect(throws: WireError.self) { try OperationBatch(decoding: badLink) }
+        #expect(throws: WireError.self) {
+            try OperationBatch(device: Fixture.id16(0), createdAt: Fixture.time, link: .follows(stamp: 1, envelopeHash: [1]), operations: [])
+        }
         #expect(Fixture.batch.chunkIDs == [Fixture.id32(1), Fixture.id32(2)])
     }
 

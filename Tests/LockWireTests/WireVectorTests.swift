@@ -23,6 +23,8 @@ import Testing
             "manifest.empty": Manifest.empty.encoded,
             "batch": Fixture.batch.encoded,
             "batch.v2": Fixture.batchV2.encoded,
+            "batch.v3": Fixture.batchV3.encoded,
+            "batch.v3.attestation": Fixture.attestation.encoded,
             "entry": entry.encoded,
             "entry.v2": try Fixture.signedEntry().encoded,
             "device.public-keys": Fixture.identity.signingPublicKey + Fixture.identity.boxPublicKey,
@@ -35,6 +37,9 @@ import Testing
             "api.append": AppendRequest(entry: entry, references: Fixture.batch.chunkIDs).encoded,
             "api.entry-page": try EntryPage(items: [.init(seq: JournalSeq(1), head: Fixture.genesis.next(seq: 1, entry: entry.encoded), entry: entry)],
                                             latest: JournalSeq(1)).encoded,
+            "api.entry-page.v2": try EntryPage(start: .init(after: JournalSeq(0), head: Fixture.genesis),
+                                               items: [.init(seq: JournalSeq(1), head: Fixture.genesis.next(seq: 1, entry: entry.encoded), entry: entry)],
+                                               latest: JournalSeq(1)).encoded,
         ]
         for (i, op) in Fixture.operations.enumerated() {
             var w = WireWriter()

@@ -163,6 +163,17 @@ check("wire.entry v2 signature (Ed25519 over domain, vault id, header, envelope)
 b2 = bytes.fromhex(W["batch.v2"])
 check("wire.batch v2 (rules 2: same layout, version byte 2)", b2[0] == 2 and b2[1:] == bytes.fromhex(W["batch"])[1:]
       and bytes.fromhex(W["batch"])[0] == 1)
+b3 = bytes.fromhex(W["batch.v3"])
+t = int.from_bytes(b2[17:25], "big")
+check("wire.batch v3 (link to the device's previous batch: tag 1, stamp, BLAKE2b-256 of domain and envelope)",
+      b3[0] == 3 and b3[1:25] == b2[1:25] and b3[25] == 1 and int.from_bytes(b3[26:34], "big") == t - 1_000_000_000
+      and b3[34:66] == hashlib.blake2b(b"lockfs batch link v1" + bytes([0, 1, 2]), digest_size=32).digest()
+      and b3[66:] == b2[25:])
+a3 = bytes.fromhex(W["batch.v3.attestation"])
+check("wire.batch v3 attestation (first link, no operation)", a3 == bytes([3]) + b2[1:25] + bytes([0]) + (0).to_bytes(4, "big"))
+p1, p2 = bytes.fromhex(W["api.entry-page"]), bytes.fromhex(W["api.entry-page.v2"])
+check("wire.entry page v2 (after seq and the head there, then as version 1)",
+      p1[0] == 1 and p2[0] == 2 and p2[1:9] == bytes(8) and p2[9:41] == genesis and p2[41:] == p1[1:])
 name_len = int.from_bytes(op[33:35], "big")
 check("wire.create op", op[0] == 1 and op[1:17] == ids16(0x10) and op[17:33] == bytes(16)
       and op[35:35 + name_len] == b"report.pdf" and op[35 + name_len:51 + name_len] == ids16(0x20)

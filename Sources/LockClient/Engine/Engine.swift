@@ -89,7 +89,10 @@ public final class Engine: Sendable {
         var cursor: UInt64
         var head: ChainHead
         var recentHeads: [UInt64: ChainHead] = [:]
-        var deviceStamps: [DeviceID: Int64]
+        /// Where each device's own chain stands (`DeviceChain`).
+        var deviceTails: [DeviceID: DeviceTail]
+        /// The last batch this home sealed: the next one names it.
+        var sealedTail: SealedTail?
         var lastStamp: Int64
         var inoByNode: [NodeID: UInt64] = [:]
         var nodeByIno: [UInt64: NodeID] = [:]
@@ -137,6 +140,10 @@ public final class Engine: Sendable {
     /// One page is applied at a time: the background puller and `pullOnce`
     /// (`lockfs sync`, the first mount's catch-up) may pull at once.
     let applying = Mutex(())
+    /// One send at a time (the background uploader and `pushOnce` may run
+    /// at once): a device's entries reach the server in the order sealed,
+    /// as its device chain says.
+    let sending = SerialGate()
 
     /// Opens (creating if needed) the engine's state in `home` for `credentials`.
     public init(home: ClientHome, credentials: DeviceCredentials, remote: any Remote, options: EngineOptions = .init()) throws {
@@ -160,8 +167,8 @@ public final class Engine: Sendable {
         let snap = try index.load()
         let base = Tree(loading: snap.nodes, aliases: snap.aliases)
         var s = State(base: base, local: base, pending: snap.pending, inflight: snap.inflight, cursor: snap.cursor,
-                      head: snap.head ?? ChainHead.genesis(of: credentials.keys.vaultID), deviceStamps: snap.deviceStamps,
-                      lastStamp: try index.metaInt("last_stamp") ?? 0, pins: snap.pins)
+                      head: snap.head ?? ChainHead.genesis(of: credentials.keys.vaultID), deviceTails: snap.deviceTails,
+                      sealedTail: snap.sealedTail, lastStamp: try index.metaInt("last_stamp") ?? 0, pins: snap.pins)
         s.alarm = try index.meta("alarm").map { String(decoding: $0, as: UTF8.self) }
         // lockfs 0.1 raised the alarm at the first signed entry it met: a version
         // it could not read, not tampering. This version reads it: clear that one.

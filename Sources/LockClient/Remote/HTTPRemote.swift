@@ -143,7 +143,7 @@ public struct HTTPRemote: Remote {
 
     public func entries(after: JournalSeq, limit: Int, wait: Duration) async throws -> EntryPage {
         let seconds = Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18
-        let r = try await call("GET", "/journal?after=\(after.rawValue)&limit=\(limit)&wait=\(seconds)",
+        let r = try await call("GET", "/journal?after=\(after.rawValue)&limit=\(limit)&wait=\(seconds)&format=\(EntryPage.formatQuery)",
                                timeout: wait + .seconds(60))
         var page = try binary(EntryPage.self, r)
         page.keyringGeneration = r.headers[APIv1.keyringGenerationHeader.lowercased()].flatMap { UInt32($0) }

@@ -27,6 +27,31 @@ public struct InflightBatch: Sendable, Equatable {
     public var references: [ChunkID]
     /// Set once the server has acknowledged the append.
     public var appendedSeq: UInt64?
+    /// The chain head the server said the append made (checked when the
+    /// pull reaches `appendedSeq`).
+    public var appendedHead: ChainHead? = nil
+}
+
+/// Where this home's own device chain ends: the last batch it sealed, which
+/// the next one names (`BatchLink`).
+public struct SealedTail: Sendable, Equatable {
+    public var device: DeviceID
+    public var stamp: Int64
+    public var envelopeHash: [UInt8]
+
+    /// meta `chain_tail`: device 16 ‖ stamp i64 ‖ hash 32.
+    var encoded: [UInt8] { device.bytes + Index.int64Bytes(stamp) + envelopeHash }
+
+    init(device: DeviceID, stamp: Int64, envelopeHash: [UInt8]) {
+        self.device = device
+        self.stamp = stamp
+        self.envelopeHash = envelopeHash
+    }
+
+    init?(encoded b: [UInt8]) {
+        guard b.count == 56, let device = try? DeviceID(bytes: b[0..<16]) else { return nil }
+        self.init(device: device, stamp: Int64(bitPattern: UInt64(bigEndianBytes: Array(b[16..<24]))), envelopeHash: Array(b[24...]))
+    }
 }
 
 /// The client's index: one SQLite database in WAL mode (`index.sqlite`).
@@ -39,7 +64,8 @@ public struct InflightBatch: Sendable, Equatable {
 ///     inodes(ino, node)           stable inode numbers, never reused
 ///     pending(id, op, …)          local operations not yet in the journal (the outbox's order)
 ///     inflight(stamp, entry, …)   sealed entries being appended
-///     device_stamps(device, stamp) the last batch stamp applied per device (dedup of retried appends)
+///     device_stamps(device, stamp) the last batch stamp applied per device (dedup of retried appends);
+///                                 its envelope hash and whether it was linked (v8, device chains)
 ///     signers(device, public_key)  the Ed25519 key each device's first signed entry bound to it
 ///     pins(node)                  pinned files and folders (sticky)
 ///     outbox(id, sealed)          small sealed chunks of pending operations (v2)
@@ -47,6 +73,7 @@ public struct InflightBatch: Sendable, Equatable {
 ///     nodes.ctime                 when an operation last changed the node (v4)
 ///     atimes(node, atime)         access times set on this device (utimensat, touch -a); never synced (v5)
 ///     local_nodes(id, parent, …)  FIFOs and sockets made on this device; never synced (v6)
+///     inflight.appended_head      the head the server acknowledged an append with (v8)
 ///
 /// Durability (docs/design.md, "Durability"): `synchronous = NORMAL`. A
 /// commit is in the write-ahead log before it returns — it survives a crash
@@ -164,6 +191,13 @@ public final class Index: Sendable {
         m.registerMigration("v7: the key each signing device's first entry bound to it") { db in
             try db.execute(sql: "CREATE TABLE signers (device BLOB PRIMARY KEY, public_key BLOB NOT NULL) WITHOUT ROWID")
         }
+        m.registerMigration("v8: device chains and acknowledged heads") { db in
+            try db.execute(sql: """
+                ALTER TABLE device_stamps ADD COLUMN hash BLOB;
+                ALTER TABLE device_stamps ADD COLUMN linked INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE inflight ADD COLUMN appended_head BLOB;
+                """)
+        }
         return m
     }
 
@@ -200,7 +234,9 @@ public final class Index: Sendable {
         public var head: ChainHead?
         public var pending: [PendingOperation]
         public var inflight: [InflightBatch]
-        public var deviceStamps: [DeviceID: Int64]
+        public var deviceTails: [DeviceID: DeviceTail]
+        /// The last batch this home sealed (nil before lockfs 0.3).
+        public var sealedTail: SealedTail?
         public var inodes: [(UInt64, NodeID)]
         public var pins: Set<NodeID>
         public var accessTimes: [NodeID: Timestamp]
@@ -227,15 +263,18 @@ public final class Index: Sendable {
                 pending.append(try Self.decodePending(row))
             }
             var inflight: [InflightBatch] = []
-            for row in try Row.fetchAll(db, sql: "SELECT stamp, entry, refs, appended_seq FROM inflight ORDER BY stamp") {
+            for row in try Row.fetchAll(db, sql: "SELECT stamp, entry, refs, appended_seq, appended_head FROM inflight ORDER BY stamp") {
                 let refs = try Self.decodeIDs(Array(row["refs"] as Data))
                 inflight.append(InflightBatch(stamp: row["stamp"], entry: try JournalEntry(decoding: Array(row["entry"] as Data)),
-                                              references: refs, appendedSeq: (row["appended_seq"] as Int64?).map { UInt64($0) }))
+                                              references: refs, appendedSeq: (row["appended_seq"] as Int64?).map { UInt64($0) },
+                                              appendedHead: try (row["appended_head"] as Data?).map { try ChainHead(bytes: Array($0)) }))
             }
-            var stamps: [DeviceID: Int64] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT device, stamp FROM device_stamps") {
-                stamps[try DeviceID(bytes: Array(row["device"] as Data))] = row["stamp"]
+            var tails: [DeviceID: DeviceTail] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT device, stamp, hash, linked FROM device_stamps") {
+                tails[try DeviceID(bytes: Array(row["device"] as Data))] =
+                    DeviceTail(stamp: row["stamp"], envelopeHash: (row["hash"] as Data?).map { Array($0) }, linked: (row["linked"] as Int64) != 0)
             }
+            let sealedTail = try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'chain_tail'").flatMap { SealedTail(encoded: Array($0)) }
             var inodes: [(UInt64, NodeID)] = []
             for row in try Row.fetchAll(db, sql: "SELECT ino, node FROM inodes") {
                 inodes.append((UInt64(row["ino"] as Int64), try NodeID(bytes: Array(row["node"] as Data))))
@@ -257,7 +296,7 @@ public final class Index: Sendable {
                 signers[try DeviceID(bytes: Array(row["device"] as Data))] = Array(row["public_key"] as Data)
             }
             return Snapshot(nodes: nodes, aliases: aliases, cursor: cursor, head: head, pending: pending, inflight: inflight,
-                            deviceStamps: stamps, inodes: inodes, pins: pins, accessTimes: accessTimes, localNodes: localNodes,
+                            deviceTails: tails, sealedTail: sealedTail, inodes: inodes, pins: pins, accessTimes: accessTimes, localNodes: localNodes,
                             signers: signers)
         }
     }
@@ -311,7 +350,7 @@ public final class Index: Sendable {
         public var nodes: [Node]
         public var aliases: [NodeID: NodeID] = [:]
         public var heads: [(UInt64, ChainHead)]
-        public var deviceStamps: [DeviceID: Int64]
+        public var deviceTails: [DeviceID: DeviceTail]
         public var confirmedStamps: [Int64]
         /// Signing keys bound by this page (each device's first signed entry).
         public var signers: [DeviceID: [UInt8]] = [:]
@@ -329,8 +368,9 @@ public final class Index: Sendable {
                 try db.execute(sql: "INSERT OR REPLACE INTO heads (seq, head) VALUES (?, ?)", arguments: [Int64(seq), Data(head.bytes)])
             }
             if let last = page.heads.last { try Self.setMeta(db, "cursor", ByteOrder.bigEndian(last.0)) }
-            for (d, s) in page.deviceStamps {
-                try db.execute(sql: "INSERT OR REPLACE INTO device_stamps (device, stamp) VALUES (?, ?)", arguments: [Data(d.bytes), s])
+            for (d, t) in page.deviceTails {
+                try db.execute(sql: "INSERT OR REPLACE INTO device_stamps (device, stamp, hash, linked) VALUES (?, ?, ?, ?)",
+                               arguments: [Data(d.bytes), t.stamp, t.envelopeHash.map { Data($0) }, t.linked ? 1 : 0])
             }
             for s in page.confirmedStamps {
                 try db.execute(sql: "DELETE FROM pending WHERE batch_stamp = ?", arguments: [s])
@@ -420,8 +460,9 @@ public final class Index: Sendable {
         }
     }
 
-    /// Records a sealed batch and marks its operations as sending, atomically.
-    public func recordInflight(_ batch: InflightBatch, operationIDs: [Int64]) throws {
+    /// Records a sealed batch and marks its operations as sending, atomically;
+    /// it is this home's chain's new end (`tail`).
+    public func recordInflight(_ batch: InflightBatch, operationIDs: [Int64], tail: SealedTail) throws {
         try pool.write { db in
             try db.execute(sql: "INSERT INTO inflight (stamp, entry, refs, appended_seq) VALUES (?, ?, ?, NULL)",
                            arguments: [batch.stamp, Data(batch.entry.encoded), Data(Self.encodeIDs(batch.references))])
@@ -429,6 +470,7 @@ public final class Index: Sendable {
                 try db.execute(sql: "UPDATE pending SET state = 1, batch_stamp = ? WHERE id = ?", arguments: [batch.stamp, id])
             }
             try Self.setMeta(db, "last_stamp", Self.int64Bytes(batch.stamp))
+            try Self.setMeta(db, "chain_tail", tail.encoded)
         }
     }
 
@@ -441,9 +483,10 @@ public final class Index: Sendable {
         return try stride(from: 0, to: bytes.count, by: 32).map { try ChunkID(bytes: bytes[$0..<$0 + 32]) }
     }
 
-    public func markAppended(stamp: Int64, seq: UInt64) throws {
+    public func markAppended(stamp: Int64, seq: UInt64, head: ChainHead) throws {
         try pool.write { db in
-            try db.execute(sql: "UPDATE inflight SET appended_seq = ? WHERE stamp = ?", arguments: [Int64(seq), stamp])
+            try db.execute(sql: "UPDATE inflight SET appended_seq = ?, appended_head = ? WHERE stamp = ?",
+                           arguments: [Int64(seq), Data(head.bytes), stamp])
         }
     }
 

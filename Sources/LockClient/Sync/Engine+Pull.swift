@@ -207,16 +207,15 @@ extension Engine {
     }
 
     func applyPageSerially(_ page: EntryPage, requestedAfter requested: UInt64) throws {
-        var (base, cursor, head, stamps, inflight, recent) = state.withLock {
-            ($0.base, $0.cursor, $0.head, $0.deviceStamps, $0.inflight, $0.recentHeads)
+        var (base, cursor, head, inflight, recent) = state.withLock {
+            ($0.base, $0.cursor, $0.head, $0.inflight, $0.recentHeads)
         }
-        let signers = state.withLock { $0.signers }
-        state.withLock { $0.online = true; $0.lastError = nil; $0.lastSync = Date() }
+        let (signers, tails) = state.withLock { ($0.signers, $0.deviceTails) }
         let known = recent
         var verifier = JournalVerifier(vault: generations.vaultID, keys: generations, cursor: cursor, head: head, signers: signers,
-                                       inflight: inflight, verifiedHead: { [index] seq in known[seq] ?? (try? index.head(at: seq)) ?? nil })
+                                       tails: tails, inflight: inflight,
+                                       verifiedHead: { [index] seq in known[seq] ?? (try? index.head(at: seq)) ?? nil })
         var heads: [(UInt64, ChainHead)] = []
-        var changedStamps: [DeviceID: Int64] = [:]
         var confirmed: [Int64] = []
         var ignored: [String] = []
         // Each verified entry is applied before the next is opened: a page of
@@ -230,24 +229,30 @@ extension Engine {
             // after a re-login in a home, batches sealed before are sent, and
             // signed, by the new device, and must still dedup against a copy
             // the old one may have landed. The signer is who answers for it.
-            let author = batch.device
-            if stamp > (stamps[author] ?? Int64.min) {
-                stamps[author] = stamp
-                changedStamps[author] = stamp
-                base.apply(batch.operations, context: ReplayContext(device: author, createdAt: batch.createdAt, seq: v.seq,
-                                                                    baseSeq: v.entry.baseSeq.rawValue, rules: batch.version))
-            } // else: a retried append that landed twice; the first copy counted.
-            if inflight.contains(where: { $0.stamp == stamp && $0.entry == v.entry.unsigned }) {
+            // A repeat (a retried append that landed twice) counted at its first copy.
+            if !v.isRepeat {
+                base.apply(batch.operations, context: ReplayContext(device: batch.device, createdAt: batch.createdAt, seq: v.seq,
+                                                                    baseSeq: v.entry.baseSeq.rawValue, rules: batch.rules))
+            }
+            // This device's entry: confirmed where the server acknowledged it (an
+            // earlier copy is a retried append's first landing; acknowledgements are
+            // recorded under `applying`, so none comes in while a page is applied).
+            if let mine = inflight.first(where: { $0.stamp == stamp && $0.entry == v.entry.unsigned }),
+               mine.appendedSeq == nil || mine.appendedSeq == v.seq {
                 confirmed.append(stamp)
                 inflight.removeAll { $0.stamp == stamp }
             }
         }
-        guard !heads.isEmpty else { return }
+        guard !heads.isEmpty else {
+            state.withLock { $0.online = true; $0.lastError = nil; $0.lastSync = Date() }
+            return
+        }
         (cursor, head) = (verifier.cursor, verifier.head)
+        let changedTails = outcome.changedTails
         let newSigners = outcome.newSigners
         let changed = base.takeChanges()
         let changedNodes = changed.compactMap { base.node($0) }
-        try index.commit(Index.AppliedPage(nodes: changedNodes, aliases: base.takeAliases(), heads: heads, deviceStamps: changedStamps,
+        try index.commit(Index.AppliedPage(nodes: changedNodes, aliases: base.takeAliases(), heads: heads, deviceTails: changedTails,
                                            confirmedStamps: confirmed, signers: newSigners, ignored: ignored))
         var view = ViewChanges()
         var orphans: [NodeID] = []
@@ -257,7 +262,10 @@ extension Engine {
             s.base = base
             s.cursor = cursor
             s.head = head
-            s.deviceStamps.merge(changedStamps) { $1 }
+            s.deviceTails.merge(changedTails) { $1 }
+            s.online = true
+            s.lastError = nil
+            s.lastSync = Date()
             s.signers.merge(newSigners) { a, _ in a }
             if let last = ignored.last { s.ignoredEntries += ignored.count; s.lastIgnored = last }
             if recent.count > 4096 { recent = recent.filter { $0.key + 2048 > cursor } }

@@ -53,7 +53,7 @@ extension Engine {
 
     /// Sends one batch (a sealed one in flight first). Returns false if there was nothing to send.
     func uploadOnce() async throws -> Bool {
-        do { return try await uploadOnceUnmapped() } catch let e as RemoteError {
+        do { return try await sending.run { [self] in try await uploadOnceUnmapped() } } catch let e as RemoteError {
             throw LockError.from(e)
         }
     }
@@ -92,19 +92,24 @@ extension Engine {
             if baseSeq == 0 { baseHead = ChainHead.genesis(of: keys.vaultID) } else if let h = try index.head(at: baseSeq) { baseHead = h } else {
                 throw LockError.invalid("no verified head at \(baseSeq)")
             }
-            let stamp = state.withLock { s -> Int64 in
+            let (stamp, previous) = state.withLock { s -> (Int64, SealedTail?) in
                 s.lastStamp = max(now().nanoseconds, s.lastStamp + 1)
-                return s.lastStamp
+                return (s.lastStamp, s.sealedTail)
             }
-            let batch = try OperationBatch(device: device, createdAt: Timestamp(nanoseconds: stamp), operations: ops.map(\.operation))
+            // This device's chain: the batch names the last one this home sealed as
+            // this device (after a new login in the home, a new chain starts).
+            let link: BatchLink = previous.flatMap { $0.device == device ? .follows(stamp: $0.stamp, envelopeHash: $0.envelopeHash) : nil } ?? .first
+            let batch = try OperationBatch(device: device, createdAt: Timestamp(nanoseconds: stamp), link: link, operations: ops.map(\.operation))
             let entry = try JournalEntry.seal(batch, keys: keys, baseSeq: JournalSeq(baseSeq), baseHead: baseHead)
             let inflight = InflightBatch(stamp: stamp, entry: entry, references: batch.chunkIDs, appendedSeq: nil)
-            try index.recordInflight(inflight, operationIDs: ops.map(\.id))
+            let tail = SealedTail(device: device, stamp: stamp, envelopeHash: BatchLink.envelopeHash(entry.sealedBatch))
+            try index.recordInflight(inflight, operationIDs: ops.map(\.id), tail: tail)
             // Durable before it is sent: after a power cut, re-sealing operations the server
             // already has under another stamp would apply them twice.
             try index.sync()
             state.withLock { s in
                 s.inflight.append(inflight)
+                s.sealedTail = tail
                 for i in s.pending.indices where claimed.contains(s.pending[i].id) { s.pending[i].batchStamp = stamp }
             }
             return inflight
@@ -128,13 +133,8 @@ extension Engine {
             do {
                 // Signed when sent, by the device sending it (after a re-login, the new one).
                 let entry = identity.map { batch.entry.signed(by: $0, device: device, vault: keys.vaultID) } ?? batch.entry
-                let (seq, _) = try await remote.append(entry, references: batch.references)
-                try index.markAppended(stamp: batch.stamp, seq: seq.rawValue)
-                state.withLock { s in
-                    if let i = s.inflight.firstIndex(where: { $0.stamp == batch.stamp }) { s.inflight[i].appendedSeq = seq.rawValue }
-                    s.online = true
-                    s.lastError = nil
-                }
+                let (seq, head) = try await remote.append(entry, references: batch.references)
+                try checkAcknowledgement(of: entry, stamp: batch.stamp, seq: seq.rawValue, head: head)
                 return
             } catch RemoteError.missingChunks where attempt < 3 {
                 continue
@@ -142,6 +142,44 @@ extension Engine {
                 throw LockError.integrity("the server says this device's verified history is not in its journal: it was rolled back or forked")
             } catch let e as RemoteError {
                 throw LockError.from(e)
+            }
+        }
+    }
+
+    /// Checks where the server says it appended `entry`, and records it for
+    /// the pull to check: after what this device verified, after its own
+    /// earlier acknowledgements (it sends one entry at a time), or, where
+    /// the pull already verified that position, exactly there with these bytes.
+    /// - Throws: `LockError.integrity` for a position a faithful server cannot give.
+    func checkAcknowledgement(of entry: JournalEntry, stamp: Int64, seq: UInt64, head: ChainHead) throws {
+        // The pull may verify that position meanwhile: decide under the lock, and
+        // keep `applying` out while it is decided.
+        try applying.withLock { _ in
+            let (cursor, stillInFlight, earlierAck) = state.withLock { s in
+                (s.cursor, s.inflight.contains { $0.stamp == stamp },
+                 s.inflight.filter { $0.stamp != stamp }.compactMap(\.appendedSeq).max())
+            }
+            if let earlierAck, seq <= earlierAck {
+                throw LockError.integrity("the server acknowledged this device's entry at \(seq), at or before its previous entry (\(earlierAck)): the journal was reordered")
+            }
+            if seq <= cursor {
+                // Verified already: it must be this very entry, chained there.
+                let before = seq == 0 ? nil : (seq == 1 ? ChainHead.genesis(of: keys.vaultID) : try index.head(at: seq - 1))
+                let verified = try index.head(at: seq)
+                guard seq > 0, let before, let verified, verified == head, before.next(seq: seq, entry: entry.encoded) == head else {
+                    throw LockError.integrity("the server acknowledged this device's entry at \(seq), where this device verified another entry: the journal was forked or rolled back")
+                }
+                return
+            }
+            guard stillInFlight else { return }
+            try index.markAppended(stamp: stamp, seq: seq, head: head)
+            state.withLock { s in
+                if let i = s.inflight.firstIndex(where: { $0.stamp == stamp }) {
+                    s.inflight[i].appendedSeq = seq
+                    s.inflight[i].appendedHead = head
+                }
+                s.online = true
+                s.lastError = nil
             }
         }
     }

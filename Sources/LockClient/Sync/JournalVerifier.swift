@@ -8,12 +8,17 @@ import LockWire
 /// those to skip, or the integrity error of what a faithful server cannot
 /// send. Table-tested with every lie a server can tell (JournalVerifierTests).
 ///
-/// It checks, in order, for each entry: that it comes next (nothing dropped
-/// or reordered); that it chains to the verified head (nothing altered or
-/// re-chained); that its base is a head this device verified (no fork); who
-/// signed it (`EntryAuthority`); that this device's own acknowledged entry is
-/// the one served at its seq; that it opens under the vault's keys. Entries
-/// another pull applied meanwhile must be the very ones verified then.
+/// It checks that the page starts at the head this device verified at the
+/// cursor it asked after (a history of the same length is caught at the
+/// next poll), then, in order, for each entry: that it comes next (nothing
+/// dropped or reordered); that it chains to the verified head (nothing
+/// altered or re-chained); that its base is a head this device verified (no
+/// fork); who signed it (`EntryAuthority`); that this device's own
+/// acknowledged entry is the one served at its seq, with the head the
+/// acknowledgement gave; that it opens under the vault's keys; that it
+/// continues its device's own chain (`DeviceChain`: nothing of that device
+/// dropped, replayed or reordered). Entries another pull applied meanwhile
+/// must be the very ones verified then.
 struct JournalVerifier {
     let vault: VaultID
     let keys: KeyGenerations
@@ -22,6 +27,8 @@ struct JournalVerifier {
     var head: ChainHead
     /// Keys bound to devices by their first signed entry.
     var signers: [DeviceID: [UInt8]]
+    /// Where each device's own chain stands.
+    var tails: [DeviceID: DeviceTail]
     /// This device's entries in flight: what it sealed, and where the server
     /// said it appended them.
     let inflight: [InflightBatch]
@@ -38,6 +45,9 @@ struct JournalVerifier {
         let batch: OperationBatch?
         /// Why it is skipped.
         let ignored: String?
+        /// An exact repeat of its device's last batch (a retried append that
+        /// landed twice): verified, not applied again.
+        var isRepeat = false
     }
 
     /// What a page verified to.
@@ -45,6 +55,8 @@ struct JournalVerifier {
         var entries: [Verified] = []
         /// Keys bound by entries of this page.
         var newSigners: [DeviceID: [UInt8]] = [:]
+        /// Device chains this page moved on.
+        var changedTails: [DeviceID: DeviceTail] = [:]
     }
 
     /// Verifies `page`, asked for after `requested`, advancing `cursor`,
@@ -62,10 +74,18 @@ struct JournalVerifier {
     /// an error stops it, and what `each` was given must then be dropped.
     /// - Throws: `LockError.integrity` for anything a faithful server cannot
     ///   send; `LockError.upgradeRequired` for an authentic entry made by a
-    ///   newer lockfs (its batch version); what `each` throws.
+    ///   newer lockfs (its batch version); `LockError.remote` for a page that
+    ///   does not say where it starts (an older server); what `each` throws.
     mutating func verify(_ page: EntryPage, requestedAfter requested: UInt64, each: (Verified) throws -> Void) throws -> Outcome {
         if page.latest.rawValue < requested {
             throw LockError.integrity("the server's journal ends at \(page.latest) but this device verified it up to \(requested): history was rolled back")
+        }
+        guard let start = page.start else {
+            throw LockError.remote("the server's journal page does not say its chain head at this device's position: upgrade lockfs-server to this lockfs's version")
+        }
+        let verifiedAtStart = requested == cursor ? head : requested == 0 ? ChainHead.genesis(of: vault) : verifiedHead(requested)
+        guard start.after.rawValue == requested, let verifiedAtStart, start.head == verifiedAtStart else {
+            throw LockError.integrity("the server's journal holds another history at \(requested) than the one this device verified there: it was forked, or rolled back and written again")
         }
         // Entries another pull applied since this page was asked for.
         var items = page.items[...]
@@ -110,14 +130,26 @@ struct JournalVerifier {
                 if let bind, let device { signers[device] = bind; outcome.newSigners[device] = bind }
                 batch = try open(entry, seq: seq)
                 // The server acknowledged one of this device's entries at this seq; a
-                // faithful server serves that entry there and nothing else. Told by
-                // the bytes kept in flight, not the device id: after a new login in a
-                // home, entries sealed before carry the previous device's id.
+                // faithful server serves that entry there and nothing else, after the
+                // history it acknowledged it on. Told by the bytes kept in flight, not
+                // the device id: after a new login in a home, entries sealed before
+                // carry the previous device's id.
                 if let mine, mine.entry != entry.unsigned {
                     throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves another one there: the journal was forked or rolled back")
                 }
+                if let mine, let acknowledged = mine.appendedHead, acknowledged != computed {
+                    throw LockError.integrity("the server acknowledged this device's entry at \(seq) with another chain head than the history it now shows: the journal was forked")
+                }
             }
-            try each(Verified(seq: seq, head: computed, entry: entry, batch: batch, ignored: ignored))
+            var isRepeat = false
+            if let opened = batch {
+                switch DeviceChain.check(opened, envelopeHash: BatchLink.envelopeHash(entry.sealedBatch), seq: seq, last: tails[opened.device]) {
+                case .apply(let tail): tails[opened.device] = tail; outcome.changedTails[opened.device] = tail
+                case .repeatOfLast: isRepeat = true
+                case .broken(let why): throw LockError.integrity(why)
+                }
+            }
+            try each(Verified(seq: seq, head: computed, entry: entry, batch: batch, ignored: ignored, isRepeat: isRepeat))
             head = computed
             cursor = seq
             pageHeads[seq] = computed
