@@ -27,7 +27,29 @@ struct Status: AsyncParsableCommand {
         /// Journal entries ignored as wrongly signed (docs/security.md, "Device keys").
         var ignoredEntries: Int = 0
         var lastIgnoredEntry: String?
+        /// The chain head at `journalSeq`, short: compare it between devices.
+        var head: String?
+        /// Devices not heard from for days ("name (age)").
+        var silentDevices: [String] = []
     }
+
+    /// What the user should know about a journal position and silent devices.
+    static func journalLines(seq: UInt64, head: String?, silent: [String]) -> [String] {
+        var lines = ["journal:    entry \(seq)\(head.map { ", head \($0)" } ?? "")"]
+        if !silent.isEmpty {
+            lines.append("silent:     no change or attestation for days from \(silent.joined(separator: ", ")): offline, or the server")
+            lines.append("            is showing this device another history (compare `lockfs status` heads on both devices)")
+        }
+        return lines
+    }
+
+    /// What the integrity alarm means and what to do, after its message.
+    static let alarmAdvice = [
+        "  sync is stopped; every local file and queued change is kept on this device.",
+        "  If the server's operator restored it from a backup, devices that were ahead stop",
+        "  like this: see docs/operations.md, \"After a server restore\". Otherwise the server",
+        "  broke the rules: do not use it until you know why (docs/security.md).",
+    ]
 
     /// The state of paths in a running mount, and that mount's engine.
     struct PathReport: Codable {
@@ -47,14 +69,17 @@ struct Status: AsyncParsableCommand {
         } else {
             let lastSync = engine.lastSync.map { ISO8601DateFormatter().string(from: $0) } ?? "never"
             print("connection: \(engine.online ? "online" : "offline\(engine.lastError.map { " (\($0))" } ?? "")"), last sync \(lastSync)")
-            print("journal:    entry \(engine.cursor)")
+            for line in Self.journalLines(seq: engine.cursor, head: engine.head, silent: engine.silentDevices) { print(line) }
             print("queued:     \(engine.queuedOperations) change(s), \(formatBytes(engine.queuedBytes)) to upload")
             print("cache:      \(formatBytes(engine.cacheSize)) of \(formatBytes(engine.cacheLimit)); pinned \(formatBytes(engine.pinnedBytes))")
             for p in paths { print("\(states[p]!)\t\(p)") }
             if engine.ignoredEntries > 0 {
                 print("ignored:    \(engine.ignoredEntries) journal entr\(engine.ignoredEntries == 1 ? "y" : "ies") the server should have refused (last: \(engine.lastIgnoredEntry ?? "?"))")
             }
-            if let alarm = engine.integrityAlarm { print("INTEGRITY ALARM: \(alarm)") }
+            if let alarm = engine.integrityAlarm {
+                print("INTEGRITY ALARM: \(alarm)")
+                for line in Self.alarmAdvice { print(line) }
+            }
         }
         if engine.integrityAlarm != nil { throw ExitCode(ExitCodes.integrity) }
     }
@@ -71,6 +96,7 @@ struct Status: AsyncParsableCommand {
             let index = try Index(path: home.clientHome.indexFile.path)
             let counts = try index.counts()
             report.journalSeq = counts.cursor
+            report.head = try index.head(at: counts.cursor).map(headFingerprint)
             report.queuedOperations = counts.pendingOperations
             report.integrityAlarm = try index.meta("alarm").map { String(decoding: $0, as: UTF8.self) }
             report.ignoredEntries = Int(try index.metaInt("ignored_entries") ?? 0)
@@ -79,6 +105,7 @@ struct Status: AsyncParsableCommand {
             let open = try OpenEngine(home)
             if !offline {
                 do { try await open.engine.pullOnce() } catch LockError.offline {} catch LockError.integrity {}
+                await open.engine.refreshRoster()
             }
             let s = open.engine.status()
             report.online = s.online
@@ -92,6 +119,8 @@ struct Status: AsyncParsableCommand {
             report.integrityAlarm = s.integrityAlarm
             report.ignoredEntries = s.ignoredEntries
             report.lastIgnoredEntry = s.lastIgnoredEntry
+            report.head = s.head
+            report.silentDevices = s.silentDevices
         }
         if json {
             let enc = JSONEncoder()
@@ -104,7 +133,7 @@ struct Status: AsyncParsableCommand {
             } else {
                 print("connection: \(offline ? "not checked" : report.online ? "online" : "offline\(report.lastError.map { " (\($0))" } ?? "")")")
             }
-            print("journal:    entry \(report.journalSeq)")
+            for line in Self.journalLines(seq: report.journalSeq, head: report.head, silent: report.silentDevices) { print(line) }
             print("queued:     \(report.queuedOperations) change(s)\(report.mountedElsewhere ? "" : ", \(formatBytes(report.queuedBytes)) to upload")")
             if !report.mountedElsewhere {
                 print("cache:      \(formatBytes(report.cacheBytes)) of \(formatBytes(report.cacheLimitBytes)); pinned \(formatBytes(report.pinnedBytes))")
@@ -114,7 +143,7 @@ struct Status: AsyncParsableCommand {
             }
             if let alarm = report.integrityAlarm {
                 print("INTEGRITY ALARM: \(alarm)")
-                print("  sync is stopped and local data is kept; see docs/security.md")
+                for line in Self.alarmAdvice { print(line) }
             }
         }
         if report.integrityAlarm != nil { throw ExitCode(ExitCodes.integrity) }

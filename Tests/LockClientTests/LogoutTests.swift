@@ -132,6 +132,7 @@ import Testing
         #expect(sync.status == 0 && sync.stdout.contains("nothing queued"), "\(sync.stdout) \(sync.stderr)")
         let status = try await Self.lockfs(["status", "--home", laptop])
         #expect(status.status == 0 && status.stdout.contains("queued:     0 change(s)"), "\(status.stdout) \(status.stderr)")
+        #expect(status.stdout.contains("journal:    entry 1, head "), "\(status.stdout)")
         let again = try await Self.lockfs(["sync", "--home", laptop, "--timeout", "10"])
         #expect(again.status == 0, "\(again.stderr)")
         let get = try await Self.lockfs(["get", "--home", phone, "/from-laptop.txt"])

@@ -19,6 +19,7 @@ final class LyingRemote: Remote, @unchecked Sendable {
         var append: (@Sendable (JournalEntry, [ChunkID]) async throws -> (seq: JournalSeq, head: ChainHead))?
         var entries: (@Sendable (JournalSeq, Int) async throws -> EntryPage)?
         var missingChunks: (@Sendable ([ChunkID]) async throws -> [ChunkID])?
+        var devices: (@Sendable () async throws -> [DeviceInfo])?
     }
     let script = Mutex(Script())
 
@@ -32,7 +33,10 @@ final class LyingRemote: Remote, @unchecked Sendable {
     func keyring() async throws -> VaultKeyring { try await honest.keyring() }
     func recover(_ request: RecoverRequest) async throws -> Session { try await honest.recover(request) }
     func replaceKeyring(_ request: KeyringReplaceRequest) async throws { try await honest.replaceKeyring(request) }
-    func devices() async throws -> [DeviceInfo] { try await honest.devices() }
+    func devices() async throws -> [DeviceInfo] {
+        if let lie = script.withLock({ $0.devices }) { return try await lie() }
+        return try await honest.devices()
+    }
     func revokeDevice(_ id: DeviceID, loginSecret: [UInt8]?) async throws { try await honest.revokeDevice(id, loginSecret: loginSecret) }
     func missingChunks(_ ids: [ChunkID]) async throws -> [ChunkID] {
         if let lie = script.withLock({ $0.missingChunks }) { return try await lie(ids) }
@@ -92,7 +96,7 @@ extension InMemoryVaultServer {
     }
 
     /// Devices of one vault, each talking to the same server through its own liar.
-    static func devices(_ count: Int) throws -> (InMemoryVaultServer, [Device]) {
+    static func devices(_ count: Int, options: EngineOptions = testOptions()) throws -> (InMemoryVaultServer, [Device]) {
         let keys = VaultKeys.generate()
         let server = InMemoryVaultServer(vault: keys.vaultID)
         let devices = try (0..<count).map { i -> Device in
@@ -100,7 +104,7 @@ extension InMemoryVaultServer {
             let creds = DeviceCredentials(server: "memory", user: "u", device: .random(), deviceName: "d\(i)", vault: keys.vaultID,
                                           token: "t", keys: keys, identity: .generate())
             let engine = try Engine(home: ClientHome(directory: try makeTemporaryDirectory("lying-\(i)")), credentials: creds,
-                                    remote: remote, options: testOptions())
+                                    remote: remote, options: options)
             return Device(engine: engine, remote: remote)
         }
         return (server, devices)

@@ -258,6 +258,11 @@ struct MountTests {
         #expect(paths?[b + "/album/p1"] == "pinned" && paths?[b + "/album"] == "pinned", "\(json.stdout)")
         let engine = report?["engine"] as? [String: Any]
         #expect((engine?["pinnedBytes"] as? Int) == 6_000_000)
+        // Both devices at the same entry show the same head fingerprint (the fork check users can make).
+        let mine = try JSONSerialization.jsonObject(with: Data(try await vault.lockfs(["status", "--json", a]).stdout.utf8)) as? [String: Any]
+        let aEngine = mine?["engine"] as? [String: Any]
+        #expect((engine?["head"] as? String)?.count == 19 && engine?["cursor"] as? Int == aEngine?["cursor"] as? Int)
+        #expect(engine?["head"] as? String == aEngine?["head"] as? String, "\(String(describing: engine)) \(String(describing: aEngine))")
         // Pinned data stays although it is twice the cache's limit; new files in the folder are pinned too.
         #expect((engine?["cacheSize"] as? Int ?? 0) >= 6_000_000)
         try await sh("cd '\(a)' && head -c 1000000 /dev/urandom > album/p4")

@@ -48,7 +48,10 @@ extension Engine {
                          queuedOperations: s.pending.count, queuedBytes: s.outboxChunks.values.reduce(0, +),
                          cacheSize: cache.totalSize, cacheLimit: cache.limit,
                          pinnedBytes: Self.pinnedBytes(s),
-                         integrityAlarm: s.alarm, ignoredEntries: s.ignoredEntries, lastIgnoredEntry: s.lastIgnored)
+                         integrityAlarm: s.alarm, ignoredEntries: s.ignoredEntries, lastIgnoredEntry: s.lastIgnored,
+                         head: headFingerprint(s.head),
+                         silentDevices: AttestationPolicy.silentDevices(roster: s.roster, tails: s.deviceTails, now: Date(),
+                                                                        limit: options.silenceWarning))
         }
     }
 

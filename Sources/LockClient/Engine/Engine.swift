@@ -93,6 +93,14 @@ public final class Engine: Sendable {
         var deviceTails: [DeviceID: DeviceTail]
         /// The last batch this home sealed: the next one names it.
         var sealedTail: SealedTail?
+        /// When this engine last sealed a batch (its start before that), and
+        /// since when it has applied another device's change that none of its
+        /// batches is based on yet, at which seq (`AttestationPolicy`).
+        var lastSealedAt = ContinuousClock.now
+        var attestWanted: (seq: UInt64, since: ContinuousClock.Instant)?
+        /// The account's devices as the server lists them (the silence warning), and when fetched.
+        var roster: [DeviceInfo] = []
+        var rosterFetchedAt: ContinuousClock.Instant?
         var lastStamp: Int64
         var inoByNode: [NodeID: UInt64] = [:]
         var nodeByIno: [UInt64: NodeID] = [:]

@@ -57,6 +57,13 @@ public struct EngineStatus: Sendable, Codable {
     /// last one was.
     public var ignoredEntries: Int = 0
     public var lastIgnoredEntry: String? = nil
+    /// The chain head at `cursor`, short (`headFingerprint`): two devices at
+    /// the same entry must show the same one (compare them to rule out a fork).
+    public var head: String = ""
+    /// Devices of the account the journal has not heard from for longer than
+    /// `EngineOptions.silenceWarning`, as "name (age)": offline, or kept on
+    /// another history by the server (docs/security.md, "Guarantees").
+    public var silentDevices: [String] = []
 }
 
 /// Engine settings.
@@ -93,5 +100,15 @@ public struct EngineOptions: Sendable {
     /// How the puller and the uploader wait between failed attempts: the cap
     /// bounds how late a server that comes back is noticed.
     public var reconnect = Backoff.reconnect
+    /// When this device attests the head it verified after applying other
+    /// devices' changes, and how often a running device attests anyway
+    /// (`AttestationPolicy`).
+    public var attestations = AttestationPolicy(after: .seconds(600), heartbeat: .seconds(86_400))
+    /// Devices not heard from for longer than this are named by `lockfs
+    /// status` (three heartbeats).
+    public var silenceWarning: Duration = .seconds(3 * 86_400)
+    /// How often the running engine asks the server for the account's devices
+    /// (for the silence warning).
+    public var rosterInterval: Duration = .seconds(6 * 3600)
     public init() {}
 }

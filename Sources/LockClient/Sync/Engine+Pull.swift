@@ -50,13 +50,25 @@ extension Engine {
     }
 
     /// Every `syncInterval`, makes the changes since the last sync durable.
+    /// Also wakes the uploader when an attestation is due (`AttestationPolicy`),
+    /// and refreshes the account's device list now and then.
     func syncLoop() async {
         while !Task.isCancelled {
             do { try await Task.sleep(for: options.syncInterval) } catch { return }
             if state.withLock({ $0.unsyncedCommits }) > 0 {
                 do { try syncToDisk() } catch { noteFailure("sync to disk: \(error)") }
             }
+            if isAttestationDue { uploadSignal.yield() }
+            let rosterDue = state.withLock { s in s.rosterFetchedAt.map { ContinuousClock.now - $0 >= options.rosterInterval } ?? true }
+            if rosterDue { await refreshRoster() }
         }
+    }
+
+    /// Asks the server for the account's devices (the silence warning of
+    /// `status`); keeps the last list if it cannot be had.
+    public func refreshRoster() async {
+        guard let roster = try? await remote.devices() else { return }
+        state.withLock { $0.roster = roster; $0.rosterFetchedAt = .now }
     }
 
     func pullLoop() async {
@@ -217,6 +229,8 @@ extension Engine {
                                        verifiedHead: { [index] seq in known[seq] ?? (try? index.head(at: seq)) ?? nil })
         var heads: [(UInt64, ChainHead)] = []
         var confirmed: [Int64] = []
+        // The newest change of another device applied here: this device attests it in time.
+        var othersChange: UInt64?
         var ignored: [String] = []
         // Each verified entry is applied before the next is opened: a page of
         // large batches is never held opened at once.
@@ -230,6 +244,7 @@ extension Engine {
             // signed, by the new device, and must still dedup against a copy
             // the old one may have landed. The signer is who answers for it.
             // A repeat (a retried append that landed twice) counted at its first copy.
+            if !v.isRepeat, batch.device != device, !batch.isAttestation { othersChange = v.seq }
             if !v.isRepeat {
                 base.apply(batch.operations, context: ReplayContext(device: batch.device, createdAt: batch.createdAt, seq: v.seq,
                                                                     baseSeq: v.entry.baseSeq.rawValue, rules: batch.rules))
@@ -263,6 +278,7 @@ extension Engine {
             s.cursor = cursor
             s.head = head
             s.deviceTails.merge(changedTails) { $1 }
+            if let seq = othersChange { s.attestWanted = (seq, s.attestWanted?.since ?? .now) }
             s.online = true
             s.lastError = nil
             s.lastSync = Date()

@@ -63,9 +63,25 @@ extension Engine {
             try await send(batch)
             return true
         }
-        guard let batch = try sealNextBatch() else { return false }
+        guard let batch = try sealNextBatch() ?? sealAttestationIfDue() else { return false }
         try await send(batch)
         return true
+    }
+
+    /// Whether an attestation is due (`AttestationPolicy`).
+    var isAttestationDue: Bool {
+        state.withLock { s in
+            options.attestations.isDue(now: .now, wantedSince: s.attestWanted?.since, lastSealed: s.lastSealedAt,
+                                       idle: s.pending.isEmpty && s.inflight.isEmpty && s.alarm == nil)
+        }
+    }
+
+    /// Seals an attestation of the head this device verified, if one is due:
+    /// an entry with no operation, based on the cursor.
+    func sealAttestationIfDue() throws -> InflightBatch? {
+        guard isAttestationDue else { return nil }
+        let (cursor, head) = state.withLock { ($0.cursor, $0.head) }
+        return try seal([], baseSeq: cursor, baseHead: head)
     }
 
     /// Seals the next queued operations (one base position, bounded count)
@@ -92,27 +108,7 @@ extension Engine {
             if baseSeq == 0 { baseHead = ChainHead.genesis(of: keys.vaultID) } else if let h = try index.head(at: baseSeq) { baseHead = h } else {
                 throw LockError.invalid("no verified head at \(baseSeq)")
             }
-            let (stamp, previous) = state.withLock { s -> (Int64, SealedTail?) in
-                s.lastStamp = max(now().nanoseconds, s.lastStamp + 1)
-                return (s.lastStamp, s.sealedTail)
-            }
-            // This device's chain: the batch names the last one this home sealed as
-            // this device (after a new login in the home, a new chain starts).
-            let link: BatchLink = previous.flatMap { $0.device == device ? .follows(stamp: $0.stamp, envelopeHash: $0.envelopeHash) : nil } ?? .first
-            let batch = try OperationBatch(device: device, createdAt: Timestamp(nanoseconds: stamp), link: link, operations: ops.map(\.operation))
-            let entry = try JournalEntry.seal(batch, keys: keys, baseSeq: JournalSeq(baseSeq), baseHead: baseHead)
-            let inflight = InflightBatch(stamp: stamp, entry: entry, references: batch.chunkIDs, appendedSeq: nil)
-            let tail = SealedTail(device: device, stamp: stamp, envelopeHash: BatchLink.envelopeHash(entry.sealedBatch))
-            try index.recordInflight(inflight, operationIDs: ops.map(\.id), tail: tail)
-            // Durable before it is sent: after a power cut, re-sealing operations the server
-            // already has under another stamp would apply them twice.
-            try index.sync()
-            state.withLock { s in
-                s.inflight.append(inflight)
-                s.sealedTail = tail
-                for i in s.pending.indices where claimed.contains(s.pending[i].id) { s.pending[i].batchStamp = stamp }
-            }
-            return inflight
+            return try seal(ops, baseSeq: baseSeq, baseHead: baseHead)
         } catch {
             // Not sealed after all: give the operations back.
             state.withLock { s in
@@ -122,6 +118,37 @@ extension Engine {
             }
             throw error
         }
+    }
+
+    /// Seals `ops` (none: an attestation) into an entry at (`baseSeq`,
+    /// `baseHead`), next in this device's chain, and records it as in flight,
+    /// durably, before it is sent.
+    func seal(_ ops: [PendingOperation], baseSeq: UInt64, baseHead: ChainHead) throws -> InflightBatch {
+        let claimed = Set(ops.map(\.id))
+        let (stamp, previous) = state.withLock { s -> (Int64, SealedTail?) in
+            s.lastStamp = max(now().nanoseconds, s.lastStamp + 1)
+            return (s.lastStamp, s.sealedTail)
+        }
+        // This device's chain: the batch names the last one this home sealed as
+        // this device (after a new login in the home, a new chain starts).
+        let link: BatchLink = previous.flatMap { $0.device == device ? .follows(stamp: $0.stamp, envelopeHash: $0.envelopeHash) : nil } ?? .first
+        let batch = try OperationBatch(device: device, createdAt: Timestamp(nanoseconds: stamp), link: link, operations: ops.map(\.operation))
+        let entry = try JournalEntry.seal(batch, keys: keys, baseSeq: JournalSeq(baseSeq), baseHead: baseHead)
+        let inflight = InflightBatch(stamp: stamp, entry: entry, references: batch.chunkIDs, appendedSeq: nil)
+        let tail = SealedTail(device: device, stamp: stamp, envelopeHash: BatchLink.envelopeHash(entry.sealedBatch))
+        try index.recordInflight(inflight, operationIDs: ops.map(\.id), tail: tail)
+        // Durable before it is sent: after a power cut, re-sealing operations the server
+        // already has under another stamp would apply them twice.
+        try index.sync()
+        state.withLock { s in
+            s.inflight.append(inflight)
+            s.sealedTail = tail
+            s.lastSealedAt = .now
+            // Based on what it attests: nothing more to attest up to there.
+            if let wanted = s.attestWanted, baseSeq >= wanted.seq { s.attestWanted = nil }
+            for i in s.pending.indices where claimed.contains(s.pending[i].id) { s.pending[i].batchStamp = stamp }
+        }
+        return inflight
     }
 
     /// Uploads the chunks the server lacks, then appends the entry.
