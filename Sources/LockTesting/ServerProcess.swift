@@ -42,14 +42,14 @@ public final class ServerProcess: @unchecked Sendable {
         self.logURL = logURL
     }
 
-    private static func launch(dir: URL, arguments: [String], environment: [String: String?]) async throws -> (Process, Int, URL) {
+    private static func launch(dir: URL, arguments: [String], environment: [String: String?], port: Int = 0) async throws -> (Process, Int, URL) {
         let out = dir.appendingPathComponent("stdout-\(UUID().uuidString).log")
         let err = dir.appendingPathComponent("stderr.log")
         FileManager.default.createFile(atPath: out.path, contents: nil)
         if !FileManager.default.fileExists(atPath: err.path) { FileManager.default.createFile(atPath: err.path, contents: nil) }
         let p = Process()
         p.executableURL = binary
-        p.arguments = ["serve", "--data", dir.path, "--listen", "127.0.0.1:0", "--log-level", "warning"] + arguments
+        p.arguments = ["serve", "--data", dir.path, "--listen", "127.0.0.1:\(port)", "--log-level", "warning"] + arguments
         // A crash must end the process at once (the backtracer can take seconds).
         var env = ProcessInfo.processInfo.environment
         env["SWIFT_BACKTRACE"] = "enable=no"
@@ -97,10 +97,13 @@ public final class ServerProcess: @unchecked Sendable {
         return !process.isRunning
     }
 
-    /// Starts the server again on the same data directory (a new port).
-    public func restart() async throws {
+    /// Starts the server again on the same data directory: on a new port, or
+    /// on the same one (`samePort`: devices keep their server URL, as after an
+    /// operator's restart).
+    public func restart(samePort: Bool = false) async throws {
         stop()
-        let (p, port, _) = try await Self.launch(dir: dataDirectory, arguments: arguments, environment: environment)
+        let (p, port, _) = try await Self.launch(dir: dataDirectory, arguments: arguments, environment: environment,
+                                                 port: samePort ? port : 0)
         process = p
         self.port = port
     }

@@ -592,6 +592,59 @@ public final class Index: Sendable {
         }
     }
 
+    /// The verified state of a journal rebuilt from its start (`lockfs
+    /// repair --server-restored`): it replaces the tree, heads, cursor,
+    /// device chains and signers; `operations` replace the queue (sealed
+    /// entries in flight are dropped: they were written on the history that
+    /// was lost); the alarm is cleared. One transaction. Inode numbers,
+    /// pins, access times and small sealed chunks stay (the next start
+    /// drops chunks nothing needs).
+    public struct RebuiltJournal: Sendable {
+        public var nodes: [Node]
+        public var aliases: [NodeID: NodeID]
+        public var heads: [(UInt64, ChainHead)]
+        public var tails: [DeviceID: DeviceTail]
+        public var signers: [DeviceID: [UInt8]]
+        public var sealedTail: SealedTail?
+        public var operations: [LockWire.Operation]
+        public var device: DeviceID
+        public var madeAt: Timestamp
+    }
+
+    public func replace(with rebuilt: RebuiltJournal) throws {
+        try pool.write { db in
+            for table in ["nodes", "aliases", "heads", "device_stamps", "signers", "pending", "inflight"] {
+                try db.execute(sql: "DELETE FROM \(table)")
+            }
+            for n in rebuilt.nodes { try Self.saveNode(db, n) }
+            for (node, target) in rebuilt.aliases {
+                try db.execute(sql: "INSERT INTO aliases (node, target) VALUES (?, ?)", arguments: [Data(node.bytes), Data(target.bytes)])
+            }
+            for (seq, head) in rebuilt.heads {
+                try db.execute(sql: "INSERT INTO heads (seq, head) VALUES (?, ?)", arguments: [Int64(seq), Data(head.bytes)])
+            }
+            try Self.setMeta(db, "cursor", ByteOrder.bigEndian(rebuilt.heads.last?.0 ?? 0))
+            for (d, t) in rebuilt.tails {
+                try db.execute(sql: "INSERT INTO device_stamps (device, stamp, hash, linked) VALUES (?, ?, ?, ?)",
+                               arguments: [Data(d.bytes), t.stamp, t.envelopeHash.map { Data($0) }, t.linked ? 1 : 0])
+            }
+            for (device, key) in rebuilt.signers {
+                try db.execute(sql: "INSERT INTO signers (device, public_key) VALUES (?, ?)", arguments: [Data(device.bytes), Data(key)])
+            }
+            let cursor = rebuilt.heads.last?.0 ?? 0
+            for op in rebuilt.operations {
+                let blob = try OperationBatch(device: rebuilt.device, createdAt: rebuilt.madeAt, operations: [op]).encoded
+                try db.execute(sql: "INSERT INTO pending (op, made_at_seq, made_at) VALUES (?, ?, ?)",
+                               arguments: [Data(blob), Int64(cursor), rebuilt.madeAt.nanoseconds])
+                if case .create(let node, _, _, _, _, _) = op {
+                    try db.execute(sql: "INSERT OR IGNORE INTO inodes (node) VALUES (?)", arguments: [Data(node.bytes)])
+                }
+            }
+            try Self.setMeta(db, "chain_tail", rebuilt.sealedTail?.encoded)
+            for key in ["alarm", "alarm_entry"] { try Self.setMeta(db, key, nil) }
+        }
+    }
+
     public func counts() throws -> Counts {
         try pool.read { db in
             Counts(pendingOperations: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM pending") ?? 0,
