@@ -253,6 +253,22 @@ extension InMemoryVaultServer {
         server.store(try JournalEntry(baseSeq: JournalSeq(1), baseHead: try #require(server.head(at: 1)), sealedBatch: sealed))
         await Self.expectAlarm(b, "failed authentication") { try await b.pullOnce() }
         #expect(try await b.text("a") == "1")
+        // The way on: quarantine it (the evidence kept), and the journal goes on over it.
+        let suspect = try #require(try b.suspectEntry())
+        #expect(suspect.seq == 2 && suspect.head == server.head(at: 2)?.hex)
+        let evidence = try b.quarantineSuspect()
+        #expect(try Data(contentsOf: evidence) == Data(server.journal[1].encoded))
+        let again = try Engine(home: b.home, credentials: DeviceCredentials(server: "memory", user: "u", device: b.device, deviceName: "d1",
+                                                                           vault: b.keys.vaultID, token: "t", keys: b.keys, identity: b.identity),
+                               remote: d[1].remote, options: testOptions())
+        try await a.put("after", "3")
+        try await a.pushOnce()
+        try await again.pullOnce()
+        #expect(again.status().integrityAlarm == nil && again.status().ignoredEntries == 1)
+        #expect(try await again.text("after") == "3")
+        // Another entry does not open either: a new alarm (the quarantine named one entry only).
+        server.store(try JournalEntry(baseSeq: JournalSeq(3), baseHead: try #require(server.head(at: 3)), sealedBatch: sealed))
+        await Self.expectAlarm(again, "failed authentication") { try await again.pullOnce() }
     }
 
     /// The server claims to hold chunks it never got, accepts the entry,

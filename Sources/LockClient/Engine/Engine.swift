@@ -131,6 +131,8 @@ public final class Engine: Sendable {
         var alarm: String?
         /// Keys bound to devices by their first signed entry (`EntryAuthority`).
         var signers: [DeviceID: [UInt8]] = [:]
+        /// Heads of entries `lockfs repair` quarantined.
+        var quarantined: Set<ChainHead> = []
         /// Entries skipped by `EntryAuthority` (kept in the index), and the last reason.
         var ignoredEntries = 0
         var lastIgnored: String?
@@ -186,6 +188,7 @@ public final class Engine: Sendable {
         }
         s.accessTimes = snap.accessTimes
         s.signers = snap.signers
+        s.quarantined = try index.quarantined()
         s.ignoredEntries = Int(try index.metaInt("ignored_entries") ?? 0)
         s.lastIgnored = try index.meta("last_ignored_entry").map { String(decoding: $0, as: UTF8.self) }
         for n in snap.localNodes { s.localNodes[n.id] = n }

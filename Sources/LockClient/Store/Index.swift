@@ -74,6 +74,7 @@ public struct SealedTail: Sendable, Equatable {
 ///     atimes(node, atime)         access times set on this device (utimensat, touch -a); never synced (v5)
 ///     local_nodes(id, parent, …)  FIFOs and sockets made on this device; never synced (v6)
 ///     inflight.appended_head      the head the server acknowledged an append with (v8)
+///     quarantine(head, seq)       entries `lockfs repair` quarantined: skipped (v9)
 ///
 /// Durability (docs/design.md, "Durability"): `synchronous = NORMAL`. A
 /// commit is in the write-ahead log before it returns — it survives a crash
@@ -197,6 +198,9 @@ public final class Index: Sendable {
                 ALTER TABLE device_stamps ADD COLUMN linked INTEGER NOT NULL DEFAULT 0;
                 ALTER TABLE inflight ADD COLUMN appended_head BLOB;
                 """)
+        }
+        m.registerMigration("v9: quarantined journal entries") { db in
+            try db.execute(sql: "CREATE TABLE quarantine (head BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID")
         }
         return m
     }
@@ -641,6 +645,19 @@ public final class Index: Sendable {
                 }
             }
             try Self.setMeta(db, "chain_tail", rebuilt.sealedTail?.encoded)
+            for key in ["alarm", "alarm_entry"] { try Self.setMeta(db, key, nil) }
+        }
+    }
+
+    /// Heads of the quarantined entries.
+    public func quarantined() throws -> Set<ChainHead> {
+        try pool.read { db in Set(try Data.fetchAll(db, sql: "SELECT head FROM quarantine").map { try ChainHead(bytes: Array($0)) }) }
+    }
+
+    /// Quarantines an entry and clears the alarm it raised, in one transaction.
+    public func quarantine(seq: UInt64, head: ChainHead) throws {
+        try pool.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO quarantine (head, seq) VALUES (?, ?)", arguments: [Data(head.bytes), Int64(seq)])
             for key in ["alarm", "alarm_entry"] { try Self.setMeta(db, key, nil) }
         }
     }

@@ -222,11 +222,12 @@ extension Engine {
         var (base, cursor, head, inflight, recent) = state.withLock {
             ($0.base, $0.cursor, $0.head, $0.inflight, $0.recentHeads)
         }
-        let (signers, tails) = state.withLock { ($0.signers, $0.deviceTails) }
+        let (signers, tails, quarantined) = state.withLock { ($0.signers, $0.deviceTails, $0.quarantined) }
         let known = recent
         var verifier = JournalVerifier(vault: generations.vaultID, keys: generations, cursor: cursor, head: head, signers: signers,
                                        tails: tails, inflight: inflight,
                                        verifiedHead: { [index] seq in known[seq] ?? (try? index.head(at: seq)) ?? nil })
+        verifier.quarantined = quarantined
         var heads: [(UInt64, ChainHead)] = []
         var confirmed: [Int64] = []
         // The newest change of another device applied here: this device attests it in time.
@@ -234,29 +235,38 @@ extension Engine {
         var ignored: [String] = []
         // Each verified entry is applied before the next is opened: a page of
         // large batches is never held opened at once.
-        let outcome = try verifier.verify(page, requestedAfter: requested) { v in
-            heads.append((v.seq, v.head))
-            recent[v.seq] = v.head
-            guard let batch = v.batch else { ignored.append(v.ignored ?? "journal entry \(v.seq) was ignored"); return }
-            let stamp = batch.createdAt.nanoseconds
-            // Replayed under the device that made the batch (sealed inside it):
-            // after a re-login in a home, batches sealed before are sent, and
-            // signed, by the new device, and must still dedup against a copy
-            // the old one may have landed. The signer is who answers for it.
-            // A repeat (a retried append that landed twice) counted at its first copy.
-            if !v.isRepeat, batch.device != device, !batch.isAttestation { othersChange = v.seq }
-            if !v.isRepeat {
-                base.apply(batch.operations, context: ReplayContext(device: batch.device, createdAt: batch.createdAt, seq: v.seq,
-                                                                    baseSeq: v.entry.baseSeq.rawValue, rules: batch.rules))
+        let outcome: JournalVerifier.Outcome
+        do {
+            outcome = try verifier.verify(page, requestedAfter: requested) { v in
+                heads.append((v.seq, v.head))
+                recent[v.seq] = v.head
+                guard let batch = v.batch else { ignored.append(v.ignored ?? "journal entry \(v.seq) was ignored"); return }
+                let stamp = batch.createdAt.nanoseconds
+                // Replayed under the device that made the batch (sealed inside it):
+                // after a re-login in a home, batches sealed before are sent, and
+                // signed, by the new device, and must still dedup against a copy
+                // the old one may have landed. The signer is who answers for it.
+                // A repeat (a retried append that landed twice) counted at its first copy.
+                if !v.isRepeat, batch.device != device, !batch.isAttestation { othersChange = v.seq }
+                if !v.isRepeat {
+                    base.apply(batch.operations, context: ReplayContext(device: batch.device, createdAt: batch.createdAt, seq: v.seq,
+                                                                        baseSeq: v.entry.baseSeq.rawValue, rules: batch.rules))
+                }
+                // This device's entry: confirmed where the server acknowledged it (an
+                // earlier copy is a retried append's first landing; acknowledgements are
+                // recorded under `applying`, so none comes in while a page is applied).
+                if let mine = inflight.first(where: { $0.stamp == stamp && $0.entry == v.entry.unsigned }),
+                   mine.appendedSeq == nil || mine.appendedSeq == v.seq {
+                    confirmed.append(stamp)
+                    inflight.removeAll { $0.stamp == stamp }
+                }
             }
-            // This device's entry: confirmed where the server acknowledged it (an
-            // earlier copy is a retried append's first landing; acknowledgements are
-            // recorded under `applying`, so none comes in while a page is applied).
-            if let mine = inflight.first(where: { $0.stamp == stamp && $0.entry == v.entry.unsigned }),
-               mine.appendedSeq == nil || mine.appendedSeq == v.seq {
-                confirmed.append(stamp)
-                inflight.removeAll { $0.stamp == stamp }
+        } catch {
+            // An entry that does not open is what `lockfs repair` may quarantine: keep it with the alarm.
+            if let suspect = verifier.suspect, state.withLock({ $0.alarm }) == nil {
+                try? index.setMeta("alarm_entry", ByteOrder.bigEndian(suspect.seq) + suspect.head.bytes + suspect.entry.encoded)
             }
+            throw error
         }
         guard !heads.isEmpty else {
             state.withLock { $0.online = true; $0.lastError = nil; $0.lastSync = Date() }

@@ -89,6 +89,7 @@ extension Engine {
             let heads = known
             var verifier = JournalVerifier(vault: generations.vaultID, keys: generations, cursor: cursor, head: head, signers: out.signers,
                                            tails: out.tails, inflight: [], verifiedHead: { heads[$0] })
+            verifier.quarantined = state.withLock { $0.quarantined }
             let outcome = try verifier.verify(page, requestedAfter: cursor) { v in
                 out.heads.append((v.seq, v.head))
                 known[v.seq] = v.head
@@ -103,5 +104,52 @@ extension Engine {
         }
         _ = out.tree.takeChanges()
         return out
+    }
+}
+
+extension Engine {
+    /// The journal entry that raised the alarm by failing authentication (it
+    /// is chained, so the server stored it; it does not open under the
+    /// vault's keys): what `quarantineSuspect` can set aside.
+    public struct SuspectEntry: Sendable, Codable, Equatable {
+        public var seq: UInt64
+        /// Its chain head, hex: it names this entry at this position only.
+        public var head: String
+        public var bytes: Int
+        /// The device id that signed it (hex), nil for an unsigned entry.
+        public var signer: String?
+    }
+
+    static func decodeSuspect(_ b: [UInt8]) -> (UInt64, ChainHead, JournalEntry)? {
+        guard b.count > 40, let head = try? ChainHead(bytes: b[8..<40]),
+              let entry = try? JournalEntry(decoding: Array(b[40...])) else { return nil }
+        return (UInt64(bigEndianBytes: Array(b[0..<8])), head, entry)
+    }
+
+    /// The entry the alarm is about, when it is one that failed authentication.
+    public func suspectEntry() throws -> SuspectEntry? {
+        guard state.withLock({ $0.alarm }) != nil, let raw = try index.meta("alarm_entry"),
+              let (seq, head, entry) = Self.decodeSuspect(raw) else { return nil }
+        return SuspectEntry(seq: seq, head: head.hex, bytes: entry.encoded.count, signer: entry.signer?.device.hex)
+    }
+
+    /// Quarantines the suspect entry: from now on this device skips it, as
+    /// one a faithful server refuses (the chain goes on over it), and the
+    /// alarm is cleared. Its bytes are kept as evidence in the home's
+    /// quarantine folder (returned). Call on an engine that was not started,
+    /// and open a new one afterwards.
+    /// - Throws: `LockError.invalid` when the alarm is not about such an entry.
+    public func quarantineSuspect() throws -> URL {
+        precondition(!state.withLock { $0.running }, "quarantine on a started engine")
+        guard state.withLock({ $0.alarm }) != nil, let raw = try index.meta("alarm_entry"),
+              let (seq, head, entry) = Self.decodeSuspect(raw) else {
+            throw LockError.invalid("the integrity alarm is not about an entry that fails authentication: nothing to quarantine")
+        }
+        try FileManager.default.createDirectory(at: home.quarantineDirectory, withIntermediateDirectories: true)
+        let evidence = home.quarantineDirectory.appendingPathComponent("entry-\(seq)-\(head.hex.prefix(16)).bin")
+        try Data(entry.encoded).write(to: evidence, options: .atomic)
+        try index.quarantine(seq: seq, head: head)
+        try index.sync()
+        return evidence
     }
 }

@@ -32,6 +32,20 @@ struct JournalVerifier {
     /// This device's entries in flight: what it sealed, and where the server
     /// said it appended them.
     let inflight: [InflightBatch]
+    /// Heads of entries `lockfs repair` quarantined: skipped like entries a
+    /// faithful server refuses. A head names one entry at one position of
+    /// one history, so a quarantine covers nothing else.
+    var quarantined: Set<ChainHead> = []
+    /// The entry that failed authentication, when that is what was thrown:
+    /// what `lockfs repair` may quarantine.
+    private(set) var suspect: Suspect?
+
+    /// An entry that is chained but does not open (`suspect`).
+    struct Suspect: Equatable {
+        let seq: UInt64
+        let head: ChainHead
+        let entry: JournalEntry
+    }
     /// A head this device verified at a seq before `cursor` (nil: not known).
     let verifiedHead: (UInt64) -> ChainHead?
 
@@ -108,6 +122,13 @@ struct JournalVerifier {
                 throw LockError.integrity("journal entry \(seq) does not chain to the verified history: altered or forked")
             }
             let entry = item.entry
+            if quarantined.contains(computed) {
+                try each(Verified(seq: seq, head: computed, entry: entry, batch: nil, ignored: "journal entry \(seq) was ignored: quarantined by lockfs repair"))
+                head = computed
+                cursor = seq
+                pageHeads[seq] = computed
+                continue
+            }
             let baseSeq = entry.baseSeq.rawValue
             let knownBase: ChainHead? = baseSeq == cursor ? head
                 : baseSeq == 0 ? ChainHead.genesis(of: vault)
@@ -128,7 +149,10 @@ struct JournalVerifier {
                 ignored = "journal entry \(seq) was ignored: \(why)"
             case .apply(let device, let bind):
                 if let bind, let device { signers[device] = bind; outcome.newSigners[device] = bind }
-                batch = try open(entry, seq: seq)
+                do { batch = try open(entry, seq: seq) } catch LockError.integrity(let why) {
+                    suspect = Suspect(seq: seq, head: computed, entry: entry)
+                    throw LockError.integrity(why)
+                }
                 // The server acknowledged one of this device's entries at this seq; a
                 // faithful server serves that entry there and nothing else, after the
                 // history it acknowledged it on. Told by the bytes kept in flight, not
