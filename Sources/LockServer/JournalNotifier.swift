@@ -165,3 +165,27 @@ public final class LoginLimiter: Sendable {
         Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 }
+
+/// Counts the long-polls each account holds open, up to a limit.
+final class LongPollSlots: Sendable {
+    let limit: Int
+    private let held = Mutex<[AccountID: Int]>([:])
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Takes a slot for `account`; false when it holds `limit` already.
+    func take(_ account: AccountID) -> Bool {
+        held.withLock { h in
+            guard h[account, default: 0] < limit else { return false }
+            h[account, default: 0] += 1
+            return true
+        }
+    }
+
+    func give(_ account: AccountID) {
+        held.withLock { h in
+            h[account, default: 1] -= 1
+            if h[account] == 0 { h[account] = nil }
+        }
+    }
+}

@@ -244,8 +244,9 @@ public protocol MetadataStore: Sendable {
     /// - Throws: `ServerError.missingChunks(ids)`, `.conflict("bad_base")`.
     func append(account: AccountID, vault: VaultID, entry: JournalEntry, bytes: [UInt8],
                 references: [ChunkID], device: DeviceID, now: Date) async throws -> StoredEntry
-    /// Entries after `after`, at most `limit`, and the latest sequence number.
-    func entries(account: AccountID, after: JournalSeq, limit: Int) async throws -> (items: [StoredEntry], latest: JournalSeq)
+    /// Entries after `after`, at most `limit`, ending once they hold
+    /// `maxBytes` bytes (at least one entry), and the latest sequence number.
+    func entries(account: AccountID, after: JournalSeq, limit: Int, maxBytes: Int) async throws -> (items: [StoredEntry], latest: JournalSeq)
     /// The chain head after entry `seq` (the vault's genesis head at 0); nil
     /// when the journal has no such entry.
     func head(account: AccountID, vault: VaultID, at seq: JournalSeq) async throws -> ChainHead?
@@ -259,6 +260,11 @@ public protocol MetadataStore: Sendable {
 }
 
 extension MetadataStore {
+    /// Entries after `after`, at most `limit` (no byte cap).
+    public func entries(account: AccountID, after: JournalSeq, limit: Int) async throws -> (items: [StoredEntry], latest: JournalSeq) {
+        try await entries(account: account, after: after, limit: limit, maxBytes: .max)
+    }
+
     /// Enrols a device unconditionally.
     public func addDevice(_ device: NewDevice, account: AccountID, now: Date) async throws {
         try await addDevice(device, account: account, now: now, ifLoginHash: nil)

@@ -34,6 +34,8 @@ public struct ServerAPI: Sendable {
     public let notifier = JournalNotifier()
     public let metrics = ServerMetrics()
     let limiter: LoginLimiter
+    /// Long-polls waiting, per account (at most `APIv1.maxLongPollsPerAccount`).
+    let longPolls = LongPollSlots(limit: APIv1.maxLongPollsPerAccount)
     let secretCache = SecretCache(nil)
 
     static let binary = APIv1.binaryContentType
@@ -379,11 +381,23 @@ public struct ServerAPI: Sendable {
         let limit = 9 + JournalEntry.signedHeaderSize + EnvelopeKind.journalEntry.maxSealedSize + 32 * APIv1.maxReferencesPerEntry
         let body = try AppendRequest(decoding: try await request.bytes(limit: limit))
         try await checkSigner(of: body.entry, account: account, device: device)
+        try checkJournalQuota(account, adding: body.entry.encoded.count)
         let stored = try await store.append(account: account.id, vault: account.vaultID, entry: body.entry,
                                             bytes: body.entry.encoded, references: body.references,
                                             device: device.id, now: Date())
         notifier.notify(account.id)
         return try Self.json(AppendResponse(seq: stored.seq, head: stored.head), status: .created)
+    }
+
+    /// Journal entries and checkpoints count against the quota. Past it they
+    /// may still take a headroom (an eighth of the quota, at least 16 MiB), so
+    /// that a full account can still delete and move files; beyond that, 413.
+    func checkJournalQuota(_ account: Account, adding bytes: Int) throws {
+        guard let quota = account.quota ?? settings.defaultQuota else { return }
+        let headroom = max(quota / 8, 16 << 20)
+        if account.storedBytes + Int64(bytes) > quota + headroom {
+            throw ServerError.quotaExceeded(used: account.storedBytes, limit: quota)
+        }
     }
 
     /// A token alone writes nothing: an entry must be signed by the calling
@@ -424,8 +438,11 @@ public struct ServerAPI: Sendable {
         let wait = Duration.milliseconds(Int64(min(waitSeconds, maxSeconds) * 1000))
         let generation = notifier.generation(of: account.id)
         var keyring = account.keyring
-        var page = try await store.entries(account: account.id, after: JournalSeq(after), limit: limit)
+        var page = try await store.entries(account: account.id, after: JournalSeq(after), limit: limit, maxBytes: APIv1.maxPageBytes)
         if page.items.isEmpty && wait > .zero {
+            // One account cannot hold every connection of the server open.
+            guard longPolls.take(account.id) else { throw ServerError.tooManyRequests(retryAfterSeconds: 1) }
+            defer { longPolls.give(account.id) }
             metrics.longPoll(1)
             // A graceful shutdown ends every long-poll at once (an empty page;
             // the client polls again), so SIGTERM never waits out a poll.
@@ -435,7 +452,7 @@ public struct ServerAPI: Sendable {
                 notifier.shutdown()
             }
             metrics.longPoll(-1)
-            page = try await store.entries(account: account.id, after: JournalSeq(after), limit: limit)
+            page = try await store.entries(account: account.id, after: JournalSeq(after), limit: limit, maxBytes: APIv1.maxPageBytes)
             if let now = try await store.account(named: account.name) { keyring = now.keyring }
         }
         let items = try page.items.map { EntryPage.Item(seq: $0.seq, head: $0.head, entry: try JournalEntry(decoding: $0.bytes)) }
@@ -460,6 +477,7 @@ public struct ServerAPI: Sendable {
         let seq = JournalSeq(try reader.u64())
         let head: ChainHead = try reader.id()
         try reader.rest().withUnsafeBytes { try Envelope.validateFraming($0, kind: .checkpoint) }
+        try checkJournalQuota(account, adding: bytes.count)
         try await store.putCheckpoint(account: account.id, vault: account.vaultID, seq: seq, head: head, bytes: bytes)
         return Response(status: .created)
     }

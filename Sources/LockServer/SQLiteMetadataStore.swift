@@ -111,6 +111,14 @@ public final class SQLiteMetadataStore: MetadataStore {
         m.registerMigration("v4") { db in
             try db.execute(sql: "ALTER TABLE devices ADD COLUMN box_key_signature BLOB")
         }
+        // Journal entries and checkpoints count against the quota (issue 15): what is stored already.
+        m.registerMigration("v5") { db in
+            try db.execute(sql: """
+                UPDATE accounts SET stored_bytes = stored_bytes
+                    + COALESCE((SELECT SUM(length(body)) FROM entries WHERE account_id = accounts.id), 0)
+                    + COALESCE((SELECT SUM(length(body)) FROM checkpoints WHERE account_id = accounts.id), 0)
+                """)
+        }
         return m
     }
 
@@ -312,29 +320,43 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     public func append(account: AccountID, vault: VaultID, entry: JournalEntry, bytes: [UInt8],
                        references: [ChunkID], device: DeviceID, now: Date) async throws -> StoredEntry {
-        try await pool.write { db in
+        // References are checked in a read, before the write transaction: one
+        // SQLite writer serves every account, and an append naming many chunks
+        // must not hold it. Chunks are never deleted, so what exists now exists
+        // at the commit (garbage collection must keep that true).
+        if !references.isEmpty {
+            let missing = try await pool.read { db in
+                let check = try db.cachedStatement(sql: "SELECT 1 FROM chunks WHERE account_id = ? AND id = ?")
+                return try references.filter { try Bool.fetchOne(check, arguments: [account.rawValue, Data($0.bytes)]) != true }
+            }
+            guard missing.isEmpty else { throw ServerError.missingChunks(missing) }
+        }
+        return try await pool.write { db in
             let (latest, head) = try Self.head(db, account: account, vault: vault)
             let base = try AppendRule.baseLookup(entry, latest: latest).flatMap { try Self.head(db, account: account, vault: vault, at: $0) }
             let (seq, newHead) = try AppendRule.position(of: entry, bytes: bytes, latest: latest, head: head, headAtBase: base)
-            let check = try db.cachedStatement(sql: "SELECT 1 FROM chunks WHERE account_id = ? AND id = ?")
-            let missing = try references.filter { try Bool.fetchOne(check, arguments: [account.rawValue, Data($0.bytes)]) != true }
-            guard missing.isEmpty else { throw ServerError.missingChunks(missing) }
             try db.execute(sql: "INSERT INTO entries (account_id, seq, head, body, device_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                            arguments: [account.rawValue, Int64(seq.rawValue), Data(newHead.bytes), Data(bytes),
                                        Data(device.bytes), now.timeIntervalSince1970])
+            // Journal bytes count against the quota like chunks.
+            try db.execute(sql: "UPDATE accounts SET stored_bytes = stored_bytes + ? WHERE id = ?", arguments: [bytes.count, account.rawValue])
             let ref = try db.cachedStatement(sql: "INSERT OR IGNORE INTO entry_refs (account_id, chunk_id, seq) VALUES (?, ?, ?)")
             for id in references { try ref.execute(arguments: [account.rawValue, Data(id.bytes), Int64(seq.rawValue)]) }
             return StoredEntry(seq: seq, head: newHead, bytes: bytes)
         }
     }
 
-    public func entries(account: AccountID, after: JournalSeq, limit: Int) async throws -> (items: [StoredEntry], latest: JournalSeq) {
+    public func entries(account: AccountID, after: JournalSeq, limit: Int, maxBytes: Int) async throws -> (items: [StoredEntry], latest: JournalSeq) {
         try await pool.read { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT seq, head, body FROM entries WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                        arguments: [account.rawValue, Int64(clamping: after.rawValue), limit])
-            let items = try rows.map {
-                StoredEntry(seq: JournalSeq(UInt64($0["seq"] as Int64)), head: try ChainHead(bytes: Array($0["head"] as Data)),
-                            bytes: Array($0["body"] as Data))
+            let rows = try Row.fetchCursor(db, sql: "SELECT seq, head, body FROM entries WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                           arguments: [account.rawValue, Int64(clamping: after.rawValue), limit])
+            var items: [StoredEntry] = []
+            var total = 0
+            while total < maxBytes, let row = try rows.next() {
+                let body = Array(row["body"] as Data)
+                total += body.count
+                items.append(StoredEntry(seq: JournalSeq(UInt64(row["seq"] as Int64)), head: try ChainHead(bytes: Array(row["head"] as Data)),
+                                         bytes: body))
             }
             let latest = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM entries WHERE account_id = ?", arguments: [account.rawValue]) ?? 0
             return (items, JournalSeq(UInt64(latest)))
@@ -354,8 +376,12 @@ public final class SQLiteMetadataStore: MetadataStore {
             guard seq <= latest, try Self.head(db, account: account, vault: vault, at: seq) == head else {
                 throw ServerError.conflict(code: "bad_checkpoint", message: "the checkpoint's position (seq \(seq)) is not in this vault's journal")
             }
+            let replaced = try Int.fetchOne(db, sql: "SELECT length(body) FROM checkpoints WHERE account_id = ? AND seq = ?",
+                                            arguments: [account.rawValue, Int64(seq.rawValue)]) ?? 0
             try db.execute(sql: "INSERT OR REPLACE INTO checkpoints (account_id, seq, body) VALUES (?, ?, ?)",
                            arguments: [account.rawValue, Int64(seq.rawValue), Data(bytes)])
+            try db.execute(sql: "UPDATE accounts SET stored_bytes = stored_bytes + ? WHERE id = ?",
+                           arguments: [bytes.count - replaced, account.rawValue])
         }
     }
 

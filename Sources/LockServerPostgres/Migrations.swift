@@ -94,6 +94,12 @@ enum Migrations {
         (3, ["ALTER TABLE devices ADD COLUMN signing_key BYTEA", "ALTER TABLE devices ADD COLUMN box_key BYTEA"]),
         // The box key's signature (issue 13, key generations): NULL for devices enrolled before.
         (4, ["ALTER TABLE devices ADD COLUMN box_key_signature BYTEA"]),
+        // Journal entries and checkpoints count against the quota (issue 15): what is stored already.
+        (5, ["""
+            UPDATE accounts SET stored_bytes = stored_bytes
+                + COALESCE((SELECT SUM(octet_length(body)) FROM entries WHERE account_id = accounts.id), 0)
+                + COALESCE((SELECT SUM(octet_length(body)) FROM checkpoints WHERE account_id = accounts.id), 0)
+            """]),
     ]
 
     /// The version this build migrates to.

@@ -323,6 +323,9 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
                 VALUES (\(account.rawValue), \(Int64(seq.rawValue)), \(ByteBuffer(bytes: newHead.bytes)), \(ByteBuffer(bytes: bytes)),
                         \(ByteBuffer(bytes: device.bytes)), \(now))
                 """, logger: self.logger)
+            // Journal bytes count against the quota like chunks.
+            try await c.query("UPDATE accounts SET stored_bytes = stored_bytes + \(Int64(bytes.count)) WHERE id = \(account.rawValue)",
+                              logger: self.logger)
             if !references.isEmpty {
                 let refs = references.map { ByteBuffer(bytes: $0.bytes) }
                 try await c.query("""
@@ -337,16 +340,20 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
         }
     }
 
-    public func entries(account: AccountID, after: JournalSeq, limit: Int) async throws -> (items: [StoredEntry], latest: JournalSeq) {
+    public func entries(account: AccountID, after: JournalSeq, limit: Int, maxBytes: Int) async throws -> (items: [StoredEntry], latest: JournalSeq) {
         try await withConnection { c in
-            // One statement, one snapshot: the page and the latest number agree.
+            // One statement, one snapshot: the page and the latest number agree. An
+            // entry is in the page while the ones before it hold less than maxBytes.
             let rows = try await c.query("""
                 SELECT e.seq, e.head, e.body, m.latest
                 FROM (SELECT COALESCE(MAX(seq), 0)::bigint AS latest FROM entries WHERE account_id = \(account.rawValue)) m
                 LEFT JOIN LATERAL (
-                    SELECT seq, head, body FROM entries
-                    WHERE account_id = \(account.rawValue) AND seq > \(Int64(clamping: after.rawValue))
-                    ORDER BY seq LIMIT \(Int64(limit))
+                    SELECT seq, head, body FROM (
+                        SELECT seq, head, body, SUM(octet_length(body)) OVER (ORDER BY seq) - octet_length(body) AS before
+                        FROM entries
+                        WHERE account_id = \(account.rawValue) AND seq > \(Int64(clamping: after.rawValue))
+                        ORDER BY seq LIMIT \(Int64(limit))
+                    ) w WHERE before < \(Int64(clamping: maxBytes))
                 ) e ON true
                 ORDER BY e.seq
                 """, logger: self.logger).collect()
@@ -371,15 +378,21 @@ public final class PostgresMetadataStore: MetadataStore, JournalEventSource {
     // MARK: Checkpoints
 
     public func putCheckpoint(account: AccountID, vault: VaultID, seq: JournalSeq, head: ChainHead, bytes: [UInt8]) async throws {
-        try await withConnection { c in
+        try await transaction { c in
             let (latest, _) = try await Self.head(c, account: account, vault: vault, self.logger)
             guard seq <= latest, try await Self.head(c, account: account, vault: vault, at: seq, self.logger) == head else {
                 throw ServerError.conflict(code: "bad_checkpoint", message: "the checkpoint's position (seq \(seq)) is not in this vault's journal")
             }
+            let replaced = try await c.query("""
+                SELECT octet_length(body)::bigint FROM checkpoints WHERE account_id = \(account.rawValue) AND seq = \(Int64(seq.rawValue)) FOR UPDATE
+                """, logger: self.logger).collect().first.map { try $0.decode(Int64.self) } ?? 0
             try await c.query("""
                 INSERT INTO checkpoints (account_id, seq, body) VALUES (\(account.rawValue), \(Int64(seq.rawValue)), \(ByteBuffer(bytes: bytes)))
                 ON CONFLICT (account_id, seq) DO UPDATE SET body = EXCLUDED.body
                 """, logger: self.logger)
+            // Checkpoint bytes count against the quota like chunks.
+            try await c.query("UPDATE accounts SET stored_bytes = stored_bytes + \(Int64(bytes.count) - replaced) WHERE id = \(account.rawValue)",
+                              logger: self.logger)
         }
     }
 

@@ -16,8 +16,16 @@ public enum APIv1 {
     public static let maxBatchBytes = 16 << 20
     /// Entries in one pull page.
     public static let maxEntriesPerPage = 1_000
-    /// Chunk ids one journal entry may reference.
-    public static let maxReferencesPerEntry = 1 << 20
+    /// Entry bytes after which a pull page ends (it holds at least one
+    /// entry, so a page is at most this plus one entry); the client asks
+    /// again from the last entry it got.
+    public static let maxPageBytes = 8 << 20
+    /// Chunk ids one journal entry may reference: more than a batch of the
+    /// largest size (8 MiB, 36 bytes per chunk of a manifest) can name.
+    public static let maxReferencesPerEntry = 1 << 18
+    /// Concurrent long-polls of one account (its devices' pullers, `lockfs
+    /// sync`); more are answered 429.
+    public static let maxLongPollsPerAccount = 32
     /// Response header of `GET /v1/entries`: the key generation of the
     /// account's keyring, so that devices learn a rotation at their next page.
     public static let keyringGenerationHeader = "Lockfs-Keyring-Generation"

@@ -19,6 +19,14 @@ final class RegisteredDevice: @unchecked Sendable {
 /// One HTTP client for all server tests (connection pooling, HTTP/1.1).
 let sharedHTTPClient = HTTPClient(eventLoopGroupProvider: .singleton)
 
+/// A client that holds up to 64 connections to one host (the shared one
+/// queues requests past 8): for tests of many requests held open at once.
+let wideHTTPClient: HTTPClient = {
+    var configuration = HTTPClient.Configuration()
+    configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
+    return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+}()
+
 /// A response: status, headers and body bytes.
 struct APIResponse: Sendable {
     let status: Int
@@ -33,6 +41,7 @@ struct APIResponse: Sendable {
 struct APIClient: Sendable {
     let baseURL: String
     var token: String?
+    var http: HTTPClient = sharedHTTPClient
 
     static let binary = APIv1.binaryContentType
 
@@ -44,7 +53,7 @@ struct APIClient: Sendable {
         if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
         for (k, v) in extra { request.headers.add(name: k, value: v) }
         if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
-        let response = try await sharedHTTPClient.execute(request, timeout: timeout)
+        let response = try await http.execute(request, timeout: timeout)
         let bytes = try await response.body.collect(upTo: 64 << 20)
         return APIResponse(status: Int(response.status.code), headers: response.headers, body: Array(buffer: bytes))
     }

@@ -70,6 +70,41 @@ import Testing
         #expect(try Keyring(decoding: keyring.body) == vault.keyring)
     }
 
+    /// One account holds at most 32 long-polls (issue 15): the next is 429 at
+    /// once, another account's poll still waits, and the 32 wake at an append.
+    @Test func oneAccountCannotHoldEveryLongPoll() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let vault = try TestVault.make(user: "hog")
+        var hog = try await vault.register(on: server)
+        hog.http = wideHTTPClient
+        let other = try TestVault.make(user: "quiet")
+        var quiet = try await other.register(on: server)
+        quiet.http = wideHTTPClient
+        let client = hog
+        let polls = (0..<APIv1.maxLongPollsPerAccount).map { _ in
+            Task { try await client.send(.GET, "/v1/journal?after=0&wait=30", timeout: .seconds(90)).status }
+        }
+        // Once the 32 are waiting (the server's gauge says so), the next is refused.
+        let anyone = APIClient(baseURL: server.baseURL)
+        var open = 0
+        for _ in 0..<300 where open < APIv1.maxLongPollsPerAccount {
+            try await Task.sleep(for: .milliseconds(50))
+            let metrics = String(decoding: try await anyone.send(.GET, "/metrics").body, as: UTF8.self)
+            open = metrics.split(separator: "\n").first { $0.hasPrefix("lockfs_long_polls_open ") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) } ?? 0
+        }
+        #expect(open == APIv1.maxLongPollsPerAccount)
+        let refused = try await hog.send(.GET, "/v1/journal?after=0&wait=30", timeout: .seconds(90)).status
+        #expect(refused == 429)
+        let quietPoll = try await quiet.send(.GET, "/v1/journal?after=0&wait=0.3")
+        #expect(quietPoll.status == 200)
+        #expect(try await hog.append(try vault.entry(creating: "x", baseSeq: .start, baseHead: vault.genesis), references: []).status == 201)
+        for p in polls { #expect(try await p.value == 200) }
+        // Freed: a poll waits again.
+        #expect(try await hog.send(.GET, "/v1/journal?after=1&wait=0.2").status == 200)
+    }
+
     /// The mechanism: the poll waits 30 s and ends within seconds of the append
     /// (5 s: a 1 s bound failed at 1.09–1.48 s with the server suites in parallel).
     @Test func longPollWakesOnAnAppendLongBeforeItsWait() async throws {

@@ -341,15 +341,16 @@ enum Storm {
         report.ackedChunks += state.acked.count
         report.unackedChunksPresent += present.count - state.acked.count
 
-        // 3. The account's usage is exactly the chunks it has.
+        // 4. The journal: contiguous, verifying from genesis, holding every acknowledged entry.
+        let items = try await client.pullAll()
+        // 3. The account's usage is exactly the chunks and journal entries it has.
         let recordedBytes = sentIDs.filter { !missing.contains($0) }.reduce(Int64(0)) { $0 + Int64(state.sent[$1]!.count) }
+            + items.reduce(Int64(0)) { $0 + Int64($1.entry.encoded.count) }
         let info = try await client.send(.GET, "/v1/account")
         #expect(info.status == 200)
         #expect((info.json["storedBytes"] as? Int).map(Int64.init) == recordedBytes,
-                "\(where_): storedBytes \(info.json["storedBytes"] ?? "nil") but the present chunks sum to \(recordedBytes)")
+                "\(where_): storedBytes \(info.json["storedBytes"] ?? "nil") but the present chunks and entries sum to \(recordedBytes)")
 
-        // 4. The journal: contiguous, verifying from genesis, holding every acknowledged entry.
-        let items = try await client.pullAll()
         let latest = items.last?.seq.rawValue ?? 0
         #expect(items.map(\.seq.rawValue) == Array(stride(from: UInt64(1), through: latest, by: 1)), "\(where_): sequence numbers have gaps")
         var head = vault.genesis

@@ -345,14 +345,14 @@ enum MetadataStoreConformance {
         let c1 = F.chunkID(), c2 = F.chunkID()
         try await store.recordChunks(account: alice.id, [(c1, 1000), (c2, 234)])
         try await store.recordChunks(account: alice.id, [(c1, 1000)])
-        _ = try await F.appendChain(store, alice, keys, count: 3)
+        let journal = try await F.appendChain(store, alice, keys, count: 3).reduce(0) { $0 + $1.bytes.count }
         // bob: 1 device, 1 chunk.
         try await store.recordChunks(account: bob.id, [(c1, 77)])
 
         let rows = try await store.accounts().sorted { $0.name < $1.name }
             .map { "\($0.name) devices=\($0.devices) bytes=\($0.storedBytes) entries=\($0.entries)" }
         #expect(rows == [
-            "alice devices=2 bytes=1234 entries=3",
+            "alice devices=2 bytes=\(1234 + journal) entries=3",
             "bob devices=1 bytes=77 entries=0",
             "carol devices=1 bytes=0 entries=0",
         ])
@@ -369,8 +369,10 @@ enum MetadataStoreConformance {
         try await store.recordChunks(account: bob.id, [(c1, 50)])
         let chain = try await F.appendChain(store, alice, aliceKeys, count: 2, references: [c1])
         try await store.putCheckpoint(account: alice.id, vault: alice.vaultID, seq: JournalSeq(2), head: chain[1].head, bytes: [1, 2, 3])
-        _ = try await F.appendChain(store, bob, bobKeys, count: 1)
-        #expect(try await store.totalStoredBytes() == 350)
+        let bobJournal = Int64(try await F.appendChain(store, bob, bobKeys, count: 1)[0].bytes.count)
+        // Chunks, entries and the checkpoint.
+        let aliceBytes = 300 + Int64(chain.reduce(0) { $0 + $1.bytes.count }) + 3
+        #expect(try await store.totalStoredBytes() == aliceBytes + 50 + bobJournal)
 
         #expect(try await store.removeAccount(named: "alice") == alice.vaultID)
         #expect(try await store.removeAccount(named: "alice") == nil)
@@ -386,7 +388,7 @@ enum MetadataStoreConformance {
         #expect(gone.items.isEmpty && gone.latest == .start)
         #expect(try await store.latestCheckpoint(account: alice.id) == nil)
         #expect(try await store.accounts().map(\.name) == ["bob"])
-        #expect(try await store.totalStoredBytes() == 50)
+        #expect(try await store.totalStoredBytes() == 50 + bobJournal)
 
         // …and a new account of the same name (which may get the same row id) starts empty,
         // even reusing the removed device's token hash.
@@ -406,7 +408,7 @@ enum MetadataStoreConformance {
         // bob is untouched.
         #expect(try await store.missingChunks(account: bob.id, ids: [c1]).isEmpty)
         #expect(try await store.entries(account: bob.id, after: .start, limit: 100).latest == JournalSeq(1))
-        #expect(try await store.account(named: "bob")?.storedBytes == 50)
+        #expect(try await store.account(named: "bob")?.storedBytes == 50 + bobJournal)
     }
 
     /// Issue 13 review: a recovery (new login hash, every other device revoked)
@@ -625,6 +627,17 @@ enum MetadataStoreConformance {
         }
         #expect(try await store.head(account: alice.id, vault: alice.vaultID, at: JournalSeq(8)) == nil)
         #expect(try await store.head(account: alice.id, vault: alice.vaultID, at: JournalSeq(.max)) == nil)
+        // A page ends once its entries hold maxBytes (at least one entry).
+        let size = chain[0].bytes.count
+        func capped(_ maxBytes: Int) async throws -> [UInt64] {
+            try await store.entries(account: alice.id, after: .start, limit: 100, maxBytes: maxBytes).items.map(\.seq.rawValue)
+        }
+        #expect(try await capped(1) == [1])
+        #expect(try await capped(size) == [1])
+        #expect(try await capped(size + 1) == [1, 2])
+        #expect(try await capped(2 * size + size / 2) == [1, 2, 3])
+        #expect(try await store.entries(account: alice.id, after: JournalSeq(5), limit: 100, maxBytes: 1).items.map(\.seq.rawValue) == [6])
+        #expect(try await store.entries(account: alice.id, after: JournalSeq(5), limit: 100, maxBytes: 1).latest == JournalSeq(7))
     }
 
     // MARK: Checkpoints
@@ -683,13 +696,14 @@ enum MetadataStoreConformance {
         let chain = try await F.appendChain(store, alice, keys, count: 2, references: [c1])
         let other = try await reopen()
         #expect(try await other.serverSecret() == secret)
-        #expect(F.sameAccount(try await other.account(named: "alice"), alice, storedBytes: 64))
+        let journal = Int64(chain.reduce(0) { $0 + $1.bytes.count })
+        #expect(F.sameAccount(try await other.account(named: "alice"), alice, storedBytes: 64 + journal))
         #expect(try await other.missingChunks(account: alice.id, ids: [c1]).isEmpty)
         let page = try await other.entries(account: alice.id, after: .start, limit: 10)
         #expect(page.latest == JournalSeq(2))
         #expect(page.items.map(\.head) == chain.map(\.head))
         #expect(page.items.map(\.bytes) == chain.map(\.bytes))
-        #expect(try await other.totalStoredBytes() == 64)
+        #expect(try await other.totalStoredBytes() == 64 + journal)
     }
 
     static func totalStoredBytes(_ store: any MetadataStore) async throws {
@@ -705,6 +719,15 @@ enum MetadataStoreConformance {
         #expect(try await store.totalStoredBytes() == 2025)
         #expect(try await store.removeAccount(named: "alice") == alice.vaultID)
         #expect(try await store.totalStoredBytes() == 1001)
+        // Journal entries and checkpoints count too (issue 15): the quota holds them.
+        let (carol, keys, _) = try await F.register(store, "carol")
+        let chain = try await F.appendChain(store, carol, keys, count: 2)
+        let journal = Int64(chain.reduce(0) { $0 + $1.bytes.count })
+        #expect(try await store.totalStoredBytes() == 1001 + journal)
+        try await store.putCheckpoint(account: carol.id, vault: carol.vaultID, seq: chain[1].seq, head: chain[1].head, bytes: Array(repeating: 1, count: 500))
+        try await store.putCheckpoint(account: carol.id, vault: carol.vaultID, seq: chain[1].seq, head: chain[1].head, bytes: Array(repeating: 2, count: 300))
+        #expect(try await store.totalStoredBytes() == 1001 + journal + 300)
+        #expect(try await store.accounts().first { $0.name == "carol" }?.storedBytes == journal + 300)
     }
 
     // MARK: Isolation
@@ -765,7 +788,9 @@ enum MetadataStoreConformance {
 
         // Keyrings.
         try await store.replaceKeyring(account: bob.id, keyring: [1], kdf: [2], loginSalt: [3], loginHash: [4])
-        #expect(F.sameAccount(try await store.account(named: "alice"), alice, storedBytes: 10))
+        // Chunks, entries and the checkpoint count for alice only.
+        let aliceJournal = Int64(aliceChain.reduce(0) { $0 + $1.bytes.count })
+        #expect(F.sameAccount(try await store.account(named: "alice"), alice, storedBytes: 10 + aliceJournal + 2))
     }
 
     // MARK: Concurrency

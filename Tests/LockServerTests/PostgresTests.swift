@@ -136,7 +136,7 @@ enum PostgresFixture {
             return try await group.reduce(into: [PostgresMetadataStore]()) { $0.append($1) }
         }
         #expect(stores.count == 4)
-        #expect(try await server.psql("SELECT version FROM schema_migrations ORDER BY version", database: database) == "1\n2\n3\n4\n")
+        #expect(try await server.psql("SELECT version FROM schema_migrations ORDER BY version", database: database) == "1\n2\n3\n4\n5\n")
         let tables = try await server.psql(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name", database: database)
         #expect(tables.split(separator: "\n") == ["accounts", "checkpoints", "chunks", "devices", "entries", "entry_refs",
@@ -147,7 +147,7 @@ enum PostgresFixture {
         #expect(try await stores[3].entries(account: alice.id, after: .start, limit: 10).latest == JournalSeq(2))
         // Opening again migrates nothing.
         _ = try await PostgresMetadataStore.open(settings)
-        #expect(try await server.psql("SELECT count(*) FROM schema_migrations", database: database) == "4\n")
+        #expect(try await server.psql("SELECT count(*) FROM schema_migrations", database: database) == "5\n")
         for s in stores { await s.close() }
     }
 

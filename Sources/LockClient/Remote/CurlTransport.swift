@@ -10,14 +10,19 @@ public struct HTTPRequest: Sendable {
     public var body: [UInt8]?
     /// The whole transfer must finish within this (a long-poll sets it above its wait).
     public var timeout: Duration
+    /// The largest response body accepted: a longer one ends the transfer
+    /// with `TransportError.responseTooLarge` (a server cannot make the
+    /// client hold a gigabyte).
+    public var maxResponseBytes: Int
 
     public init(method: String, url: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
-                timeout: Duration = .seconds(120)) {
+                timeout: Duration = .seconds(120), maxResponseBytes: Int = 1 << 20) {
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
         self.timeout = timeout
+        self.maxResponseBytes = maxResponseBytes
     }
 }
 
@@ -36,6 +41,10 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
     public let code: Int
     public let message: String
     public var description: String { "network error: \(message) (curl \(code))" }
+
+    /// The code of a response longer than the request allowed.
+    public static let responseTooLargeCode = -2
+    public var isResponseTooLarge: Bool { code == Self.responseTooLargeCode }
 }
 
 /// TLS and connection settings.
@@ -65,6 +74,8 @@ public final class CurlTransport: @unchecked Sendable {
         /// The request body, copied to memory that stays put until cleanup.
         var requestBody: UnsafeMutableRawBufferPointer?
         var responseBody: [UInt8] = []
+        var maxResponseBytes = 1 << 20
+        var tooLarge = false
         var responseHeaders: [String: String] = [:]
         var continuation: CheckedContinuation<HTTPResponse, any Error>?
         let id: UInt64
@@ -151,6 +162,9 @@ public final class CurlTransport: @unchecked Sendable {
         _ = lockfs_curl_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(settings.connectTimeout.components.seconds * 1000))
         _ = lockfs_curl_setopt_long(easy, CURLOPT_TIMEOUT_MS, Int(r.timeout.components.seconds * 1000 + r.timeout.components.attoseconds / 1_000_000_000_000_000))
         if let ca = settings.caFile { ca.withCString { _ = lockfs_curl_setopt_ptr(easy, CURLOPT_CAINFO, $0) } }
+        // A Content-Length above the limit is refused before the body comes.
+        t.maxResponseBytes = r.maxResponseBytes
+        _ = lockfs_curl_setopt_off(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(r.maxResponseBytes))
         switch r.method {
         case "GET": _ = lockfs_curl_setopt_long(easy, CURLOPT_HTTPGET, 1)
         default: r.method.withCString { _ = lockfs_curl_setopt_ptr(easy, CURLOPT_CUSTOMREQUEST, $0) }
@@ -171,6 +185,10 @@ public final class CurlTransport: @unchecked Sendable {
         _ = lockfs_curl_setopt_write(easy) { data, size, count, user in
             let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
             let n = size * count
+            guard t.responseBody.count + n <= t.maxResponseBytes else {
+                t.tooLarge = true
+                return 0  // libcurl ends the transfer (CURLE_WRITE_ERROR)
+            }
             data!.withMemoryRebound(to: UInt8.self, capacity: n) { t.responseBody.append(contentsOf: UnsafeBufferPointer(start: $0, count: n)) }
             return n
         }
@@ -234,6 +252,9 @@ public final class CurlTransport: @unchecked Sendable {
                         status: status, contentType: t.responseHeaders["content-type"],
                         retryAfter: t.responseHeaders["retry-after"].flatMap { Int($0) }, body: t.responseBody,
                         headers: t.responseHeaders)))
+                } else if t.tooLarge || result == CURLE_FILESIZE_EXCEEDED {
+                    finish(t, .failure(TransportError(code: TransportError.responseTooLargeCode,
+                                                      message: "the server's answer is longer than \(t.maxResponseBytes) bytes")))
                 } else {
                     finish(t, .failure(TransportError(code: Int(result.rawValue), message: String(cString: curl_easy_strerror(result)))))
                 }

@@ -22,16 +22,25 @@ public struct HTTPRemote: Remote {
 
     // MARK: Plumbing
 
+    /// The largest answers: a chunk, a journal page (its byte cap, one more
+    /// entry, and the framing), a checkpoint; anything else (JSON, the keyring) 1 MiB.
+    static let maxChunkResponse = EnvelopeKind.chunk.maxSealedSize + 1024
+    static let maxPageResponse = APIv1.maxPageBytes + JournalEntry.signedHeaderSize + EnvelopeKind.journalEntry.maxSealedSize
+        + APIv1.maxEntriesPerPage * 48 + 1024
+    static let maxCheckpointResponse = 41 + EnvelopeKind.checkpoint.maxSealedSize + 1024
+
     private func call(_ method: String, _ path: String, body: [UInt8]? = nil, contentType: String? = nil,
-                      timeout: Duration = .seconds(120)) async throws -> HTTPResponse {
+                      timeout: Duration = .seconds(120), maxResponse: Int = 1 << 20) async throws -> HTTPResponse {
         var headers: [(String, String)] = [("Accept", "*/*")]
         if let token { headers.append(("Authorization", "Bearer \(token)")) }
         if let contentType { headers.append(("Content-Type", contentType)) }
         let response: HTTPResponse
         do {
             response = try await transport.perform(HTTPRequest(method: method, url: baseURL + APIv1.pathPrefix + path,
-                                                               headers: headers, body: body, timeout: timeout))
+                                                               headers: headers, body: body, timeout: timeout, maxResponseBytes: maxResponse))
         } catch let error as TransportError {
+            // No faithful server answers longer than the protocol allows.
+            if error.isResponseTooLarge { throw RemoteError.malformedResponse("\(method) \(path.split(separator: "?")[0]): \(error.message)") }
             throw RemoteError.unreachable(error.message)
         }
         guard (200..<300).contains(response.status) else { throw Self.error(for: response) }
@@ -128,7 +137,7 @@ public struct HTTPRemote: Remote {
     }
 
     public func chunk(_ id: ChunkID) async throws -> SealedChunk {
-        SealedChunk(id: id, bytes: try await call("GET", "/chunks/\(id.hex)").body)
+        SealedChunk(id: id, bytes: try await call("GET", "/chunks/\(id.hex)", maxResponse: Self.maxChunkResponse).body)
     }
 
     // MARK: Journal
@@ -144,7 +153,7 @@ public struct HTTPRemote: Remote {
     public func entries(after: JournalSeq, limit: Int, wait: Duration) async throws -> EntryPage {
         let seconds = Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18
         let r = try await call("GET", "/journal?after=\(after.rawValue)&limit=\(limit)&wait=\(seconds)&format=\(EntryPage.formatQuery)",
-                               timeout: wait + .seconds(60))
+                               timeout: wait + .seconds(60), maxResponse: Self.maxPageResponse)
         var page = try binary(EntryPage.self, r)
         page.keyringGeneration = r.headers[APIv1.keyringGenerationHeader.lowercased()].flatMap { UInt32($0) }
         return page
@@ -155,6 +164,6 @@ public struct HTTPRemote: Remote {
     }
 
     public func latestCheckpoint() async throws -> [UInt8]? {
-        do { return try await call("GET", "/checkpoint").body } catch RemoteError.notFound { return nil }
+        do { return try await call("GET", "/checkpoint", maxResponse: Self.maxCheckpointResponse).body } catch RemoteError.notFound { return nil }
     }
 }
