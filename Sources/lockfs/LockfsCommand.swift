@@ -18,7 +18,7 @@ struct LockfsCommand: AsyncParsableCommand {
             """,
         version: versionText(),
         subcommands: [Init.self, Login.self, Passwd.self, Recover.self, Devices.self, RotateKeys.self, Logout.self,
-                      Mount.self, Umount.self, Pin.self, Unpin.self, Status.self, Sync.self, Repair.self, Ls.self, Put.self, Get.self])
+                      Mount.self, Umount.self, Pin.self, Unpin.self, Status.self, Sync.self, Repair.self, Verify.self, Ls.self, Put.self, Get.self])
 
     /// The version line plus the C libraries linked in, for bug reports.
     static func versionText() -> String {

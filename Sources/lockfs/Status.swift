@@ -31,6 +31,22 @@ struct Status: AsyncParsableCommand {
         var head: String?
         /// Devices not heard from for days ("name (age)").
         var silentDevices: [String] = []
+        /// The last `lockfs verify` (nil: never).
+        var lastVerify: Engine.AuditReport?
+    }
+
+    /// The last `lockfs verify` of `home`, if any.
+    static func lastVerify(_ home: ClientHome) -> Engine.AuditReport? {
+        let dec = JSONDecoder()
+        dec.dateDecodingStrategy = .iso8601
+        return (try? Data(contentsOf: home.lastVerifyFile)).flatMap { try? dec.decode(Engine.AuditReport.self, from: $0) }
+    }
+
+    static func verifyLine(_ r: Engine.AuditReport?) -> String {
+        guard let r else { return "verified:   never (lockfs verify checks the server's copy)" }
+        let when = ISO8601DateFormatter().string(from: r.finishedAt)
+        return "verified:   \(when), \(r.chunksChecked) of \(r.chunksTotal) chunk(s): "
+            + (r.ok ? "ok" : "\(r.missing.count) missing, \(r.corrupt.count) corrupt")
     }
 
     /// What the user should know about a journal position and silent devices.
@@ -91,6 +107,7 @@ struct Status: AsyncParsableCommand {
         var report = Report(server: credentials.server, user: credentials.user, device: credentials.deviceName, online: false,
                             lastError: nil, journalSeq: 0, queuedOperations: 0, queuedBytes: 0, cacheBytes: 0, cacheLimitBytes: 0,
                             pinnedBytes: 0, integrityAlarm: nil, mountedElsewhere: busy)
+        report.lastVerify = Self.lastVerify(home.clientHome)
         if busy {
             // A mount holds the engine: read its index (WAL allows a reader beside it).
             let index = try Index(path: home.clientHome.indexFile.path)
@@ -134,6 +151,7 @@ struct Status: AsyncParsableCommand {
                 print("connection: \(offline ? "not checked" : report.online ? "online" : "offline\(report.lastError.map { " (\($0))" } ?? "")")")
             }
             for line in Self.journalLines(seq: report.journalSeq, head: report.head, silent: report.silentDevices) { print(line) }
+            print(Self.verifyLine(report.lastVerify))
             print("queued:     \(report.queuedOperations) change(s)\(report.mountedElsewhere ? "" : ", \(formatBytes(report.queuedBytes)) to upload")")
             if !report.mountedElsewhere {
                 print("cache:      \(formatBytes(report.cacheBytes)) of \(formatBytes(report.cacheLimitBytes)); pinned \(formatBytes(report.pinnedBytes))")

@@ -55,6 +55,8 @@ public struct ClientHome: Sendable, Equatable {
     public var indexFile: URL { dataDirectory.appendingPathComponent("index.sqlite") }
     public var outboxDirectory: URL { dataDirectory.appendingPathComponent("outbox") }
     public var stagingDirectory: URL { dataDirectory.appendingPathComponent("staging") }
+    /// The result of the last `lockfs verify`.
+    public var lastVerifyFile: URL { dataDirectory.appendingPathComponent("verify.json") }
     /// Journal entries `lockfs repair` quarantined, kept as evidence.
     public var quarantineDirectory: URL { dataDirectory.appendingPathComponent("quarantine") }
     public var chunkCacheDirectory: URL { cacheDirectory.appendingPathComponent("chunks") }
