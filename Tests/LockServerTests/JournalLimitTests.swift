@@ -1,0 +1,53 @@
+import Foundation
+import LockCrypto
+import LockTesting
+import LockWire
+import Testing
+
+/// The journal's limits over real HTTP (issue 15): pages end by bytes, the
+/// journal counts against the quota, an append names at most 2^18 chunks.
+@Suite struct JournalLimitTests {
+    @Test func pagesEndByBytesAndJournalBytesCountAgainstTheQuota() async throws {
+        let server = try await ServerProcess.start(arguments: ["--quota", "1M"])
+        defer { server.stop() }
+        let vault = try TestVault.make(user: "big")
+        let client = try await vault.register(on: server)
+        // Entries of about 2.9 MB: a manifest of 80,000 chunks (the server does not read batches).
+        let manifest = try Manifest(chunks: (0..<80_000).map { _ in .init(id: ChunkID(hex: Hex.encode((0..<32).map { _ in UInt8.random(in: 0...255) }))!, length: 1) })
+        var head = vault.genesis
+        var accepted: [Int] = []
+        var refused: APIResponse?
+        while refused == nil, accepted.count < 10 {
+            let e = try vault.entry(creating: "f\(accepted.count)", manifest: manifest, baseSeq: JournalSeq(UInt64(accepted.count)), baseHead: head)
+            let r = try await client.append(e, references: [])
+            if r.status == 201 {
+                head = head.next(seq: UInt64(accepted.count + 1), entry: e.encoded)
+                accepted.append(e.encoded.count)
+            } else {
+                refused = r
+            }
+        }
+        // A quota of 1 MiB, plus the headroom of 16 MiB for the journal: the sixth entry is too many.
+        let usage = accepted.reduce(0, +)
+        #expect(refused?.status == 507 && refused?.errorCode == "quota_exceeded", "\(refused.map { String(decoding: $0.body, as: UTF8.self) } ?? "none")")
+        #expect(usage <= 17 << 20 && usage + accepted[0] > 17 << 20, "\(accepted)")
+        #expect(try await client.accountInfo().storedBytes == Int64(usage))
+        // A page ends once it holds 8 MiB: three of these entries, then the rest.
+        let first = try await client.pull(after: 0)
+        #expect(first.items.count == 3 && first.latest == JournalSeq(UInt64(accepted.count)))
+        let rest = try await client.pull(after: 3)
+        #expect(rest.items.map(\.seq.rawValue) == Array(4...UInt64(accepted.count)))
+    }
+
+    @Test func anAppendNamesAtMost2To18Chunks() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let vault = try TestVault.make(user: "refs")
+        let client = try await vault.register(on: server)
+        let e = try vault.entry(creating: "x", baseSeq: .start, baseHead: vault.genesis)
+        let id = ChunkID(hex: String(repeating: "ab", count: 32))!
+        let r = try await client.append(e, references: Array(repeating: id, count: APIv1.maxReferencesPerEntry + 1))
+        #expect(r.status == 400 || r.status == 413, "\(r.status)")
+        #expect(try await client.pull(after: 0).latest == .start)
+    }
+}
