@@ -50,4 +50,51 @@ import Testing
         #expect(r.status == 400 || r.status == 413, "\(r.status)")
         #expect(try await client.pull(after: 0).latest == .start)
     }
+
+    /// One account abuses what it may (32 long-polls held, the largest pages
+    /// pulled over and over, large appends): another account's appends and
+    /// pulls still answer promptly. The mechanism: no global stall (pages end
+    /// by bytes, references are checked outside the one writer, polls are
+    /// capped per account). The bound is far above a quiet run's (5× the worst
+    /// of a loaded machine).
+    @Test func anotherAccountStaysResponsiveWhileOneAbuses() async throws {
+        let server = try await ServerProcess.start()
+        defer { server.stop() }
+        let hogVault = try TestVault.make(user: "hog")
+        var hog = try await hogVault.register(on: server)
+        hog.http = wideHTTPClient
+        let quietVault = try TestVault.make(user: "quiet")
+        let quiet = try await quietVault.register(on: server)
+        let manifest = try Manifest(chunks: (0..<80_000).map { _ in .init(id: ChunkID(hex: Hex.encode((0..<32).map { _ in UInt8.random(in: 0...255) }))!, length: 1) })
+        // Three large entries to pull, and a writer adding more.
+        var head = hogVault.genesis
+        for i in 0..<3 {
+            let e = try hogVault.entry(creating: "big\(i)", manifest: manifest, baseSeq: JournalSeq(UInt64(i)), baseHead: head)
+            #expect(try await hog.append(e, references: []).status == 201)
+            head = head.next(seq: UInt64(i + 1), entry: e.encoded)
+        }
+        let client = hog
+        let stop = Task { try await Task.sleep(for: .seconds(600)) }
+        var abuse: [Task<Void, Never>] = (0..<APIv1.maxLongPollsPerAccount).map { _ in
+            Task { _ = try? await client.send(.GET, "/v1/journal?after=99&wait=60", timeout: .seconds(90)) }
+        }
+        for _ in 0..<4 {
+            abuse.append(Task { while !stop.isCancelled { _ = try? await client.pull(after: 0) } })
+        }
+        var slowest = Duration.zero
+        var seq: UInt64 = 0, quietHead = quietVault.genesis
+        for i in 0..<20 {
+            let started = ContinuousClock.now
+            let e = try quietVault.entry(creating: "small\(i)", baseSeq: JournalSeq(seq), baseHead: quietHead)
+            let r = try await quiet.append(e, references: [])
+            #expect(r.status == 201)
+            seq += 1
+            quietHead = quietHead.next(seq: seq, entry: e.encoded)
+            #expect(try await quiet.pull(after: seq - 1).items.count == 1)
+            slowest = max(slowest, ContinuousClock.now - started)
+        }
+        stop.cancel()
+        for t in abuse { t.cancel() }
+        #expect(slowest < .seconds(5), "the quiet account waited \(slowest)")
+    }
 }
