@@ -395,7 +395,9 @@ public struct ServerAPI: Sendable {
     func checkJournalQuota(_ account: Account, adding bytes: Int) throws {
         guard let quota = account.quota ?? settings.defaultQuota else { return }
         let headroom = max(quota / 8, 16 << 20)
-        if account.storedBytes + Int64(bytes) > quota + headroom {
+        let allowed = quota.addingReportingOverflow(headroom)
+        let wanted = account.storedBytes.addingReportingOverflow(Int64(bytes))
+        if !allowed.overflow, wanted.overflow || wanted.partialValue > allowed.partialValue {
             throw ServerError.quotaExceeded(used: account.storedBytes, limit: quota)
         }
     }

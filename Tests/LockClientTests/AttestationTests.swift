@@ -40,6 +40,11 @@ import Testing
         ]
         #expect(AttestationPolicy.silentDevices(roster: roster, tails: tails, now: now, limit: .seconds(3 * 86_400))
                 == ["never wrote (10 days)", "phone (5 days)"])
+        // Absurd times from the server (its device list is not trusted) do not trap.
+        let absurd = [-1e300, 1e300, -.infinity, .nan, -Double.greatestFiniteMagnitude].map {
+            DeviceInfo(id: DeviceID.random().hex, name: "odd", createdAt: $0, lastSeenAt: nil, current: false)
+        }
+        #expect(AttestationPolicy.silentDevices(roster: absurd, tails: [:], now: now, limit: .seconds(60)).count <= absurd.count)
         #expect(headFingerprint(ChainHead.genesis(of: VaultID(storage: .zero))).count == 19)
     }
 

@@ -9,6 +9,8 @@ import Testing
 @Suite struct DeviceChainTests {
     static let device = DeviceID.random()
     static let hash = [UInt8](repeating: 7, count: 32), other = [UInt8](repeating: 8, count: 32)
+    /// The envelope hash of an entry `lockfs repair` quarantined.
+    static let quarantined = [UInt8](repeating: 9, count: 32)
 
     static func batch(_ stamp: Int64, _ link: BatchLink?) throws -> OperationBatch {
         let op = Operation.delete(node: .random(), base: .random())
@@ -36,9 +38,10 @@ import Testing
             ("following another batch", try Self.batch(12, .follows(stamp: 11, envelopeHash: Self.hash)), Self.other, linked, "never saw"),
             ("following the right stamp, other bytes", try Self.batch(11, .follows(stamp: 10, envelopeHash: Self.other)), Self.other, linked, "never saw"),
             ("following a batch never seen", try Self.batch(11, .follows(stamp: 10, envelopeHash: Self.hash)), Self.other, nil, "never saw"),
+            ("following a quarantined batch", try Self.batch(12, .follows(stamp: 11, envelopeHash: Self.quarantined)), Self.other, linked, "apply"),
         ]
         for (name, batch, hash, last, expected) in cases {
-            let verdict = DeviceChain.check(batch, envelopeHash: hash, seq: 3, last: last)
+            let verdict = DeviceChain.check(batch, envelopeHash: hash, seq: 3, last: last, skipped: [Self.quarantined])
             switch verdict {
             case .apply(let tail):
                 #expect(expected == "apply", "\(name): applied")

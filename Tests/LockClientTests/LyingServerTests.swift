@@ -170,6 +170,23 @@ extension InMemoryVaultServer {
         #expect(try await a.text("mine") == "3")
     }
 
+    /// An acknowledgement at a seq the journal never reaches (the entry was not
+    /// stored): before, the change stayed "sending" for good with no alarm.
+    @Test func anAcknowledgementBeyondTheJournalIsCaughtByTheNextPage() async throws {
+        let (server, d) = try Self.devices(1)
+        let a = d[0].engine
+        d[0].remote.lie { $0.append = { _, _ in (JournalSeq(UInt64(server.journal.count + 5)), ChainHead.genesis(of: .random())) } }
+        try await a.put("mine", "1")
+        try await a.pushOnce()
+        await Self.expectAlarm(a, "but its journal ends at 0") { try await a.pullOnce() }
+        #expect(a.status().queuedOperations == 1)
+        // Absurd positions are an alarm, not a crash.
+        let (_, e) = try Self.devices(1)
+        e[0].remote.lie { $0.append = { _, _ in (JournalSeq(UInt64(Int64.max) + 1), ChainHead.genesis(of: .random())) } }
+        try await e[0].engine.put("x", "1")
+        await Self.expectAlarm(e[0].engine, "which no journal has") { try await e[0].engine.pushOnce() }
+    }
+
     /// The head an acknowledgement names must be the one the pull finds there.
     @Test func anAcknowledgementWithAnotherHeadIsCaughtByThePull() async throws {
         let (_, d) = try Self.devices(1)

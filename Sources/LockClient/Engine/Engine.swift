@@ -97,6 +97,8 @@ public final class Engine: Sendable {
         /// since when it has applied another device's change that none of its
         /// batches is based on yet, at which seq (`AttestationPolicy`).
         var lastSealedAt = ContinuousClock.now
+        /// Acknowledgements recorded by this engine so far (`InflightBatch.ackSerial`).
+        var ackSerial: UInt64 = 0
         var attestWanted: (seq: UInt64, since: ContinuousClock.Instant)?
         /// The account's devices as the server lists them (the silence warning), and when fetched.
         var roster: [DeviceInfo] = []
@@ -131,8 +133,9 @@ public final class Engine: Sendable {
         var alarm: String?
         /// Keys bound to devices by their first signed entry (`EntryAuthority`).
         var signers: [DeviceID: [UInt8]] = [:]
-        /// Heads of entries `lockfs repair` quarantined.
+        /// Heads of entries `lockfs repair` quarantined, and their batches' envelope hashes.
         var quarantined: Set<ChainHead> = []
+        var quarantinedEnvelopes: Set<[UInt8]> = []
         /// Entries skipped by `EntryAuthority` (kept in the index), and the last reason.
         var ignoredEntries = 0
         var lastIgnored: String?
@@ -188,7 +191,7 @@ public final class Engine: Sendable {
         }
         s.accessTimes = snap.accessTimes
         s.signers = snap.signers
-        s.quarantined = try index.quarantined()
+        (s.quarantined, s.quarantinedEnvelopes) = try index.quarantined()
         s.ignoredEntries = Int(try index.metaInt("ignored_entries") ?? 0)
         s.lastIgnored = try index.meta("last_ignored_entry").map { String(decoding: $0, as: UTF8.self) }
         for n in snap.localNodes { s.localNodes[n.id] = n }

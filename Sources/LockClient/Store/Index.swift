@@ -30,6 +30,10 @@ public struct InflightBatch: Sendable, Equatable {
     /// The chain head the server said the append made (checked when the
     /// pull reaches `appendedSeq`).
     public var appendedHead: ChainHead? = nil
+    /// In memory only: the engine's count of acknowledgements when this one
+    /// came (0: before this process), so that a page asked for afterwards
+    /// must reach it.
+    public var ackSerial: UInt64 = 0
 }
 
 /// Where this home's own device chain ends: the last batch it sealed, which
@@ -74,7 +78,7 @@ public struct SealedTail: Sendable, Equatable {
 ///     atimes(node, atime)         access times set on this device (utimensat, touch -a); never synced (v5)
 ///     local_nodes(id, parent, …)  FIFOs and sockets made on this device; never synced (v6)
 ///     inflight.appended_head      the head the server acknowledged an append with (v8)
-///     quarantine(head, seq)       entries `lockfs repair` quarantined: skipped (v9)
+///     quarantine(head, seq, …)    entries `lockfs repair` quarantined: skipped (v9)
 ///
 /// Durability (docs/design.md, "Durability"): `synchronous = NORMAL`. A
 /// commit is in the write-ahead log before it returns — it survives a crash
@@ -200,7 +204,7 @@ public final class Index: Sendable {
                 """)
         }
         m.registerMigration("v9: quarantined journal entries") { db in
-            try db.execute(sql: "CREATE TABLE quarantine (head BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID")
+            try db.execute(sql: "CREATE TABLE quarantine (head BLOB PRIMARY KEY, seq INTEGER NOT NULL, envelope_hash BLOB NOT NULL) WITHOUT ROWID")
         }
         return m
     }
@@ -307,7 +311,8 @@ public final class Index: Sendable {
 
     /// The head this client verified at `seq`.
     public func head(at seq: UInt64) throws -> ChainHead? {
-        try pool.read { db in
+        guard seq <= UInt64(Int64.max) else { return nil }
+        return try pool.read { db in
             try Data.fetchOne(db, sql: "SELECT head FROM heads WHERE seq = ?", arguments: [Int64(seq)]).flatMap { try? ChainHead(bytes: Array($0)) }
         }
     }
@@ -649,15 +654,24 @@ public final class Index: Sendable {
         }
     }
 
-    /// Heads of the quarantined entries.
-    public func quarantined() throws -> Set<ChainHead> {
-        try pool.read { db in Set(try Data.fetchAll(db, sql: "SELECT head FROM quarantine").map { try ChainHead(bytes: Array($0)) }) }
+    /// Heads of the quarantined entries, and the envelope hashes of their
+    /// batches (a device's next batch names its quarantined one).
+    public func quarantined() throws -> (heads: Set<ChainHead>, envelopes: Set<[UInt8]>) {
+        try pool.read { db in
+            var heads: Set<ChainHead> = [], envelopes: Set<[UInt8]> = []
+            for row in try Row.fetchAll(db, sql: "SELECT head, envelope_hash FROM quarantine") {
+                heads.insert(try ChainHead(bytes: Array(row["head"] as Data)))
+                envelopes.insert(Array(row["envelope_hash"] as Data))
+            }
+            return (heads, envelopes)
+        }
     }
 
     /// Quarantines an entry and clears the alarm it raised, in one transaction.
-    public func quarantine(seq: UInt64, head: ChainHead) throws {
+    public func quarantine(seq: UInt64, head: ChainHead, envelopeHash: [UInt8]) throws {
         try pool.write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO quarantine (head, seq) VALUES (?, ?)", arguments: [Data(head.bytes), Int64(seq)])
+            try db.execute(sql: "INSERT OR IGNORE INTO quarantine (head, seq, envelope_hash) VALUES (?, ?, ?)",
+                           arguments: [Data(head.bytes), Int64(seq), Data(envelopeHash)])
             for key in ["alarm", "alarm_entry"] { try Self.setMeta(db, key, nil) }
         }
     }

@@ -45,8 +45,9 @@ public struct AttestationPolicy: Sendable {
         var silent: [(TimeInterval, String)] = []
         for d in roster where !d.current {
             let heard = DeviceID(hex: d.id).flatMap { tails[$0] }.map { Double($0.stamp) / 1e9 } ?? d.createdAt
-            let quiet = now.timeIntervalSince1970 - heard
-            guard quiet > limitSeconds else { continue }
+            // The server's times are not trusted to be sane: at most a century of silence.
+            let quiet = min(now.timeIntervalSince1970 - heard, 100 * 365 * 86_400)
+            guard quiet.isFinite, quiet > limitSeconds else { continue }
             let days = Int(quiet / 86_400)
             let age = days >= 1 ? "\(days) day\(days == 1 ? "" : "s")" : "\(max(1, Int(quiet / 3600))) h"
             silent.append((quiet, "\(d.name) (\(age))"))

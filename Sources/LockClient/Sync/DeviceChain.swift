@@ -43,7 +43,10 @@ public enum DeviceChain {
 
     /// The verdict on `batch`, whose entry's envelope hashes to
     /// `envelopeHash`, found at `seq`, given the device's chain so far.
-    public static func check(_ batch: OperationBatch, envelopeHash: [UInt8], seq: UInt64, last: DeviceTail?) -> Verdict {
+    /// - Parameter skipped: envelope hashes of entries `lockfs repair`
+    ///   quarantined: a batch may follow one of those (it never opened here).
+    public static func check(_ batch: OperationBatch, envelopeHash: [UInt8], seq: UInt64, last: DeviceTail?,
+                             skipped: Set<[UInt8]> = []) -> Verdict {
         let stamp = batch.createdAt.nanoseconds
         let who = "device \(batch.device.hex.prefix(8))"
         if let last, stamp <= last.stamp {
@@ -60,6 +63,8 @@ public enum DeviceChain {
             if last?.linked == true {
                 return .broken("journal entry \(seq) starts a new chain of \(who), which had one: entries of that device were dropped")
             }
+        case .follows(_, let hash) where skipped.contains(hash):
+            break
         case .follows(let previous, let hash):
             guard let last, last.stamp == previous, last.envelopeHash.map({ $0 == hash }) ?? true else {
                 return .broken("journal entry \(seq) follows a batch of \(who) that this device never saw: the server dropped that device's entry, or showed it to other devices only")

@@ -59,8 +59,14 @@ extension Engine {
                 do { try syncToDisk() } catch { noteFailure("sync to disk: \(error)") }
             }
             if isAttestationDue { uploadSignal.yield() }
-            let rosterDue = state.withLock { s in s.rosterFetchedAt.map { ContinuousClock.now - $0 >= options.rosterInterval } ?? true }
-            if rosterDue { await refreshRoster() }
+            // Off this loop (a server that stalls must not hold up the syncs), once
+            // per interval whether it answers or not.
+            let rosterDue = state.withLock { s -> Bool in
+                guard s.rosterFetchedAt.map({ ContinuousClock.now - $0 >= options.rosterInterval }) ?? true else { return false }
+                s.rosterFetchedAt = .now
+                return true
+            }
+            if rosterDue { background.spawn(priority: .background) { [self] in await refreshRoster() } }
         }
     }
 
@@ -78,9 +84,13 @@ extension Engine {
         while !Task.isCancelled {
             if state.withLock({ $0.alarm }) != nil { return }
             do {
-                let cursor = state.withLock { $0.cursor }
-                let page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: wait)
-                try await applyFetchedPage(page, requestedAfter: cursor)
+                let (cursor, acks) = state.withLock { ($0.cursor, $0.ackSerial) }
+                let page: EntryPage
+                do { page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: wait) } catch let e as RemoteError {
+                    // A malformed answer is the alarm here too, as in pullOnce.
+                    throw LockError.from(e)
+                }
+                try await applyFetchedPage(page, requestedAfter: cursor, acknowledgementsBefore: acks)
                 backoff.reset()
                 wait = options.pollWait
             } catch let e as LockError {
@@ -110,12 +120,12 @@ extension Engine {
 
     func pullUntilCaughtUp() async throws {
         while true {
-            let cursor = state.withLock { $0.cursor }
+            let (cursor, acks) = state.withLock { ($0.cursor, $0.ackSerial) }
             let page: EntryPage
             do { page = try await remote.entries(after: JournalSeq(cursor), limit: APIv1.maxEntriesPerPage, wait: .zero) } catch let e as RemoteError {
                 throw LockError.from(e)
             }
-            try await applyFetchedPage(page, requestedAfter: cursor)
+            try await applyFetchedPage(page, requestedAfter: cursor, acknowledgementsBefore: acks)
             if page.items.isEmpty || page.items.last!.seq >= page.latest { return }
         }
     }
@@ -152,8 +162,13 @@ extension Engine {
     }
 
     func raiseAlarm(_ why: String) {
-        state.withLock { if $0.alarm == nil { $0.alarm = why } }
-        try? index.setMeta("alarm", Array(why.utf8))
+        // The first alarm stands (in memory and in the index alike); later ones are its consequences.
+        let first = state.withLock { s -> Bool in
+            guard s.alarm == nil else { return false }
+            s.alarm = why
+            return true
+        }
+        if first { try? index.setMeta("alarm", Array(why.utf8)) }
         try? index.sync()
         wakeUploadWaiters()
     }
@@ -162,9 +177,9 @@ extension Engine {
 
     /// Applies a page fetched from the server, learning a newer key
     /// generation first when the page shows one.
-    func applyFetchedPage(_ page: EntryPage, requestedAfter requested: UInt64) async throws {
+    func applyFetchedPage(_ page: EntryPage, requestedAfter requested: UInt64, acknowledgementsBefore acks: UInt64? = nil) async throws {
         try await learnGenerations(for: page)
-        try applyPage(page, requestedAfter: requested)
+        try applyPage(page, requestedAfter: requested, acknowledgementsBefore: acks)
     }
 
     /// Learns newer key generations from the keyring when `page` shows one:
@@ -214,20 +229,30 @@ extension Engine {
     ///   Another pull may have applied part or all of it since: those
     ///   entries must be the very ones it verified, and are skipped.
     /// - Throws: `LockError.integrity` for anything a faithful server cannot send.
-    func applyPage(_ page: EntryPage, requestedAfter requested: UInt64) throws {
-        try applying.withLock { _ in try applyPageSerially(page, requestedAfter: requested) }
+    /// - Parameter acks: `State.ackSerial` when the page was asked for: an
+    ///   append acknowledged before then must be within the page's journal.
+    func applyPage(_ page: EntryPage, requestedAfter requested: UInt64, acknowledgementsBefore acks: UInt64? = nil) throws {
+        try applying.withLock { _ in try applyPageSerially(page, requestedAfter: requested, acknowledgementsBefore: acks) }
     }
 
-    func applyPageSerially(_ page: EntryPage, requestedAfter requested: UInt64) throws {
+    func applyPageSerially(_ page: EntryPage, requestedAfter requested: UInt64, acknowledgementsBefore acks: UInt64?) throws {
         var (base, cursor, head, inflight, recent) = state.withLock {
             ($0.base, $0.cursor, $0.head, $0.inflight, $0.recentHeads)
         }
-        let (signers, tails, quarantined) = state.withLock { ($0.signers, $0.deviceTails, $0.quarantined) }
+        // The server acknowledged an append at a seq its journal does not reach
+        // (it never stored it): the change would stay "sending" for good.
+        if let acks, let lost = inflight.first(where: { b in b.ackSerial <= acks && (b.appendedSeq ?? 0) > page.latest.rawValue }) {
+            throw LockError.integrity("the server acknowledged this device's entry at \(lost.appendedSeq ?? 0) but its journal ends at \(page.latest): the entry was dropped or the journal rolled back")
+        }
+        let (signers, tails, quarantined, quarantinedEnvelopes) = state.withLock {
+            ($0.signers, $0.deviceTails, $0.quarantined, $0.quarantinedEnvelopes)
+        }
         let known = recent
         var verifier = JournalVerifier(vault: generations.vaultID, keys: generations, cursor: cursor, head: head, signers: signers,
                                        tails: tails, inflight: inflight,
                                        verifiedHead: { [index] seq in known[seq] ?? (try? index.head(at: seq)) ?? nil })
         verifier.quarantined = quarantined
+        verifier.quarantinedEnvelopes = quarantinedEnvelopes
         var heads: [(UInt64, ChainHead)] = []
         var confirmed: [Int64] = []
         // The newest change of another device applied here: this device attests it in time.

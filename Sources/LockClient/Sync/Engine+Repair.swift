@@ -51,7 +51,13 @@ extension Engine {
                 missing.formUnion(try await remote.missingChunks(Array(needed[group..<min(needed.count, group + APIv1.maxIDsPerQuery)])))
             } catch let e as RemoteError { throw LockError.from(e) }
         }
-        let unavailable = missing.filter { (try? outbox.read($0)) == nil && !cache.contains($0) }
+        // Content only in the cache (which may evict it) goes to the outbox now, so
+        // that the queued change can always be uploaded.
+        var unavailable: Set<ChunkID> = []
+        for id in missing where (try? outbox.read(id)) == nil {
+            let kept = dryRun ? cache.contains(id) : try resealFromCache(id)
+            if !kept { unavailable.insert(id) }
+        }
         let lostNodes = Set(steps.filter { !Set($0.operation.chunkIDs).isDisjoint(with: unavailable) }.map(\.operation.node))
         let lost = Set(steps.filter { lostNodes.contains($0.operation.node) }.map(\.path)).sorted()
         steps.removeAll { lostNodes.contains($0.operation.node) }
@@ -77,7 +83,11 @@ extension Engine {
 
     func verifiedJournalFromStart() async throws -> VerifiedJournal {
         var out = VerifiedJournal()
-        var known: [UInt64: ChainHead] = [0: ChainHead.genesis(of: generations.vaultID)]
+        // One table of verified heads for every page's verifier (a dictionary
+        // captured per page would be copied whole at each page's first write).
+        final class Heads: @unchecked Sendable { var bySeq: [UInt64: ChainHead] = [:] }
+        let known = Heads()
+        known.bySeq[0] = ChainHead.genesis(of: generations.vaultID)
         var cursor: UInt64 = 0
         var head = ChainHead.genesis(of: generations.vaultID)
         while true {
@@ -86,13 +96,12 @@ extension Engine {
                 throw LockError.from(e)
             }
             try await learnGenerations(for: page)
-            let heads = known
             var verifier = JournalVerifier(vault: generations.vaultID, keys: generations, cursor: cursor, head: head, signers: out.signers,
-                                           tails: out.tails, inflight: [], verifiedHead: { heads[$0] })
-            verifier.quarantined = state.withLock { $0.quarantined }
+                                           tails: out.tails, inflight: [], verifiedHead: { known.bySeq[$0] })
+            (verifier.quarantined, verifier.quarantinedEnvelopes) = state.withLock { ($0.quarantined, $0.quarantinedEnvelopes) }
             let outcome = try verifier.verify(page, requestedAfter: cursor) { v in
                 out.heads.append((v.seq, v.head))
-                known[v.seq] = v.head
+                known.bySeq[v.seq] = v.head
                 guard let batch = v.batch, !v.isRepeat else { return }
                 out.tree.apply(batch.operations, context: ReplayContext(device: batch.device, createdAt: batch.createdAt, seq: v.seq,
                                                                         baseSeq: v.entry.baseSeq.rawValue, rules: batch.rules))
@@ -148,7 +157,7 @@ extension Engine {
         try FileManager.default.createDirectory(at: home.quarantineDirectory, withIntermediateDirectories: true)
         let evidence = home.quarantineDirectory.appendingPathComponent("entry-\(seq)-\(head.hex.prefix(16)).bin")
         try Data(entry.encoded).write(to: evidence, options: .atomic)
-        try index.quarantine(seq: seq, head: head)
+        try index.quarantine(seq: seq, head: head, envelopeHash: BatchLink.envelopeHash(entry.sealedBatch))
         try index.sync()
         return evidence
     }

@@ -126,12 +126,18 @@ extension Engine {
     func seal(_ ops: [PendingOperation], baseSeq: UInt64, baseHead: ChainHead) throws -> InflightBatch {
         let claimed = Set(ops.map(\.id))
         let (stamp, previous) = state.withLock { s -> (Int64, SealedTail?) in
-            s.lastStamp = max(now().nanoseconds, s.lastStamp + 1)
-            return (s.lastStamp, s.sealedTail)
+            // This device's chain: the batch names the newest batch of this device
+            // that this home sealed or saw in the journal (a home restored from a
+            // backup sealed less than the journal holds). After a new login in the
+            // home, a new chain starts.
+            var previous = s.sealedTail?.device == device ? s.sealedTail : nil
+            if let t = s.deviceTails[device], let hash = t.envelopeHash, t.stamp > previous?.stamp ?? Int64.min {
+                previous = SealedTail(device: device, stamp: t.stamp, envelopeHash: hash)
+            }
+            s.lastStamp = max(now().nanoseconds, s.lastStamp + 1, (previous?.stamp ?? 0) + 1)
+            return (s.lastStamp, previous)
         }
-        // This device's chain: the batch names the last one this home sealed as
-        // this device (after a new login in the home, a new chain starts).
-        let link: BatchLink = previous.flatMap { $0.device == device ? .follows(stamp: $0.stamp, envelopeHash: $0.envelopeHash) : nil } ?? .first
+        let link: BatchLink = previous.map { .follows(stamp: $0.stamp, envelopeHash: $0.envelopeHash) } ?? .first
         let batch = try OperationBatch(device: device, createdAt: Timestamp(nanoseconds: stamp), link: link, operations: ops.map(\.operation))
         let entry = try JournalEntry.seal(batch, keys: keys, baseSeq: JournalSeq(baseSeq), baseHead: baseHead)
         let inflight = InflightBatch(stamp: stamp, entry: entry, references: batch.chunkIDs, appendedSeq: nil)
@@ -181,6 +187,9 @@ extension Engine {
     func checkAcknowledgement(of entry: JournalEntry, stamp: Int64, seq: UInt64, head: ChainHead) throws {
         // The pull may verify that position meanwhile: decide under the lock, and
         // keep `applying` out while it is decided.
+        guard seq > 0, seq <= UInt64(Int64.max) else {
+            throw LockError.integrity("the server acknowledged this device's entry at \(seq), which no journal has")
+        }
         try applying.withLock { _ in
             let (cursor, stillInFlight, earlierAck) = state.withLock { s in
                 (s.cursor, s.inflight.contains { $0.stamp == stamp },
@@ -201,14 +210,29 @@ extension Engine {
             guard stillInFlight else { return }
             try index.markAppended(stamp: stamp, seq: seq, head: head)
             state.withLock { s in
+                s.ackSerial += 1
                 if let i = s.inflight.firstIndex(where: { $0.stamp == stamp }) {
                     s.inflight[i].appendedSeq = seq
                     s.inflight[i].appendedHead = head
+                    s.inflight[i].ackSerial = s.ackSerial
                 }
                 s.online = true
                 s.lastError = nil
             }
         }
+    }
+
+    /// Seals a cached chunk again into the outbox, with the key generation
+    /// whose chunk-id key made this id (an older one after a rotation);
+    /// false when it is not cached.
+    /// - Throws: `LockError.io` when the outbox file cannot be written.
+    func resealFromCache(_ id: ChunkID) throws -> Bool {
+        guard let plain = cache.cached(id),
+              let g = plain.withUnsafeBytes({ p in generations.all.first { $0.chunkID(of: p) == id } }) else { return false }
+        let sealed = try plain.withUnsafeBytes { try g.sealChunk($0) }
+        let result = outbox.write(id, sealed.bytes)
+        guard result == 0 else { throw LockError.io(errno: result, "write outbox chunk \(id)") }
+        return true
     }
 
     func uploadMissing(_ ids: [ChunkID]) async throws {
@@ -222,16 +246,12 @@ extension Engine {
         var large: [ChunkID] = []
         for id in missing {
             guard let data = try outbox.read(id) else {
-                // Not in the outbox: reseal from the cache if we can, with the key
-                // generation whose chunk-id key made this id (an older one after a rotation).
-                guard let plain = cache.cached(id),
-                      let g = plain.withUnsafeBytes({ p in generations.all.first { $0.chunkID(of: p) == id } }) else {
+                // Not in the outbox: reseal from the cache if we can.
+                guard try resealFromCache(id) else {
                     // Local bookkeeping, not the server's doing: an error, not the alarm.
                     throw LockError.io(errno: ENOENT, "chunk \(id) is neither in the outbox nor cached")
                 }
-                let sealed = try plain.withUnsafeBytes { try g.sealChunk($0) }
                 large.append(id)
-                _ = outbox.write(id, sealed.bytes)
                 continue
             }
             if data.count < 512 << 10 {

@@ -36,6 +36,9 @@ struct JournalVerifier {
     /// faithful server refuses. A head names one entry at one position of
     /// one history, so a quarantine covers nothing else.
     var quarantined: Set<ChainHead> = []
+    /// The envelope hashes of the quarantined entries' batches: the next batch
+    /// of their device names one as its previous (`DeviceChain`).
+    var quarantinedEnvelopes: Set<[UInt8]> = []
     /// The entry that failed authentication, when that is what was thrown:
     /// what `lockfs repair` may quarantine.
     private(set) var suspect: Suspect?
@@ -130,7 +133,8 @@ struct JournalVerifier {
                 continue
             }
             let baseSeq = entry.baseSeq.rawValue
-            let knownBase: ChainHead? = baseSeq == cursor ? head
+            let knownBase: ChainHead? = baseSeq > cursor ? nil
+                : baseSeq == cursor ? head
                 : baseSeq == 0 ? ChainHead.genesis(of: vault)
                 : (pageHeads[baseSeq] ?? verifiedHead(baseSeq))
             guard baseSeq <= cursor, knownBase == entry.baseHead else {
@@ -167,7 +171,8 @@ struct JournalVerifier {
             }
             var isRepeat = false
             if let opened = batch {
-                switch DeviceChain.check(opened, envelopeHash: BatchLink.envelopeHash(entry.sealedBatch), seq: seq, last: tails[opened.device]) {
+                switch DeviceChain.check(opened, envelopeHash: BatchLink.envelopeHash(entry.sealedBatch), seq: seq, last: tails[opened.device],
+                                         skipped: quarantinedEnvelopes) {
                 case .apply(let tail): tails[opened.device] = tail; outcome.changedTails[opened.device] = tail
                 case .repeatOfLast: isRepeat = true
                 case .broken(let why): throw LockError.integrity(why)
