@@ -15,6 +15,8 @@ public struct ServerSettings: Sendable {
     public var defaultQuota: Int64? = nil
     /// The longest a journal long-poll may wait.
     public var maxLongPoll: Duration = .seconds(60)
+    /// Long-polls one account may hold open at once.
+    public var longPollsPerAccount = APIv1.maxLongPollsPerAccount
     /// Login attempts per account name and client address: burst, then one per interval.
     public var loginBurst = 10
     public var loginInterval: Duration = .seconds(6)
@@ -34,8 +36,8 @@ public struct ServerAPI: Sendable {
     public let notifier = JournalNotifier()
     public let metrics = ServerMetrics()
     let limiter: LoginLimiter
-    /// Long-polls waiting, per account (at most `APIv1.maxLongPollsPerAccount`).
-    let longPolls = LongPollSlots(limit: APIv1.maxLongPollsPerAccount)
+    /// Long-polls waiting, per account (at most `settings.longPollsPerAccount`).
+    let longPolls: LongPollSlots
     let secretCache = SecretCache(nil)
 
     static let binary = APIv1.binaryContentType
@@ -46,6 +48,7 @@ public struct ServerAPI: Sendable {
         self.blobs = blobs
         self.settings = settings
         limiter = LoginLimiter(burst: settings.loginBurst, interval: settings.loginInterval)
+        longPolls = LongPollSlots(limit: settings.longPollsPerAccount)
     }
 
     /// The router with every route.

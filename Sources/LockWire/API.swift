@@ -24,7 +24,8 @@ public enum APIv1 {
     /// largest size (8 MiB, 36 bytes per chunk of a manifest) can name.
     public static let maxReferencesPerEntry = 1 << 18
     /// Concurrent long-polls of one account (its devices' pullers, `lockfs
-    /// sync`); more are answered 429.
+    /// sync`) by default (`lockfs-server serve --long-polls-per-account`);
+    /// more are answered 429.
     public static let maxLongPollsPerAccount = 32
     /// Response header of `GET /v1/entries`: the key generation of the
     /// account's keyring, so that devices learn a rotation at their next page.

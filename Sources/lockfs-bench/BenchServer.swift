@@ -50,7 +50,9 @@ final class BenchServer: @unchecked Sendable {
 
         let p = Process()
         p.executableURL = binary
-        p.arguments = ["serve", "--data", data.path, "--listen", "127.0.0.1:0", "--open-registration", "--log-level", "warning"] + arguments
+        p.arguments = ["serve", "--data", data.path, "--listen", "127.0.0.1:0", "--open-registration", "--log-level", "warning",
+                       // One account holds the 1,000 idle long-polls of the memory figure.
+                       "--long-polls-per-account", "\(ServerBench.longPolls)"] + arguments
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         p.environment = env

@@ -35,6 +35,10 @@ struct Serve: AsyncParsableCommand {
         "Seconds per login attempt regained by an account name and address after a burst of 10 (default 6).", valueName: "SECONDS"))
     var loginRefill: Double = 6
 
+    @Option(name: .customLong("long-polls-per-account"), help: ArgumentHelp(
+        "Journal long-polls one account may hold open at once; more are answered 429 (default 32).", valueName: "N"))
+    var longPollsPerAccount = APIv1.maxLongPollsPerAccount
+
     @Option(name: .customLong("metrics-token-file"), help: ArgumentHelp(
         "A file whose first line is the bearer token GET /metrics needs; without it only this machine gets /metrics, and not through a proxy.",
         valueName: "FILE"))
@@ -45,6 +49,7 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard longPollsPerAccount >= 1 else { throw ValidationError("--long-polls-per-account must be 1 or more") }
         guard let (host, _) = parseListen() else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7440") }
         if tlsCert == nil && !insecureHTTP && !Loopback.contains(host: host) {
             throw ValidationError("""
@@ -76,6 +81,7 @@ struct Serve: AsyncParsableCommand {
         settings.openRegistration = openRegistration
         settings.defaultQuota = quota.flatMap(parseSize)
         settings.loginInterval = .milliseconds(Int64(loginRefill * 1000))
+        settings.longPollsPerAccount = longPollsPerAccount
         if let metricsTokenFile {
             guard let text = try? String(contentsOfFile: metricsTokenFile, encoding: .utf8),
                   let token = text.split(separator: "\n").first.map({ $0.trimmingCharacters(in: .whitespaces) }), token.count >= 16 else {

@@ -124,66 +124,70 @@ struct JournalVerifier {
             guard computed == item.head else {
                 throw LockError.integrity("journal entry \(seq) does not chain to the verified history: altered or forked")
             }
-            let entry = item.entry
-            if quarantined.contains(computed) {
-                try each(Verified(seq: seq, head: computed, entry: entry, batch: nil, ignored: "journal entry \(seq) was ignored: quarantined by lockfs repair"))
-                head = computed
-                cursor = seq
-                pageHeads[seq] = computed
-                continue
-            }
-            let baseSeq = entry.baseSeq.rawValue
-            let knownBase: ChainHead? = baseSeq > cursor ? nil
-                : baseSeq == cursor ? head
-                : baseSeq == 0 ? ChainHead.genesis(of: vault)
-                : (pageHeads[baseSeq] ?? verifiedHead(baseSeq))
-            guard baseSeq <= cursor, knownBase == entry.baseHead else {
-                throw LockError.integrity("journal entry \(seq) was written on a history this device never saw: the server forked the journal")
-            }
-            let mine = inflight.first { $0.appendedSeq == seq }
-            var batch: OperationBatch?
-            var ignored: String?
-            switch EntryAuthority.check(entry, vault: vault, signers: signers) {
-            case .ignore(let why):
-                // This device's own acknowledged entry, served so that it would be
-                // ignored: skipping it would leave the change "sending" forever.
-                if mine != nil {
-                    throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves it so that it must be ignored (\(why)): the journal was altered")
-                }
-                ignored = "journal entry \(seq) was ignored: \(why)"
-            case .apply(let device, let bind):
-                if let bind, let device { signers[device] = bind; outcome.newSigners[device] = bind }
-                do { batch = try open(entry, seq: seq) } catch LockError.integrity(let why) {
-                    suspect = Suspect(seq: seq, head: computed, entry: entry)
-                    throw LockError.integrity(why)
-                }
-                // The server acknowledged one of this device's entries at this seq; a
-                // faithful server serves that entry there and nothing else, after the
-                // history it acknowledged it on. Told by the bytes kept in flight, not
-                // the device id: after a new login in a home, entries sealed before
-                // carry the previous device's id.
-                if let mine, mine.entry != entry.unsigned {
-                    throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves another one there: the journal was forked or rolled back")
-                }
-                if let mine, let acknowledged = mine.appendedHead, acknowledged != computed {
-                    throw LockError.integrity("the server acknowledged this device's entry at \(seq) with another chain head than the history it now shows: the journal was forked")
-                }
-            }
-            var isRepeat = false
-            if let opened = batch {
-                switch DeviceChain.check(opened, envelopeHash: BatchLink.envelopeHash(entry.sealedBatch), seq: seq, last: tails[opened.device],
-                                         skipped: quarantinedEnvelopes) {
-                case .apply(let tail): tails[opened.device] = tail; outcome.changedTails[opened.device] = tail
-                case .repeatOfLast: isRepeat = true
-                case .broken(let why): throw LockError.integrity(why)
-                }
-            }
-            try each(Verified(seq: seq, head: computed, entry: entry, batch: batch, ignored: ignored, isRepeat: isRepeat))
+            let verified = try judge(item.entry, seq: seq, computed: computed, pageHeads: pageHeads, outcome: &outcome)
+            try each(verified)
             head = computed
             cursor = seq
             pageHeads[seq] = computed
         }
         return outcome
+    }
+
+    /// The verdict on one entry that comes next and chains (at `seq`, making
+    /// `computed`): skipped (quarantined, or refused by `EntryAuthority`), a
+    /// repeat, or opened to apply; or the integrity error of a lie.
+    private mutating func judge(_ entry: JournalEntry, seq: UInt64, computed: ChainHead, pageHeads: [UInt64: ChainHead],
+                                outcome: inout Outcome) throws -> Verified {
+        if quarantined.contains(computed) {
+            return Verified(seq: seq, head: computed, entry: entry, batch: nil, ignored: "journal entry \(seq) was ignored: quarantined by lockfs repair")
+        }
+        let baseSeq = entry.baseSeq.rawValue
+        let knownBase: ChainHead? = baseSeq > cursor ? nil
+            : baseSeq == cursor ? head
+            : baseSeq == 0 ? ChainHead.genesis(of: vault)
+            : (pageHeads[baseSeq] ?? verifiedHead(baseSeq))
+        guard baseSeq <= cursor, knownBase == entry.baseHead else {
+            throw LockError.integrity("journal entry \(seq) was written on a history this device never saw: the server forked the journal")
+        }
+        let mine = inflight.first { $0.appendedSeq == seq }
+        var batch: OperationBatch?
+        var ignored: String?
+        switch EntryAuthority.check(entry, vault: vault, signers: signers) {
+        case .ignore(let why):
+            // This device's own acknowledged entry, served so that it would be
+            // ignored: skipping it would leave the change "sending" forever.
+            if mine != nil {
+                throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves it so that it must be ignored (\(why)): the journal was altered")
+            }
+            ignored = "journal entry \(seq) was ignored: \(why)"
+        case .apply(let device, let bind):
+            if let bind, let device { signers[device] = bind; outcome.newSigners[device] = bind }
+            do { batch = try open(entry, seq: seq) } catch LockError.integrity(let why) {
+                suspect = Suspect(seq: seq, head: computed, entry: entry)
+                throw LockError.integrity(why)
+            }
+            // The server acknowledged one of this device's entries at this seq; a
+            // faithful server serves that entry there and nothing else, after the
+            // history it acknowledged it on. Told by the bytes kept in flight, not
+            // the device id: after a new login in a home, entries sealed before
+            // carry the previous device's id.
+            if let mine, mine.entry != entry.unsigned {
+                throw LockError.integrity("the server acknowledged this device's entry at \(seq) but now serves another one there: the journal was forked or rolled back")
+            }
+            if let mine, let acknowledged = mine.appendedHead, acknowledged != computed {
+                throw LockError.integrity("the server acknowledged this device's entry at \(seq) with another chain head than the history it now shows: the journal was forked")
+            }
+        }
+        var isRepeat = false
+        if let opened = batch {
+            switch DeviceChain.check(opened, envelopeHash: BatchLink.envelopeHash(entry.sealedBatch), seq: seq, last: tails[opened.device],
+                                     skipped: quarantinedEnvelopes) {
+            case .apply(let tail): tails[opened.device] = tail; outcome.changedTails[opened.device] = tail
+            case .repeatOfLast: isRepeat = true
+            case .broken(let why): throw LockError.integrity(why)
+            }
+        }
+        return Verified(seq: seq, head: computed, entry: entry, batch: batch, ignored: ignored, isRepeat: isRepeat)
     }
 
     /// The entry's batch, opened with the generation that sealed it.
