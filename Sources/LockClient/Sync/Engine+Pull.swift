@@ -232,10 +232,19 @@ extension Engine {
     /// - Parameter acks: `State.ackSerial` when the page was asked for: an
     ///   append acknowledged before then must be within the page's journal.
     func applyPage(_ page: EntryPage, requestedAfter requested: UInt64, acknowledgementsBefore acks: UInt64? = nil) throws {
-        try applying.withLock { _ in try applyPageSerially(page, requestedAfter: requested, acknowledgementsBefore: acks) }
+        let applied = try applying.withLock { _ in try applyPageSerially(page, requestedAfter: requested, acknowledgementsBefore: acks) }
+        // The kernel is told after `applying` is released: invalidating a file's
+        // pages waits for reads of it in flight, which the mount answers with
+        // async work; that work must never wait for `applying` (an uploader's
+        // acknowledgement takes it) while this thread holds it, or the mount
+        // deadlocks (seen: a mount test hung in fuse_reverse_inval_inode).
+        guard let (view, changed) = applied else { return }
+        if !view.inodes.isEmpty || !view.entries.isEmpty, let handler = onChange.withLock({ $0 }) { handler(view) }
+        schedulePinnedFetches(changed)
     }
 
-    func applyPageSerially(_ page: EntryPage, requestedAfter requested: UInt64, acknowledgementsBefore acks: UInt64?) throws {
+    /// Verifies and applies a page; returns what changed in the view (nil: nothing).
+    func applyPageSerially(_ page: EntryPage, requestedAfter requested: UInt64, acknowledgementsBefore acks: UInt64?) throws -> (ViewChanges, Set<NodeID>)? {
         var (base, cursor, head, inflight, recent) = state.withLock {
             ($0.base, $0.cursor, $0.head, $0.inflight, $0.recentHeads)
         }
@@ -295,7 +304,7 @@ extension Engine {
         }
         guard !heads.isEmpty else {
             state.withLock { $0.online = true; $0.lastError = nil; $0.lastSync = Date() }
-            return
+            return nil
         }
         (cursor, head) = (verifier.cursor, verifier.head)
         let changedTails = outcome.changedTails
@@ -338,8 +347,7 @@ extension Engine {
         if !orphans.isEmpty { try? index.deleteLocalNodes(orphans) }
         if wakeUploader { cleanOutbox(); uploadSignal.yield() }
         if drained { wakeUploadWaiters() }
-        if !view.inodes.isEmpty || !view.entries.isEmpty, let handler = onChange.withLock({ $0 }) { handler(view) }
-        schedulePinnedFetches(changed)
+        return (view, changed)
     }
 
     /// local = base + pending operations, replayed by the same rules.
