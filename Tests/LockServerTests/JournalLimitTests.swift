@@ -7,13 +7,18 @@ import Testing
 /// The journal's limits over real HTTP (issue 15): pages end by bytes, the
 /// journal counts against the quota, an append names at most 2^18 chunks.
 @Suite struct JournalLimitTests {
+    /// A manifest of 80,000 random chunk ids: an entry creating a file with it
+    /// is about 2.9 MB (the server does not read batches, so the ids need not exist).
+    static func largeManifest() throws -> Manifest {
+        try Manifest(chunks: (0..<80_000).map { _ in .init(id: ChunkID(hex: Hex.encode((0..<32).map { _ in UInt8.random(in: 0...255) }))!, length: 1) })
+    }
+
     @Test func pagesEndByBytesAndJournalBytesCountAgainstTheQuota() async throws {
         let server = try await ServerProcess.start(arguments: ["--quota", "1M"])
         defer { server.stop() }
         let vault = try TestVault.make(user: "big")
         let client = try await vault.register(on: server)
-        // Entries of about 2.9 MB: a manifest of 80,000 chunks (the server does not read batches).
-        let manifest = try Manifest(chunks: (0..<80_000).map { _ in .init(id: ChunkID(hex: Hex.encode((0..<32).map { _ in UInt8.random(in: 0...255) }))!, length: 1) })
+        let manifest = try Self.largeManifest()
         var head = vault.genesis
         var accepted: [Int] = []
         var refused: APIResponse?
@@ -65,7 +70,7 @@ import Testing
         hog.http = wideHTTPClient
         let quietVault = try TestVault.make(user: "quiet")
         let quiet = try await quietVault.register(on: server)
-        let manifest = try Manifest(chunks: (0..<80_000).map { _ in .init(id: ChunkID(hex: Hex.encode((0..<32).map { _ in UInt8.random(in: 0...255) }))!, length: 1) })
+        let manifest = try Self.largeManifest()
         // Three large entries to pull, and a writer adding more.
         var head = hogVault.genesis
         for i in 0..<3 {
